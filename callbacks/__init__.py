@@ -1,0 +1,1 @@
+"""Lightning callbacks: rate annealing (λ), codec export, input-health reporting."""

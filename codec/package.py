@@ -1,0 +1,80 @@
+"""Exported codec packages: ``weights.safetensors`` + ``codec.json``.
+
+A package is what ``compress``, ``decompress`` and evaluation load. ``codec.json`` holds the
+instantiation config of the codec (``_target_`` + its constructor arguments) and the package's
+fingerprint, which every file it writes repeats in its header.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import hydra
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from codec.bitstream import FINGERPRINT_BYTES
+
+CONFIG_FILE = "codec.json"
+WEIGHTS_FILE = "weights.safetensors"
+PACKAGE_FORMAT = 1
+
+
+def codec_config(codec: nn.Module) -> dict:
+    """The instantiation config of a codec (its class and the ``hparams`` it records)."""
+    cls = type(codec)
+    return {"_target_": f"{cls.__module__}.{cls.__qualname__}", **codec.hparams}
+
+
+def _fingerprint(config: dict, weights: bytes) -> bytes:
+    digest = hashlib.sha256(json.dumps(config, sort_keys=True).encode())
+    digest.update(weights)
+    return digest.digest()[:FINGERPRINT_BYTES]
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def export_package(codec: nn.Module, directory: str | os.PathLike) -> Path:
+    """Write ``codec`` (after refreshing its entropy-coder tables) as a package directory."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    codec.update(force=True)
+    state = {k: v.detach().to("cpu").contiguous() for k, v in codec.state_dict().items()}
+    weights_path = directory / WEIGHTS_FILE
+    tmp = weights_path.with_name(WEIGHTS_FILE + ".tmp")
+    save_file(state, str(tmp))
+    os.replace(tmp, weights_path)
+    config = codec_config(codec)
+    manifest = {
+        "format": PACKAGE_FORMAT,
+        "codec": config,
+        "fingerprint": _fingerprint(config, weights_path.read_bytes()).hex(),
+    }
+    _write_atomically(directory / CONFIG_FILE, json.dumps(manifest, indent=2).encode())
+    return directory
+
+
+def load_package(directory: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[nn.Module, bytes]:
+    """Load a package → (codec in eval mode, fingerprint)."""
+    directory = Path(directory)
+    config_path, weights_path = directory / CONFIG_FILE, directory / WEIGHTS_FILE
+    for path in (config_path, weights_path):
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} not found: {directory} is not a codec package (see `export`)")
+    manifest = json.loads(config_path.read_text())
+    if manifest.get("format") != PACKAGE_FORMAT:
+        raise ValueError(f"{config_path}: unsupported package format {manifest.get('format')!r}")
+    fingerprint = _fingerprint(manifest["codec"], weights_path.read_bytes())
+    if fingerprint.hex() != manifest["fingerprint"]:
+        raise ValueError(f"{directory}: weights do not match the fingerprint in {CONFIG_FILE} (modified package?)")
+    codec = hydra.utils.instantiate(manifest["codec"], _convert_="all")
+    codec.load_state_dict(load_file(str(weights_path)))
+    return codec.to(device).eval(), fingerprint

@@ -1,0 +1,103 @@
+"""One datamodule for every image-folder dataset; the dataset configs only set its folders."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Sequence
+
+import pytorch_lightning as pl
+from torch.utils.data import DataLoader
+
+from datamodules.images import CenterCrop, ImageFolder, RandomCrop
+from utils.config import ConfigError, require_positive
+
+#: the codecs pad to multiples of 64 (z is at H/64); training crops must already be.
+CROP_MULTIPLE = 64
+
+
+def _folders(key: str, folders: str | Sequence[str] | None) -> list[str]:
+    if folders is None:
+        return []
+    folders = [folders] if isinstance(folders, (str, os.PathLike)) else list(folders)
+    for folder in folders:
+        if not Path(folder).is_dir():
+            raise ConfigError(key, f"dataset directory {folder} does not exist (set paths.data_dir or the folder)")
+    return [str(f) for f in folders]
+
+
+class ImageFolderDataModule(pl.LightningDataModule):
+    """Random crops for training; full images (or central crops) for validation and test."""
+
+    def __init__(
+        self,
+        train_dirs: str | Sequence[str] | None = None,
+        val_dirs: str | Sequence[str] | None = None,
+        test_dirs: str | Sequence[str] | None = None,
+        crop_size: int = 256,
+        val_crop_size: int | None = None,
+        random_downscale: bool = False,
+        min_downscale: float = 0.5,
+        hflip: bool = True,
+        batch_size: int = 8,
+        val_batch_size: int = 1,
+        num_workers: int = 4,
+        pin_memory: bool = True,
+        seed: int = 0,
+    ):
+        super().__init__()
+        for key, size in [("crop_size", crop_size), ("val_crop_size", val_crop_size)]:
+            if size is not None and (size <= 0 or size % CROP_MULTIPLE):
+                raise ConfigError(key, f"must be a positive multiple of {CROP_MULTIPLE}, got {size}")
+        if not 0 < min_downscale <= 1:
+            raise ConfigError("min_downscale", f"must be in (0, 1], got {min_downscale}")
+        if val_crop_size is None and val_batch_size != 1:
+            raise ConfigError("val_batch_size", "full-size validation images differ in size: use 1 or set val_crop_size")
+        require_positive("batch_size", batch_size)
+        self.train_dirs = _folders("train_dirs", train_dirs)
+        self.val_dirs = _folders("val_dirs", val_dirs)
+        self.test_dirs = _folders("test_dirs", test_dirs)
+        self.train_view = RandomCrop(crop_size, random_downscale, min_downscale, hflip)
+        self.eval_view = CenterCrop(val_crop_size)
+        self.batch_size, self.val_batch_size = batch_size, val_batch_size
+        self.num_workers, self.pin_memory, self.seed = num_workers, pin_memory, seed
+        self.datasets: dict[str, ImageFolder] = {}
+
+    def setup(self, stage: str | None = None) -> None:
+        for split, folders, view in [
+            ("train", self.train_dirs, self.train_view),
+            ("val", self.val_dirs, self.eval_view),
+            ("test", self.test_dirs, self.eval_view),
+        ]:
+            if folders and split not in self.datasets:
+                self.datasets[split] = ImageFolder(folders, view, seed=self.seed)
+
+    def _loader(self, split: str, batch_size: int, shuffle: bool) -> DataLoader:
+        if split not in self.datasets:
+            raise ConfigError(f"{split}_dirs", f"no {split} folders configured")
+        return DataLoader(
+            self.datasets[split],
+            batch_size=batch_size,
+            shuffle=shuffle,
+            drop_last=shuffle,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", self.batch_size, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", self.val_batch_size, shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", self.val_batch_size, shuffle=False)
+
+    def input_report(self) -> dict[str, int]:
+        """Files skipped and converted so far, summed over the splits."""
+        totals = {"skipped": 0, "converted": 0}
+        for dataset in self.datasets.values():
+            for key, count in dataset.report().items():
+                totals[key] += count
+        return totals

@@ -1,0 +1,208 @@
+"""Bad-input-safe image loading and the training crop.
+
+Every file is decoded by PIL (JPEG through its draft mode when the crop will be down-scaled
+anyway), EXIF-rotated, and converted to 8-bit RGB. A file that cannot be decoded is skipped; a
+file that needed converting is used. Either way it gets exactly one warning over the whole run
+(across DataLoader workers) and is counted, so bad data neither kills a run nor goes unnoticed.
+"""
+
+from __future__ import annotations
+
+import math
+import multiprocessing
+import os
+import random
+import warnings
+from pathlib import Path
+from typing import Iterable, NamedTuple, Sequence
+
+import numpy as np
+import torch
+from PIL import Image, ImageFile, ImageOps
+from torch import Tensor
+from torch.utils.data import Dataset
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
+# Decoding must fail loudly on a truncated file, never pad it with grey.
+ImageFile.LOAD_TRUNCATED_IMAGES = False
+# A decompression bomb is a bad input like any other.
+Image.MAX_IMAGE_PIXELS = 1 << 28
+
+
+class UnreadableImage(Exception):
+    """The file cannot be decoded into an image."""
+
+
+def list_images(roots: Iterable[str | os.PathLike]) -> list[Path]:
+    files: list[Path] = []
+    for root in roots:
+        root = Path(root)
+        files += sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+    return files
+
+
+def _to_rgb(image: Image.Image) -> tuple[Image.Image, str | None]:
+    """8-bit RGB, and a note saying what was converted (None when it already was)."""
+    mode = image.mode
+    if mode == "RGB":
+        return image, None
+    if mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        array = np.asarray(image, dtype=np.float64)
+        peak = 65535.0 if mode.startswith("I;16") or array.max() > 255 else 255.0
+        array = np.clip(np.round(array * 255.0 / peak), 0, 255).astype(np.uint8)
+        return Image.fromarray(array, "L").convert("RGB"), f"{mode} (high bit depth) → 8-bit RGB"
+    if mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB"), f"{mode} → RGB on white"
+    return image.convert("RGB"), f"{mode} → RGB"
+
+
+_EXIF_ORIENTATION = 0x0112
+
+
+def upright_size(image: Image.Image) -> tuple[int, int]:
+    """(width, height) after EXIF rotation, read from the header without decoding."""
+    w, h = image.size
+    return (h, w) if image.getexif().get(_EXIF_ORIENTATION) in (5, 6, 7, 8) else (w, h)
+
+
+class Decoded(NamedTuple):
+    image: Image.Image  # upright 8-bit RGB
+    note: str | None  # what was converted, None when nothing was
+    scale: float  # the scale chosen by the caller
+    full_width: int  # upright width at full resolution (image may be smaller after a draft)
+
+
+def open_rgb(path: str | os.PathLike, choose_scale=None) -> Decoded:
+    """Decode ``path`` as upright 8-bit RGB.
+
+    ``choose_scale(width, height)`` sees the upright full size before decoding and returns the
+    scale the caller will resize to; below 1/2 a JPEG is decoded at a reduced size (DCT scaling),
+    so the returned image may be smaller than the file's full size. Raises UnreadableImage for
+    anything that is not a decodable image."""
+    path = Path(path)
+    try:
+        if path.stat().st_size == 0:
+            raise UnreadableImage("empty file (0 bytes)")
+        with Image.open(path) as image:
+            full_width, full_height = upright_size(image)
+            scale = choose_scale(full_width, full_height) if choose_scale is not None else 1.0
+            if scale < 1.0 and image.format == "JPEG":
+                w, h = image.size
+                image.draft("RGB", (max(1, math.ceil(w * scale)), max(1, math.ceil(h * scale))))
+            image.load()
+            image = ImageOps.exif_transpose(image)
+            image, note = _to_rgb(image)
+            image.load()
+            return Decoded(image, note, scale, full_width)
+    except UnreadableImage:
+        raise
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        raise UnreadableImage(f"{type(exc).__name__}: {exc}") from None
+
+
+def to_tensor(image: Image.Image) -> Tensor:
+    """PIL RGB → float 3×H×W in [0, 1]."""
+    array = np.asarray(image, dtype=np.uint8)
+    return torch.from_numpy(array.copy()).permute(2, 0, 1).float().div_(255.0)
+
+
+class RandomCrop:
+    """A random ``size``² crop, with optional HiFiC-style random down-scaling and a random flip.
+
+    The scale s is drawn in [max(min_scale, size/short_side), 1] (or fixed to 1); an image whose
+    short side is under ``size`` is up-scaled to fit (s > 1) rather than dropped. The crop is
+    taken as a (size/s)² region of the source resized to size², so a down-scaled crop never
+    resizes the whole photo, and a JPEG is decoded at the coarsest DCT scale that still covers it.
+    """
+
+    def __init__(self, size: int, random_downscale: bool = False, min_scale: float = 0.5, hflip: bool = True):
+        self.size, self.random_downscale, self.min_scale, self.hflip = size, random_downscale, min_scale, hflip
+
+    def draw_scale(self, width: int, height: int, rng: random.Random) -> float:
+        needed = self.size / min(width, height)
+        if not self.random_downscale or needed >= 1:
+            return max(1.0, needed)
+        return rng.uniform(max(self.min_scale, needed), 1.0)
+
+    def __call__(self, path: Path, rng: random.Random) -> tuple[Tensor, str | None]:
+        image, note, scale, full_width = open_rgb(path, lambda w, h: self.draw_scale(w, h, rng))
+        decoded_fraction = image.size[0] / full_width  # < 1 when a JPEG draft decoded smaller
+        region = min(self.size / scale * decoded_fraction, image.size[0], image.size[1])
+        left = rng.uniform(0, image.size[0] - region)
+        top = rng.uniform(0, image.size[1] - region)
+        crop = image.resize((self.size, self.size), Image.BICUBIC, box=(left, top, left + region, top + region))
+        if self.hflip and rng.random() < 0.5:
+            crop = crop.transpose(Image.FLIP_LEFT_RIGHT)
+        return to_tensor(crop), note
+
+
+class CenterCrop:
+    """Deterministic validation view: the central ``size``² crop, or the whole image if None."""
+
+    def __init__(self, size: int | None):
+        self.size = size
+
+    def __call__(self, path: Path, rng: random.Random) -> tuple[Tensor, str | None]:
+        image, note, _, _ = open_rgb(path)
+        if self.size is not None:
+            w, h = image.size
+            if min(w, h) < self.size:
+                scale = self.size / min(w, h)
+                image = image.resize((math.ceil(w * scale), math.ceil(h * scale)), Image.BICUBIC)
+                w, h = image.size
+            left, top = (w - self.size) // 2, (h - self.size) // 2
+            image = image.crop((left, top, left + self.size, top + self.size))
+        return to_tensor(image), note
+
+
+# Per-file status shared by all DataLoader workers (inherited through fork or pickled for spawn).
+_UNSEEN, _OK, _CONVERTED, _SKIPPED = 0, 1, 2, 3
+
+
+class ImageFolder(Dataset):
+    """Images under one or more folders. An undecodable file is replaced by the next decodable
+    one; every skip or conversion is warned about once and counted (see :meth:`report`)."""
+
+    def __init__(self, roots: Sequence[str | os.PathLike], view, seed: int = 0):
+        self.files = list_images(roots)
+        if not self.files:
+            raise FileNotFoundError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) under {list(map(str, roots))}")
+        self.view = view
+        self.seed = seed
+        self._status = multiprocessing.Array("b", len(self.files))
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def _mark(self, index: int, status: int, message: str) -> None:
+        with self._status.get_lock():
+            first = self._status[index] in (_UNSEEN, _OK) and self._status[index] != status
+            self._status[index] = status
+        if first:
+            warnings.warn(message, RuntimeWarning, stacklevel=3)
+
+    def __getitem__(self, index: int) -> Tensor:
+        # One RNG per item: reproducible under any worker count given torch's base seed.
+        rng = random.Random(torch.initial_seed() + index)
+        for attempt in range(len(self.files)):
+            i = (index + attempt) % len(self.files)
+            if self._status[i] == _SKIPPED:
+                continue
+            try:
+                tensor, note = self.view(self.files[i], rng)
+            except UnreadableImage as exc:
+                self._mark(i, _SKIPPED, f"skipping unreadable image {self.files[i]}: {exc}")
+                continue
+            if note is not None:
+                self._mark(i, _CONVERTED, f"converted {self.files[i]}: {note}")
+            elif self._status[i] == _UNSEEN:
+                self._status[i] = _OK
+            return tensor
+        raise RuntimeError(f"none of the {len(self.files)} images could be decoded")
+
+    def report(self) -> dict[str, int]:
+        """Counts of files skipped (unreadable) and converted so far, over all workers."""
+        status = list(self._status)
+        return {"skipped": status.count(_SKIPPED), "converted": status.count(_CONVERTED)}

@@ -1,0 +1,213 @@
+"""What every training stage shares: the optimisation step, metrics, logging, checkpoints.
+
+A stage subclass says only what differs: which parameters train (:meth:`trainable_parameters`),
+and what the losses are (:meth:`compute_losses`). Optimisation is manual because every stage has
+at least two optimizers (the main one and compressai's aux optimizer for the entropy-bottleneck
+quantiles; stage 4 adds the discriminator's). The main and aux losses are back-propagated in one
+pass: they touch disjoint parameters, and one backward keeps DDP's gradient reduction complete.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Iterable, Sequence
+
+import pytorch_lightning as pl
+import torch
+from torch import Tensor, nn
+from torchmetrics import MeanMetric, MetricCollection
+from torchmetrics.image import MultiScaleStructuralSimilarityIndexMeasure, PeakSignalNoiseRatio
+
+from codec.bitstream import CompressedImage, pack
+from metrics.perceptual import LPIPS
+from utils.config import ConfigError
+from utils.modules import ExternalWeights
+
+VAL_METRICS = ("psnr", "ms_ssim", "lpips")
+
+
+def quantize_8bit(x: Tensor) -> Tensor:
+    """What a decoder writes to a PNG: clamp to [0, 1] and round to 8 bits."""
+    return x.float().clamp(0, 1).mul(255).round().div(255)
+
+
+class CompressionLightningModule(pl.LightningModule):
+    def __init__(
+        self,
+        codec: nn.Module,
+        optimizer: Callable[..., torch.optim.Optimizer],
+        aux_optimizer: Callable[..., torch.optim.Optimizer],
+        scheduler: Callable[..., Any] | None = None,
+        gradient_clip_val: float | None = 1.0,
+        val_metrics: Sequence[str] = VAL_METRICS,
+        lpips_net: str = "alex",
+        allow_random_weights: bool = False,
+        num_logged_images: int = 4,
+    ):
+        super().__init__()
+        self.automatic_optimization = False
+        unknown = set(val_metrics) - set(VAL_METRICS)
+        if unknown:
+            raise ConfigError("val_metrics", f"unknown metrics {sorted(unknown)}; choose from {list(VAL_METRICS)}")
+        self.codec = codec
+        self.optimizer_factory, self.aux_optimizer_factory = optimizer, aux_optimizer
+        self.scheduler_factory = scheduler
+        self.gradient_clip_val = gradient_clip_val
+        self.num_logged_images = num_logged_images
+        quality = {
+            "psnr": lambda: PeakSignalNoiseRatio(data_range=1.0, dim=(1, 2, 3)),
+            "ms_ssim": lambda: MultiScaleStructuralSimilarityIndexMeasure(data_range=1.0),
+        }
+        self.val_quality = MetricCollection({k: quality[k]() for k in val_metrics if k in quality})
+        self.val_lpips = LPIPS(lpips_net, allow_random_weights) if "lpips" in val_metrics else None
+        self.val_means = nn.ModuleDict({k: MeanMetric() for k in ("lpips", "bpp_real")})
+        #: λ, owned and set every batch by the RateAnnealing callback.
+        self.rate_lambda: float | None = None
+
+    # ------------------------------------------------------------------ stage interface
+    def compute_losses(self, x: Tensor) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+        """→ (scalar loss terms incl. "loss", images incl. "x_hat" = the final reconstruction)."""
+        raise NotImplementedError
+
+    def trainable_parameters(self) -> Iterable[nn.Parameter]:
+        raise NotImplementedError
+
+    def aux_parameters(self) -> list[nn.Parameter]:
+        """The entropy bottleneck's quantiles, when this stage trains them."""
+        return [p for p in self.codec.aux_parameters() if p.requires_grad]
+
+    @property
+    def current_lambda(self) -> float:
+        if self.rate_lambda is None:
+            raise RuntimeError(
+                "λ is not set: the rate term needs the RateAnnealing callback (callbacks: rate_annealing)"
+            )
+        return self.rate_lambda
+
+    # ----------------------------------------------------------------------- training
+    def on_fit_start(self) -> None:
+        if str(self.trainer.precision).startswith("16"):
+            raise ConfigError(
+                "trainer.precision", "fp16 needs a loss scaler the multi-optimizer step does not use: use bf16-mixed or 32-true"
+            )
+
+    def configure_optimizers(self):
+        optimizers = [self.optimizer_factory(list(self.trainable_parameters()))]
+        aux = self.aux_parameters()
+        if aux:
+            optimizers.append(self.aux_optimizer_factory(aux))
+        if self.scheduler_factory is None:
+            return optimizers
+        return optimizers, [{"scheduler": self.scheduler_factory(optimizers[0]), "interval": "step"}]
+
+    def _optimizers(self) -> list:
+        opts = self.optimizers()
+        return list(opts) if isinstance(opts, (list, tuple)) else [opts]
+
+    def _step_schedulers(self) -> None:
+        schedulers = self.lr_schedulers()
+        for scheduler in schedulers if isinstance(schedulers, list) else [schedulers] if schedulers else []:
+            scheduler.step()
+
+    def training_step(self, batch: Tensor, batch_idx: int) -> Tensor:
+        losses, _ = self.compute_losses(batch)
+        main, *others = self._optimizers()
+        total = losses["loss"]
+        if others:
+            losses["aux_loss"] = self.codec.aux_loss()
+            total = total + losses["aux_loss"]
+        for opt in (main, *others):
+            opt.zero_grad(set_to_none=True)
+        self.manual_backward(total)
+        if self.gradient_clip_val:
+            self.clip_gradients(main, gradient_clip_val=self.gradient_clip_val, gradient_clip_algorithm="norm")
+        main.step()
+        self.step_uncounted(*others)
+        self._step_schedulers()
+        losses["lr"] = torch.tensor(main.param_groups[0]["lr"])
+        self.log_terms("train", losses, batch_size=batch.shape[0])
+        return losses["loss"]
+
+    @staticmethod
+    def step_uncounted(*optimizers) -> None:
+        """Step optimizers without advancing ``trainer.global_step``: Lightning counts every
+        wrapped optimizer step, and ``max_steps``, ``val_check_interval`` and checkpoints must
+        count training batches. (bf16/fp32 need no loss scaler, so the raw step is exact.)"""
+        for opt in optimizers:
+            opt.optimizer.step()
+
+    def log_terms(self, split: str, terms: dict[str, Tensor], batch_size: int) -> None:
+        on_step = split == "train"
+        self.log_dict(
+            {f"{split}/{k}": v.detach().float() for k, v in terms.items()},
+            on_step=on_step,
+            on_epoch=not on_step,
+            prog_bar=False,
+            batch_size=batch_size,
+            sync_dist=not on_step,
+        )
+        if self.rate_lambda is not None and on_step:
+            self.log(f"{split}/lambda", float(self.rate_lambda), on_step=True, batch_size=batch_size)
+
+    # --------------------------------------------------------------------- validation
+    def on_validation_epoch_start(self) -> None:
+        # Real coding needs CDF tables for the current weights.
+        self.codec.update(force=True)
+
+    def validation_step(self, batch: Tensor, batch_idx: int) -> None:
+        losses, images = self.compute_losses(batch)
+        self.log_terms("val", losses, batch_size=batch.shape[0])
+        x_hat = quantize_8bit(images["x_hat"])
+        if len(self.val_quality):
+            self.val_quality.update(x_hat, batch)
+        if self.val_lpips is not None:
+            self.val_means["lpips"].update(self.val_lpips(x_hat, batch))
+        self.val_means["bpp_real"].update(self.real_bpp(batch))
+        if batch_idx == 0:
+            self.log_images("val", {"original": batch, **images})
+
+    def on_validation_epoch_end(self) -> None:
+        results = {f"val/{k}": v for k, v in self.val_quality.compute().items()}
+        if self.val_lpips is not None:
+            results["val/lpips"] = self.val_means["lpips"].compute()
+        results["val/bpp_real"] = self.val_means["bpp_real"].compute()
+        self.log_dict(results, sync_dist=False)  # torchmetrics already synced across ranks
+        self.val_quality.reset()
+        for metric in self.val_means.values():
+            metric.reset()
+
+    def real_bpp(self, batch: Tensor) -> Tensor:
+        """Bits per pixel of the real files (header included) for each image of the batch."""
+        coded = self.codec.compress(batch)
+        sizes = []
+        for i in range(batch.shape[0]):
+            strings = tuple(s[i] for s in coded["strings"])
+            data = pack(CompressedImage(batch.shape[-2], batch.shape[-1], bytes(8), strings))
+            sizes.append(len(data) * 8 / (batch.shape[-2] * batch.shape[-1]))
+        return torch.tensor(sizes, device=batch.device)
+
+    def log_images(self, split: str, images: dict[str, Tensor]) -> None:
+        """A grid per image (columns: original, then each reconstruction) to loggers that take images."""
+        if self.num_logged_images <= 0 or self.global_rank != 0:
+            return
+        loggers = [lg for lg in self.loggers if hasattr(lg, "log_image")]
+        if not loggers:
+            return
+        n = min(self.num_logged_images, next(iter(images.values())).shape[0])
+        rows = [torch.cat([quantize_8bit(img[i]).cpu() for img in images.values()], dim=-1) for i in range(n)]
+        caption = " | ".join(images)
+        for logger in loggers:
+            logger.log_image(key=f"{split}/reconstructions", images=rows, caption=[caption] * n, step=self.global_step)
+
+    # -------------------------------------------------------------------- checkpoints
+    def _external_prefixes(self) -> list[str]:
+        return [f"{name}." for name, module in self.named_modules() if isinstance(module, ExternalWeights)]
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        """Frozen external weights (LPIPS, the SD backbone) are rebuilt from their source."""
+        prefixes = tuple(self._external_prefixes())
+        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if not k.startswith(prefixes)}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        prefixes = tuple(self._external_prefixes())
+        own = {k: v for k, v in self.state_dict().items() if k.startswith(prefixes)}
+        checkpoint["state_dict"] = {**checkpoint["state_dict"], **own}

@@ -1,0 +1,25 @@
+"""Stage 1: train SODEC's VAE compression module (HiFiC) with d(x, x̂_f) + λ·R."""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+from lightning_modules.base import CompressionLightningModule
+from lightning_modules.losses import DistortionLoss, rate_bpp
+
+
+class Stage1VAEModule(CompressionLightningModule):
+    def __init__(self, codec, distortion: DistortionLoss, **kwargs):
+        super().__init__(codec=codec, **kwargs)
+        self.distortion = distortion
+
+    def trainable_parameters(self):
+        return self.codec.main_parameters()
+
+    def compute_losses(self, x: Tensor) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+        out = self.codec(x)
+        bpp = rate_bpp(out["likelihoods"], x.shape[-2] * x.shape[-1])
+        terms = self.distortion(out["x_hat"], x)
+        terms["bpp"] = bpp
+        terms["loss"] = terms["distortion"] + self.current_lambda * bpp
+        return terms, {"x_hat": out["x_hat"]}

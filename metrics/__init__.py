@@ -1,0 +1,1 @@
+"""Quality metrics and their pretrained-weight checks."""

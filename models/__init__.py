@@ -1,0 +1,1 @@
+"""Pure nn.Modules: codecs, backbone wrappers, guidance, discriminators (no Lightning)."""

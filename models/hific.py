@@ -1,0 +1,278 @@
+"""HiFiC's compression autoencoder (Mentzer et al. 2020) as SODEC's VAE compression module.
+
+x → E → y → Q → ŷ (bitstream 1);  y → H_a → z → Q → ẑ (bitstream 2);  ẑ → P → (μ, σ) of ŷ;
+ŷ → D_a → x̂_f.  Images are in [0, 1] at every boundary of this module.
+
+The module follows compressai's contract: ``forward`` returns ``x_hat`` and ``likelihoods``
+(plus ``y_hat``/``z_hat`` that SODEC's diffusion decoder consumes), ``compress`` returns the
+entropy-coded strings, ``decompress`` takes them back, ``update()`` must run before real coding.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from compressai.entropy_models import EntropyBottleneck, GaussianConditional
+from compressai.models import CompressionModel
+from compressai.models.utils import conv, deconv
+from compressai.ops import quantize_ste
+from torch import Tensor, nn
+
+from utils.config import ConfigError
+
+# Lower bound of the Gaussian scale and the table the entropy coder quantises scales to.
+SCALE_MIN, SCALE_MAX, SCALE_LEVELS = 0.11, 256.0, 64
+
+
+def scale_table() -> Tensor:
+    return torch.exp(torch.linspace(math.log(SCALE_MIN), math.log(SCALE_MAX), SCALE_LEVELS))
+
+
+class ChannelNorm(nn.Module):
+    """HiFiC's ChannelNorm: normalise each spatial position across channels (batch-size free)."""
+
+    def __init__(self, channels: int, eps: float = 1e-3):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(1, channels, 1, 1))
+        self.bias = nn.Parameter(torch.zeros(1, channels, 1, 1))
+
+    def forward(self, x: Tensor) -> Tensor:
+        mean = x.mean(dim=1, keepdim=True)
+        var = x.var(dim=1, keepdim=True, unbiased=False)
+        return (x - mean) * torch.rsqrt(var + self.eps) * self.weight + self.bias
+
+
+def _conv_norm_relu(cin: int, cout: int, kernel: int, stride: int) -> list[nn.Module]:
+    return [
+        nn.ReflectionPad2d(kernel // 2) if stride == 1 else nn.ReflectionPad2d((0, 1, 0, 1)),
+        nn.Conv2d(cin, cout, kernel, stride=stride),
+        ChannelNorm(cout),
+        nn.ReLU(inplace=True),
+    ]
+
+
+class HiFiCEncoder(nn.Module):
+    """E: 7×7 conv to channels[0], stride-2 3×3 convs through the other widths, 3×3 conv to y."""
+
+    def __init__(self, channels: Sequence[int], latent_channels: int, in_channels: int = 3):
+        super().__init__()
+        layers = _conv_norm_relu(in_channels, channels[0], 7, 1)
+        for cin, cout in zip(channels[:-1], channels[1:]):
+            layers += _conv_norm_relu(cin, cout, 3, 2)
+        layers += [nn.ReflectionPad2d(1), nn.Conv2d(channels[-1], latent_channels, 3)]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x * 2 - 1)
+
+
+class ResidualBlock(nn.Module):
+    def __init__(self, channels: int):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.ReflectionPad2d(1), nn.Conv2d(channels, channels, 3), ChannelNorm(channels), nn.ReLU(inplace=True),
+            nn.ReflectionPad2d(1), nn.Conv2d(channels, channels, 3), ChannelNorm(channels),
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + self.net(x)
+
+
+class HiFiCGenerator(nn.Module):
+    """D_a: HiFiC's generator — residual blocks at the widest width with a global skip, stride-2
+    transposed convs back through the encoder's widths, and a 7×7 conv to RGB."""
+
+    def __init__(self, channels: Sequence[int], latent_channels: int, residual_blocks: int, out_channels: int = 3):
+        super().__init__()
+        widest = channels[-1]
+        self.head = nn.Sequential(
+            ChannelNorm(latent_channels),
+            nn.ReflectionPad2d(1), nn.Conv2d(latent_channels, widest, 3), ChannelNorm(widest),
+        )
+        self.residual = nn.Sequential(*[ResidualBlock(widest) for _ in range(residual_blocks)])
+        up: list[nn.Module] = []
+        widths = list(reversed(channels))
+        for cin, cout in zip(widths[:-1], widths[1:]):
+            up += [
+                nn.ConvTranspose2d(cin, cout, 3, stride=2, padding=1, output_padding=1),
+                ChannelNorm(cout),
+                nn.ReLU(inplace=True),
+            ]
+        up += [nn.ReflectionPad2d(3), nn.Conv2d(widths[-1], out_channels, 7)]
+        self.up = nn.Sequential(*up)
+
+    def forward(self, y_hat: Tensor) -> Tensor:
+        h = self.head(y_hat)
+        return (self.up(h + self.residual(h)) + 1) / 2
+
+
+def hyper_analysis(latent_channels: int, hyper_channels: int) -> nn.Sequential:
+    """H_a: y (H/16) → z (H/64)."""
+    return nn.Sequential(
+        conv(latent_channels, hyper_channels, kernel_size=3, stride=1), nn.ReLU(inplace=True),
+        conv(hyper_channels, hyper_channels, kernel_size=5, stride=2), nn.ReLU(inplace=True),
+        conv(hyper_channels, hyper_channels, kernel_size=5, stride=2),
+    )
+
+
+def hyper_synthesis(hyper_channels: int, out_channels: int) -> nn.Sequential:
+    """ẑ (H/64) → a tensor at H/16; HiFiC uses one for the means and one for the scales."""
+    return nn.Sequential(
+        deconv(hyper_channels, hyper_channels, kernel_size=5, stride=2), nn.ReLU(inplace=True),
+        deconv(hyper_channels, hyper_channels, kernel_size=5, stride=2), nn.ReLU(inplace=True),
+        conv(hyper_channels, out_channels, kernel_size=3, stride=1),
+    )
+
+
+class EntropyParameters(nn.Module):
+    """P: ẑ → (scales, means) of the conditional Gaussian of ŷ (HiFiC's separate mean/scale nets)."""
+
+    def __init__(self, hyper_channels: int, latent_channels: int):
+        super().__init__()
+        self.means = hyper_synthesis(hyper_channels, latent_channels)
+        self.scales = hyper_synthesis(hyper_channels, latent_channels)
+
+    def forward(self, z_hat: Tensor) -> tuple[Tensor, Tensor]:
+        return self.scales(z_hat), self.means(z_hat)
+
+
+class HiFiCCompressor(CompressionModel):
+    """SODEC's VAE compression module: E, H_a, P and the fidelity decoder D_a."""
+
+    #: total down-sampling of z relative to x; inputs are padded to a multiple of it.
+    PAD_MULTIPLE = 64
+    #: strings per image: ŷ, then ẑ.
+    NUM_STRINGS = 2
+
+    def __init__(
+        self,
+        latent_channels: int = 220,
+        encoder_channels: Sequence[int] = (60, 120, 240, 480, 960),
+        hyper_channels: int = 320,
+        residual_blocks: int = 9,
+    ):
+        super().__init__()
+        encoder_channels = list(encoder_channels)
+        if len(encoder_channels) != 5:
+            raise ConfigError(
+                "encoder_channels", f"needs 5 widths (a 7×7 conv, then four stride-2 convs), got {encoder_channels}"
+            )
+        for key, value in [("latent_channels", latent_channels), ("hyper_channels", hyper_channels)]:
+            if value <= 0:
+                raise ConfigError(key, f"must be > 0, got {value}")
+        if residual_blocks < 0:
+            raise ConfigError("residual_blocks", f"must be >= 0, got {residual_blocks}")
+        self.hparams = dict(
+            latent_channels=latent_channels,
+            encoder_channels=encoder_channels,
+            hyper_channels=hyper_channels,
+            residual_blocks=residual_blocks,
+        )
+        self.encoder = HiFiCEncoder(encoder_channels, latent_channels)
+        self.hyper_encoder = hyper_analysis(latent_channels, hyper_channels)
+        self.entropy_parameters = EntropyParameters(hyper_channels, latent_channels)
+        self.fidelity_decoder = HiFiCGenerator(encoder_channels, latent_channels, residual_blocks)
+        self.entropy_bottleneck = EntropyBottleneck(hyper_channels)
+        self.gaussian_conditional = GaussianConditional(None, scale_bound=SCALE_MIN)
+
+    # ----------------------------------------------------------------------------- shapes
+    def pad(self, x: Tensor) -> Tensor:
+        h, w = x.shape[-2:]
+        m = self.PAD_MULTIPLE
+        ph, pw = (m - h % m) % m, (m - w % m) % m
+        return F.pad(x, (0, pw, 0, ph), mode="replicate") if ph or pw else x
+
+    def latent_shape(self, height: int, width: int) -> tuple[int, int]:
+        """Spatial shape of z for an image of this size (what ``decompress`` needs)."""
+        m = self.PAD_MULTIPLE
+        return math.ceil(height / m), math.ceil(width / m)
+
+    # ---------------------------------------------------------------------------- training
+    def forward(self, x: Tensor) -> dict:
+        """Training/validation pass. Rates use additive uniform noise in training and rounding in
+        eval; the decoder always sees ŷ rounded around the mean (straight-through)."""
+        height, width = x.shape[-2:]
+        y = self.encoder(self.pad(x))
+        z = self.hyper_encoder(y)
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            y, z = y.float(), z.float()
+            _, z_likelihoods = self.entropy_bottleneck(z)
+            z_offset = self.entropy_bottleneck._get_medians().detach()
+            z_hat = quantize_ste(z - z_offset) + z_offset
+            scales, means = self.entropy_parameters(z_hat)
+            _, y_likelihoods = self.gaussian_conditional(y, scales, means=means)
+            y_hat = quantize_ste(y - means) + means
+        x_hat = self.fidelity_decoder(y_hat)[..., :height, :width]
+        return {
+            "x_hat": x_hat,
+            "likelihoods": {"y": y_likelihoods, "z": z_likelihoods},
+            "y_hat": y_hat,
+            "z_hat": z_hat,
+        }
+
+    def main_parameters(self):
+        """Everything but the entropy bottleneck's quantiles, which the aux loss alone trains."""
+        return (p for name, p in self.named_parameters() if not name.endswith("quantiles"))
+
+    def aux_parameters(self):
+        return (p for name, p in self.named_parameters() if name.endswith("quantiles"))
+
+    # ------------------------------------------------------------------------ real coding
+    def update(self, scale_table_: Tensor | None = None, force: bool = False, update_quantiles: bool = False) -> bool:
+        return super().update(
+            scale_table=scale_table() if scale_table_ is None else scale_table_,
+            force=force,
+            update_quantiles=update_quantiles,
+        )
+
+    def _cpu_entropy_parameters(self, z_hat: Tensor) -> tuple[Tensor, Tensor]:
+        """Entropy parameters for real coding, always in float32 on the CPU: encoder and decoder
+        must derive bit-identical Gaussian indexes whatever device or dtype each runs on."""
+        params = self.entropy_parameters
+        if any(p.device.type != "cpu" or p.dtype != torch.float32 for p in params.parameters()):
+            params = copy.deepcopy(params).to(device="cpu", dtype=torch.float32)
+        with torch.autocast(device_type="cpu", enabled=False):
+            return params(z_hat.to(device="cpu", dtype=torch.float32))
+
+    @torch.no_grad()
+    def encode_latents(self, x: Tensor) -> dict:
+        """The coding half of ``compress``: strings for ŷ and ẑ plus ŷ, ẑ themselves (on the CPU)."""
+        y = self.encoder(self.pad(x))
+        z = self.hyper_encoder(y)
+        y, z = y.float().cpu(), z.float().cpu()
+        z_strings = self.entropy_bottleneck.compress(z)
+        z_hat = self.entropy_bottleneck.decompress(z_strings, z.shape[-2:])
+        scales, means = self._cpu_entropy_parameters(z_hat)
+        indexes = self.gaussian_conditional.build_indexes(scales)
+        y_strings = self.gaussian_conditional.compress(y, indexes, means=means)
+        y_hat = self.gaussian_conditional.quantize(y, "dequantize", means)
+        return {"strings": [y_strings, z_strings], "shape": tuple(z.shape[-2:]), "y_hat": y_hat, "z_hat": z_hat}
+
+    def compress(self, x: Tensor) -> dict:
+        """x in [0, 1], any size → {"strings": [y_strings, z_strings], "shape": z's (h, w)}."""
+        coded = self.encode_latents(x)
+        return {"strings": coded["strings"], "shape": coded["shape"]}
+
+    @torch.no_grad()
+    def decode_latents(self, strings: list, shape: Sequence[int]) -> tuple[Tensor, Tensor]:
+        """Entropy decoding only: strings → (ŷ, ẑ) on the CPU in float32."""
+        z_hat = self.entropy_bottleneck.decompress(strings[1], tuple(shape))
+        scales, means = self._cpu_entropy_parameters(z_hat)
+        indexes = self.gaussian_conditional.build_indexes(scales)
+        y_hat = self.gaussian_conditional.decompress(strings[0], indexes, means=means)
+        return y_hat, z_hat
+
+    @torch.no_grad()
+    def decompress(self, strings: list, shape: Sequence[int], image_size: Sequence[int] | None = None) -> dict:
+        """Strings → {"x_hat"} in [0, 1], cropped to ``image_size`` when given."""
+        y_hat, _ = self.decode_latents(strings, shape)
+        param = next(self.fidelity_decoder.parameters())
+        x_hat = self.fidelity_decoder(y_hat.to(device=param.device, dtype=param.dtype)).float().clamp(0, 1)
+        if image_size is not None:
+            x_hat = x_hat[..., : image_size[0], : image_size[1]]
+        return {"x_hat": x_hat}

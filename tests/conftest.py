@@ -1,0 +1,65 @@
+"""Shared fixtures: Hydra configs composed on tiny models, Kodak images, the CPU environment."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, open_dict
+
+import train
+
+CONF_DIR = str(Path(train.__file__).resolve().parent / "conf")
+KODAK_DIR = Path(os.environ.get("KODAK_DIR", Path(train.__file__).resolve().parent.parent / "shared" / "data" / "kodak"))
+
+#: a stage-1 run small enough for a test: tiny HiFiC, 64² crops, a few steps, no logger.
+TINY_STAGE1 = [
+    "model/codec=hific_tiny",
+    "model.distortion.lpips_weight=0",
+    "model.val_metrics=[psnr]",
+    "data.crop_size=64",
+    "data.batch_size=2",
+    "data.num_workers=0",
+    "debug=fast",
+    "logger=none",
+]
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _offline_environment(tmp_path_factory):
+    os.environ.setdefault("WANDB_MODE", "offline")
+    os.environ.setdefault("WANDB_SILENT", "true")
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    torch.set_num_threads(2)
+
+
+def compose_config(overrides: list[str], output_dir: Path, config_name: str = "train") -> DictConfig:
+    """Compose like ``python train.py <overrides>`` would, with this test's output dir."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose(config_name=config_name, overrides=overrides, return_hydra_config=True)
+    HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(output_dir)
+        cfg.paths.log_dir = str(output_dir / "logs")
+        cfg.paths.cache_dir = str(output_dir.parent / "cache")
+        cfg.paths.root_dir = str(output_dir)
+        del cfg.hydra
+    return cfg
+
+
+@pytest.fixture
+def tiny_stage1_cfg(tmp_path) -> DictConfig:
+    return compose_config(TINY_STAGE1, tmp_path / "run")
+
+
+@pytest.fixture(scope="session")
+def kodak_dir() -> Path:
+    if not (KODAK_DIR / "kodim01.png").is_file():
+        pytest.skip(f"Kodak images not found at {KODAK_DIR} (set KODAK_DIR)")
+    return KODAK_DIR

@@ -1,0 +1,60 @@
+"""Training entry point: `python train.py experiment=... [overrides]` (see README).
+
+Thin on purpose: everything is instantiated from the Hydra config; the metric named by
+``optimized_metric`` is returned for sweeps; the W&B run is always closed.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import hydra
+import pytorch_lightning as pl
+from omegaconf import DictConfig, OmegaConf
+
+from utils.config import instantiate_collection, instantiate_node
+from utils.loggers import finish_wandb
+
+log = logging.getLogger(__name__)
+
+
+def train(cfg: DictConfig) -> tuple[dict[str, float], pl.Trainer]:
+    """Fit the configured module; return (final callback metrics, trainer)."""
+    pl.seed_everything(cfg.seed, workers=True)
+    datamodule = instantiate_node(cfg.data, "data")
+    module = instantiate_node(cfg.model, "model")
+    callbacks = instantiate_collection(cfg.get("callbacks"), "callbacks")
+    loggers = instantiate_collection(cfg.get("logger"), "logger")
+    trainer: pl.Trainer = instantiate_node(cfg.trainer, "trainer", callbacks=callbacks, logger=loggers or False)
+    exit_code = 1
+    try:
+        for logger in trainer.loggers:
+            logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+        exit_code = 0
+    finally:
+        finish_wandb(exit_code)
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    return metrics, trainer
+
+
+def metric_for_sweep(cfg: DictConfig, metrics: dict[str, float]) -> float | None:
+    name = cfg.get("optimized_metric")
+    if not name:
+        return None
+    if name not in metrics:
+        raise KeyError(f"optimized_metric {name!r} was not logged; logged: {sorted(metrics)}")
+    return metrics[name]
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    metrics, trainer = train(cfg)
+    if trainer.is_global_zero:
+        log.info("final metrics: %s", {k: round(v, 5) for k, v in sorted(metrics.items())})
+        log.info("outputs in %s", cfg.paths.output_dir)
+    return metric_for_sweep(cfg, metrics)
+
+
+if __name__ == "__main__":
+    main()
