@@ -210,4 +210,8 @@ class CompressionLightningModule(pl.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         prefixes = tuple(self._external_prefixes())
         own = {k: v for k, v in self.state_dict().items() if k.startswith(prefixes)}
-        checkpoint["state_dict"] = {**checkpoint["state_dict"], **own}
+        state = checkpoint["state_dict"] = {**checkpoint["state_dict"], **own}
+        # The entropy coder's CDF tables change size with update(): match the checkpoint's.
+        for name, buffer in self.named_buffers():
+            if name in state and state[name].shape != buffer.shape:
+                buffer.resize_(state[name].shape)

@@ -1,0 +1,102 @@
+"""Bad input never kills a run and is never silently ignored."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from datamodules import ImageFolderDataModule
+from datamodules.images import CenterCrop, ImageFolder, RandomCrop, open_rgb
+
+rng = np.random.default_rng(0)
+
+
+def _rgb(h, w):
+    return rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+
+@pytest.fixture(scope="module")
+def messy_folder(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("messy")
+    Image.fromarray(_rgb(200, 300)).save(root / "good.png")
+    Image.fromarray(_rgb(30, 40)).save(root / "small.png")  # smaller than any crop
+    Image.fromarray(_rgb(200, 300)[..., 0], "L").save(root / "grey.png")
+    Image.fromarray(np.dstack([_rgb(200, 300), np.full((200, 300), 128, np.uint8)]), "RGBA").save(root / "alpha.png")
+    Image.fromarray(_rgb(200, 300)).convert("P").save(root / "palette.png")
+    Image.fromarray(_rgb(200, 300)).convert("CMYK").save(root / "cmyk.jpg")
+    Image.fromarray((rng.integers(0, 65536, (200, 300))).astype(np.uint16)).save(root / "deep16.png")
+    rotated = Image.fromarray(_rgb(100, 200))  # stored 200 wide, 100 high; EXIF says rotate 90°
+    exif = rotated.getexif()
+    exif[0x0112] = 6
+    rotated.save(root / "rotated.jpg", exif=exif)
+    full = root / "full.jpg"
+    Image.fromarray(_rgb(400, 400)).save(full, quality=95)
+    (root / "truncated.jpg").write_bytes(full.read_bytes()[: full.stat().st_size // 3])
+    full.unlink()
+    (root / "empty.png").write_bytes(b"")
+    (root / "notes.jpg").write_text("this is not an image")
+    return root
+
+
+CONVERTED = {"grey.png", "alpha.png", "palette.png", "cmyk.jpg", "deep16.png"}
+SKIPPED = {"truncated.jpg", "empty.png", "notes.jpg"}
+
+
+def test_every_item_is_an_rgb_crop_and_each_bad_file_warns_once(messy_folder):
+    dataset = ImageFolder([messy_folder], RandomCrop(64, random_downscale=True, min_scale=0.5))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for _ in range(2):  # two epochs: no second warning for the same file
+            items = [dataset[i] for i in range(len(dataset))]
+    assert all(item.shape == (3, 64, 64) and item.dtype == torch.float32 for item in items)
+    assert all(0 <= float(item.min()) and float(item.max()) <= 1 for item in items)
+    messages = [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)]
+    for name in CONVERTED | SKIPPED:
+        assert sum(name in m for m in messages) == 1, (name, messages)
+    assert dataset.report() == {"skipped": len(SKIPPED), "converted": len(CONVERTED)}
+
+
+def test_exif_orientation_and_bit_depth_are_honoured(messy_folder):
+    assert open_rgb(messy_folder / "rotated.jpg").image.size == (100, 200)  # upright: 100 wide
+    deep = np.asarray(Image.open(messy_folder / "deep16.png"), dtype=np.float64)
+    converted = np.asarray(open_rgb(messy_folder / "deep16.png").image)[..., 0]
+    assert np.abs(converted - deep / 257).max() <= 0.5 + 1e-6, "16-bit scaled to 8-bit, not clipped"
+    assert open_rgb(messy_folder / "alpha.png").note is not None
+
+
+def test_validation_view_keeps_whole_images(messy_folder):
+    dataset = ImageFolder([messy_folder], CenterCrop(None))
+    shapes = {dataset.files[i].name: dataset[i].shape for i in range(len(dataset)) if dataset.files[i].name == "rotated.jpg"}
+    assert shapes["rotated.jpg"] == (3, 200, 100)
+
+
+def test_datamodule_loads_batches_with_workers_and_reports_counts(messy_folder):
+    dm = ImageFolderDataModule(
+        train_dirs=[str(messy_folder)], val_dirs=[str(messy_folder)], crop_size=64, batch_size=1, num_workers=2
+    )
+    dm.setup("fit")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        batches = list(dm.train_dataloader())
+    assert len(batches) == len(dm.datasets["train"]) and all(b.shape == (1, 3, 64, 64) for b in batches)
+    # every file was tried once in the workers; their findings reach the main process
+    assert dm.input_report() == {"skipped": len(SKIPPED), "converted": len(CONVERTED)}
+
+
+def test_jpeg_draft_decoding_covers_the_crop(tmp_path):
+    big = tmp_path / "big.jpg"
+    Image.fromarray(_rgb(1200, 1600)).save(big)
+    crop = RandomCrop(256, random_downscale=True, min_scale=0.25)
+    import random
+
+    scales = []
+    for seed in range(20):
+        tensor, _ = crop(big, random.Random(seed))
+        assert tensor.shape == (3, 256, 256)
+        scales.append(crop.draw_scale(1600, 1200, random.Random(seed)))
+    assert min(scales) < 0.5, "some crops took the draft (reduced-size) JPEG path"

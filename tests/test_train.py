@@ -1,0 +1,92 @@
+"""Stage 1 through train(): checkpoints, the exported codec, W&B offline, DDP on CPU."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import train as train_module
+from codec.package import load_package
+from tests.conftest import TINY_STAGE1, compose_config
+from train import train
+
+REPO = Path(train_module.__file__).resolve().parent
+
+
+def _wandb_summary(run_root: Path) -> dict:
+    run_dir = next((run_root / "wandb").glob("offline-run-*"))
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "wandb"), "leet", "inspect", "--summary", "--json", str(run_dir)],
+        capture_output=True, text=True, check=True, cwd=run_root,
+    )
+    return json.loads(result.stdout)
+
+
+def test_stage1_fit_logs_to_wandb_offline_and_exports_a_codec(tmp_path):
+    """The paper's loss (k_P > 0, LPIPS on a random backbone since no weights exist here),
+    every logged key read back from the offline W&B run, and a working codec package."""
+    out = tmp_path / "run"
+    cfg = compose_config(
+        [
+            *[o for o in TINY_STAGE1 if not o.startswith(("logger", "model.val_metrics", "model.distortion"))],
+            "logger=wandb",
+            "allow_random_weights=true",
+            "model.val_metrics=[psnr,ms_ssim,lpips]",
+        ],
+        out,
+    )
+    metrics, trainer = train(cfg)
+    assert trainer.global_step == 4
+
+    summary = _wandb_summary(out)["summary"]
+    for key in ["train/loss", "train/bpp", "train/mse", "train/lpips", "train/lambda", "val/bpp", "val/bpp_real",
+                "val/psnr", "val/ms_ssim", "val/lpips", "val/loss", "data/skipped_images"]:
+        assert key in summary, (key, sorted(summary))
+    assert summary["train/lambda"] == pytest.approx(1.0)
+
+    checkpoint = torch.load(out / "checkpoints" / "last.ckpt", weights_only=False)
+    assert not any(".lpips." in key for key in checkpoint["state_dict"]), "frozen LPIPS weights not checkpointed"
+    assert any(key.startswith("codec.") for key in checkpoint["state_dict"])
+    assert len(checkpoint["optimizer_states"]) == 2  # main + aux
+
+    codec, fingerprint = load_package(out / "codec")
+    assert len(fingerprint) == 8 and not codec.training
+
+
+def test_returns_the_optimized_metric_for_sweeps(tiny_stage1_cfg):
+    metrics, _ = train(tiny_stage1_cfg)
+    assert train_module.metric_for_sweep(tiny_stage1_cfg, metrics) == metrics["val/loss"]
+
+
+def test_wandb_run_is_closed_when_training_fails(tmp_path, monkeypatch):
+    import wandb
+
+    cfg = compose_config([*[o for o in TINY_STAGE1 if o != "logger=none"], "logger=wandb"], tmp_path / "run")
+    monkeypatch.setattr("lightning_modules.stage1_vae.Stage1VAEModule.compute_losses",
+                        lambda *a, **k: (_ for _ in ()).throw(RuntimeError("boom")))
+    with pytest.raises(RuntimeError, match="boom"):
+        train(cfg)
+    assert wandb.run is None
+
+
+@pytest.mark.slow
+def test_ddp_on_cpu_with_two_processes(tmp_path):
+    """`trainer=ddp_cpu`: Lightning re-launches train.py for rank 1 under the same Hydra run dir."""
+    env = {**os.environ, "WANDB_MODE": "offline", "PYTHONWARNINGS": "ignore"}
+    run_dir = tmp_path / "ddp"
+    result = subprocess.run(
+        [sys.executable, str(REPO / "train.py"), *TINY_STAGE1, "trainer=ddp_cpu", "logger=csv",
+         f"hydra.run.dir={run_dir}", f"paths.cache_dir={tmp_path / 'cache'}"],
+        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)
+    assert checkpoint["global_step"] == 4
+    metrics = (run_dir / "csv" / "version_0" / "metrics.csv").read_text()
+    assert "val/bpp_real" in metrics and "train/lambda" in metrics
