@@ -1,7 +1,8 @@
 """Exported codec packages: ``weights.safetensors`` + ``codec.json``.
 
 A package is what ``compress``, ``decompress`` and evaluation load. ``codec.json`` holds the
-instantiation config of the codec (``_target_`` + its constructor arguments) and the package's
+instantiation config of the codec (``_target_`` + its constructor arguments; a pretrained
+backbone is named by id/path with its LoRA rank and targets, never stored) and the package's
 fingerprint, which every file it writes repeats in its header.
 """
 
@@ -18,16 +19,11 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from codec.bitstream import FINGERPRINT_BYTES
+from utils.modules import load_portable_state_dict, module_config, portable_state_dict
 
 CONFIG_FILE = "codec.json"
 WEIGHTS_FILE = "weights.safetensors"
 PACKAGE_FORMAT = 1
-
-
-def codec_config(codec: nn.Module) -> dict:
-    """The instantiation config of a codec (its class and the ``hparams`` it records)."""
-    cls = type(codec)
-    return {"_target_": f"{cls.__module__}.{cls.__qualname__}", **codec.hparams}
 
 
 def _fingerprint(config: dict, weights: bytes) -> bytes:
@@ -47,12 +43,12 @@ def export_package(codec: nn.Module, directory: str | os.PathLike) -> Path:
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     codec.update(force=True)
-    state = {k: v.detach().to("cpu").contiguous() for k, v in codec.state_dict().items()}
+    state = {k: v.detach().to("cpu").contiguous() for k, v in portable_state_dict(codec).items()}
     weights_path = directory / WEIGHTS_FILE
     tmp = weights_path.with_name(WEIGHTS_FILE + ".tmp")
     save_file(state, str(tmp))
     os.replace(tmp, weights_path)
-    config = codec_config(codec)
+    config = module_config(codec)
     manifest = {
         "format": PACKAGE_FORMAT,
         "codec": config,
@@ -76,5 +72,5 @@ def load_package(directory: str | os.PathLike, device: str | torch.device = "cpu
     if fingerprint.hex() != manifest["fingerprint"]:
         raise ValueError(f"{directory}: weights do not match the fingerprint in {CONFIG_FILE} (modified package?)")
     codec = hydra.utils.instantiate(manifest["codec"], _convert_="all")
-    codec.load_state_dict(load_file(str(weights_path)))
+    load_portable_state_dict(codec, load_file(str(weights_path)), str(weights_path))
     return codec.to(device).eval(), fingerprint

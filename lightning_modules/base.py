@@ -9,6 +9,7 @@ pass: they touch disjoint parameters, and one backward keeps DDP's gradient redu
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Callable, Iterable, Sequence
 
 import pytorch_lightning as pl
@@ -20,9 +21,10 @@ from torchmetrics.image import MultiScaleStructuralSimilarityIndexMeasure, PeakS
 from codec.bitstream import CompressedImage, pack
 from metrics.perceptual import LPIPS
 from utils.config import ConfigError
-from utils.modules import ExternalWeights
+from utils.modules import external_keys, resize_buffers_like
 
 VAL_METRICS = ("psnr", "ms_ssim", "lpips")
+log = logging.getLogger(__name__)
 
 
 def quantize_8bit(x: Tensor) -> Tensor:
@@ -42,6 +44,8 @@ class CompressionLightningModule(pl.LightningModule):
         lpips_net: str = "alex",
         allow_random_weights: bool = False,
         num_logged_images: int = 4,
+        init_from: str | None = None,
+        init_prefix_map: dict[str, str] | None = None,
     ):
         super().__init__()
         self.automatic_optimization = False
@@ -62,6 +66,7 @@ class CompressionLightningModule(pl.LightningModule):
         self.val_means = nn.ModuleDict({k: MeanMetric() for k in ("lpips", "bpp_real")})
         #: λ, owned and set every batch by the RateAnnealing callback.
         self.rate_lambda: float | None = None
+        self.init_from, self.init_prefix_map = init_from, dict(init_prefix_map or {})
 
     # ------------------------------------------------------------------ stage interface
     def compute_losses(self, x: Tensor) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
@@ -84,6 +89,33 @@ class CompressionLightningModule(pl.LightningModule):
         return self.rate_lambda
 
     # ----------------------------------------------------------------------- training
+    def setup(self, stage: str) -> None:
+        # before the optimizers exist; a resumed run (ckpt_path) then overwrites these weights
+        if stage == "fit" and self.init_from:
+            self.load_previous_stage(self.init_from, self.init_prefix_map)
+
+    def load_previous_stage(self, path: str, prefix_map: dict[str, str]) -> dict[str, list[str]]:
+        """Initialise from an earlier stage's checkpoint: keys renamed by ``prefix_map`` (e.g.
+        stage 1's ``codec.`` → ``codec.vae_codec.``), only keys this module has; a key the
+        checkpoint has but this module lacks is an error, keys this stage adds are reported."""
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+        state = {}
+        for key, value in checkpoint.get("state_dict", checkpoint).items():
+            old = next((p for p in prefix_map if key.startswith(p)), None)
+            state[prefix_map[old] + key[len(old):] if old else key] = value
+        own = self.state_dict()
+        unexpected = sorted(set(state) - set(own))
+        if unexpected or not state:
+            raise KeyError(f"init_from {path}: {len(unexpected)} keys this module does not have "
+                           f"(wrong stage or init_prefix_map?): {unexpected[:8]}")
+        missing = sorted(set(own) - set(state) - external_keys(self))
+        resize_buffers_like(self, state)
+        self.load_state_dict(state, strict=False)
+        new_parts = sorted({".".join(k.split(".")[:2]) for k in missing})
+        log.info("init_from %s: loaded %d tensors; %d new in this stage (%s)", path, len(state), len(missing),
+                 ", ".join(new_parts))
+        return {"loaded": sorted(state), "missing": missing}
+
     def on_fit_start(self) -> None:
         if str(self.trainer.precision).startswith("16"):
             raise ConfigError(
@@ -199,19 +231,13 @@ class CompressionLightningModule(pl.LightningModule):
             logger.log_image(key=f"{split}/reconstructions", images=rows, caption=[caption] * n, step=self.global_step)
 
     # -------------------------------------------------------------------- checkpoints
-    def _external_prefixes(self) -> list[str]:
-        return [f"{name}." for name, module in self.named_modules() if isinstance(module, ExternalWeights)]
-
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        """Frozen external weights (LPIPS, the SD backbone) are rebuilt from their source."""
-        prefixes = tuple(self._external_prefixes())
-        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if not k.startswith(prefixes)}
+        """Frozen external weights (LPIPS, the pretrained SD backbone) are rebuilt from their
+        source; trainable ones (LoRA) and everything else are kept."""
+        skip = external_keys(self)
+        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k not in skip}
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        prefixes = tuple(self._external_prefixes())
-        own = {k: v for k, v in self.state_dict().items() if k.startswith(prefixes)}
-        state = checkpoint["state_dict"] = {**checkpoint["state_dict"], **own}
-        # The entropy coder's CDF tables change size with update(): match the checkpoint's.
-        for name, buffer in self.named_buffers():
-            if name in state and state[name].shape != buffer.shape:
-                buffer.resize_(state[name].shape)
+        own = self.state_dict()
+        state = checkpoint["state_dict"] = {**checkpoint["state_dict"], **{k: own[k] for k in external_keys(self)}}
+        resize_buffers_like(self, state)

@@ -9,8 +9,8 @@ from lightning_modules.losses import DistortionLoss, rate_bpp
 
 
 class Stage1VAEModule(CompressionLightningModule):
-    def __init__(self, codec, distortion: DistortionLoss, **kwargs):
-        super().__init__(codec=codec, **kwargs)
+    def __init__(self, vae_codec, distortion: DistortionLoss, **kwargs):
+        super().__init__(codec=vae_codec, **kwargs)
         self.distortion = distortion
 
     def trainable_parameters(self):

@@ -38,6 +38,8 @@ def torchvision_weights_path(net: str) -> tuple[Path, str]:
 class LPIPS(ExternalWeights):
     """Frozen LPIPS distance per image (the ``lpips`` package), inputs in [0, 1]."""
 
+    reloadable = True  # a loss/metric: always rebuilt, never stored
+
     def __init__(self, net: str = "alex", allow_random_weights: bool = False):
         super().__init__()
         if net not in _BACKBONE_WEIGHTS:

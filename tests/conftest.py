@@ -19,7 +19,7 @@ KODAK_DIR = Path(os.environ.get("KODAK_DIR", Path(train.__file__).resolve().pare
 
 #: a stage-1 run small enough for a test: tiny HiFiC, 64² crops, a few steps, no logger.
 TINY_STAGE1 = [
-    "model/codec=hific_tiny",
+    "model/vae_codec=hific_tiny",
     "model.distortion.lpips_weight=0",
     "model.val_metrics=[psnr]",
     "data.crop_size=64",

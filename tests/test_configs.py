@@ -38,11 +38,11 @@ def test_demo_experiment_builds_its_model(tmp_path):
         ("data.crop_size=100", "data.crop_size"),
         ("+data.train_dirs=[/nonexistent/dataset]", "data.train_dirs"),
         ("model.distortion.lpips_weight=-1", "model.distortion.lpips_weight"),
-        ("model/codec=hific_tiny", None),
+        ("model/vae_codec=hific_tiny", None),
     ],
 )
 def test_invalid_values_name_their_key(override, key, tmp_path):
-    overrides = [o for o in TINY_STAGE1 if not o.startswith("model/codec")] + [override]
+    overrides = [o for o in TINY_STAGE1 if not o.startswith("model/vae_codec")] + [override]
     if override.startswith("+data.train_dirs"):
         overrides = [*TINY_STAGE1, "data=folder", "data.train_dirs=[/nonexistent/dataset]", "data.val_dirs=null"]
     cfg = compose_config(overrides, tmp_path / "run")

@@ -1,0 +1,137 @@
+"""SODEC: the VAE compression module steering a one-step diffusion decoder.
+
+    x → E → ŷ, ẑ (bitstreams)                                     (models/hific.py)
+    ŷ → D_a → x̂_f → guidance (FGM: ViT F → F_p) → c_g              (models/guidance.py)
+    ẑ → H_s → w;  T_s(ŷ, w) → ŷ_t  (4 × H/8 × W/8, SD latent range)
+    ŷ_t → ε_θ(ŷ_t, t = 999, c_g) → ŷ_0 → D_m → x̂                   (models/backbone.py)
+
+ŷ_t enters the UNet as is (OSEDiff style, no extra noise). The module keeps compressai's
+contract: ``forward`` returns ``x_hat`` (= x̂) and ``likelihoods``; ``compress`` / ``decompress``
+code ŷ and ẑ as the VAE compression module does; ``decompress`` runs the whole decode path.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from models.backbone import DiffusionBackbone
+from models.hific import HiFiCCompressor, ResidualBlock
+from compressai.models.utils import conv, deconv
+
+
+class HyperSynthesis(nn.Module):
+    """H_s: ẑ (H/64) → w (H/16)."""
+
+    def __init__(self, hyper_channels: int, out_channels: int):
+        super().__init__()
+        self.net = nn.Sequential(
+            deconv(hyper_channels, hyper_channels, kernel_size=5, stride=2), nn.ReLU(inplace=True),
+            deconv(hyper_channels, hyper_channels, kernel_size=5, stride=2), nn.ReLU(inplace=True),
+            conv(hyper_channels, out_channels, kernel_size=3, stride=1),
+        )
+
+    def forward(self, z_hat: Tensor) -> Tensor:
+        return self.net(z_hat)
+
+
+class TransformModule(nn.Module):
+    """T_s: concat(ŷ, w) at H/16 → residual conv blocks → ×2 up-sampling → 4 channels at H/8,
+    multiplied by the SD VAE's scaling factor so the output lives in the UNet's latent range."""
+
+    def __init__(self, latent_channels: int, w_channels: int, width: int, blocks: int, scaling_factor: float,
+                 out_channels: int = 4):
+        super().__init__()
+        self.scaling_factor = scaling_factor
+        self.net = nn.Sequential(
+            nn.Conv2d(latent_channels + w_channels, width, 3, padding=1),
+            *[ResidualBlock(width) for _ in range(blocks)],
+            nn.ConvTranspose2d(width, width, 3, stride=2, padding=1, output_padding=1),
+            nn.SiLU(),
+            nn.Conv2d(width, out_channels, 3, padding=1),
+        )
+
+    def forward(self, y_hat: Tensor, w: Tensor) -> Tensor:
+        return self.net(torch.cat([y_hat, w], dim=1)) * self.scaling_factor
+
+
+class SODEC(nn.Module):
+    PAD_MULTIPLE = HiFiCCompressor.PAD_MULTIPLE
+    NUM_STRINGS = HiFiCCompressor.NUM_STRINGS
+
+    def __init__(
+        self,
+        vae_codec: HiFiCCompressor,
+        backbone: DiffusionBackbone,
+        guidance: nn.Module | Callable[..., nn.Module],
+        w_channels: int = 128,
+        transform_width: int = 256,
+        transform_blocks: int = 4,
+        timestep: int = 999,
+    ):
+        super().__init__()
+        if not 0 <= timestep < backbone.num_train_timesteps:
+            raise ValueError(f"timestep must be in [0, {backbone.num_train_timesteps}), got {timestep}")
+        self.vae_codec, self.backbone = vae_codec, backbone
+        hyper_channels, latent_channels = vae_codec.hparams["hyper_channels"], vae_codec.hparams["latent_channels"]
+        # a config gives a partial (the widths come from the backbone); a package gives a module
+        self.guidance = guidance if isinstance(guidance, nn.Module) else guidance(
+            context_dim=backbone.cross_attention_dim, hyper_channels=hyper_channels
+        )
+        self.hyper_synthesis = HyperSynthesis(hyper_channels, w_channels)
+        self.transform = TransformModule(latent_channels, w_channels, transform_width, transform_blocks,
+                                         backbone.scaling_factor)
+        self.timestep = timestep
+        self.hparams = dict(vae_codec=vae_codec, backbone=backbone, guidance=self.guidance, w_channels=w_channels,
+                            transform_width=transform_width, transform_blocks=transform_blocks, timestep=timestep)
+
+    # ------------------------------------------------------------------------- parts
+    def generative_parameters(self) -> list[nn.Parameter]:
+        """What stage 2 trains besides D_a: H_s, T_s, the guidance's trainable part, LoRA."""
+        return [p for m in (self.hyper_synthesis, self.transform, self.guidance) for p in m.parameters()
+                if p.requires_grad] + self.backbone.lora_parameters()
+
+    def latent_shape(self, height: int, width: int) -> tuple[int, int]:
+        return self.vae_codec.latent_shape(height, width)
+
+    def generate(self, y_hat: Tensor, z_hat: Tensor, x_hat_f: Tensor, image_size: Sequence[int]) -> dict[str, Tensor]:
+        """The generative half: (ŷ, ẑ, x̂_f) → c_g, ŷ_t, ŷ_0, x̂ (cropped to ``image_size``)."""
+        context = self.guidance(x_hat_f, z_hat)
+        latent_t = self.transform(y_hat, self.hyper_synthesis(z_hat))
+        latent_0 = self.backbone.predict_clean_latent(latent_t, self.timestep, context)
+        x_hat = self.backbone.decode(latent_0)[..., : image_size[0], : image_size[1]]
+        return {"context": context, "latent_t": latent_t, "latent_0": latent_0, "x_hat": x_hat}
+
+    # ---------------------------------------------------------------------- training
+    def forward(self, x: Tensor) -> dict[str, Tensor]:
+        vae = self.vae_codec(x)
+        out = self.generate(vae["y_hat"], vae["z_hat"], vae["x_hat"], x.shape[-2:])
+        return {**out, "x_hat_f": vae["x_hat"], "likelihoods": vae["likelihoods"],
+                "y_hat": vae["y_hat"], "z_hat": vae["z_hat"]}
+
+    # ------------------------------------------------------------------ real coding
+    def update(self, force: bool = False) -> bool:
+        return self.vae_codec.update(force=force)
+
+    def aux_loss(self) -> Tensor:
+        return self.vae_codec.aux_loss()
+
+    def aux_parameters(self):
+        return self.vae_codec.aux_parameters()
+
+    def compress(self, x: Tensor) -> dict:
+        return self.vae_codec.compress(x)
+
+    @torch.no_grad()
+    def decompress(self, strings: list, shape: Sequence[int], image_size: Sequence[int] | None = None) -> dict:
+        """Entropy decoding → D_a → guidance → H_s/T_s → one UNet step → D_m."""
+        y_hat, z_hat = self.vae_codec.decode_latents(strings, shape)
+        param = next(self.transform.parameters())
+        y_hat, z_hat = (t.to(device=param.device, dtype=param.dtype) for t in (y_hat, z_hat))
+        if image_size is None:
+            image_size = (y_hat.shape[-2] * 16, y_hat.shape[-1] * 16)
+        x_hat_f = self.vae_codec.fidelity_decoder(y_hat)[..., : image_size[0], : image_size[1]]
+        out = self.generate(y_hat, z_hat, x_hat_f, image_size)
+        return {"x_hat": out["x_hat"].float().clamp(0, 1), "x_hat_f": x_hat_f.float().clamp(0, 1)}
