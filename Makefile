@@ -3,7 +3,8 @@ VENV ?= .venv
 PYTHON ?= python3
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-DEMO_DIR := logs/demo/latest
+DEMO_DIR := logs/demo
+DEMO_PHOTO := .cache/skimage_samples/val/coffee.png
 export WANDB_MODE ?= offline
 
 .PHONY: install demo test test-fast clean
@@ -18,13 +19,19 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# Stage 1 → 2 → 3 on the embedded photos (small HiFiC, tiny SD-class backbone), each stage
+# starting from the previous one's checkpoint, then a photo through the full decode path.
 demo: install
 	rm -rf $(DEMO_DIR)
-	$(PY) train.py experiment=demo hydra.run.dir=$(DEMO_DIR)
-	$(PY) -m codec.roundtrip --codec $(DEMO_DIR)/codec --image .cache/skimage_samples/val/coffee.png --out-dir $(DEMO_DIR)/roundtrip
-	@echo "checkpoints:     $(DEMO_DIR)/checkpoints/last.ckpt"
-	@echo "codec package:   $(DEMO_DIR)/codec"
-	@echo "W&B offline run: $$(ls -d $(DEMO_DIR)/wandb/offline-run-*)  (wandb sync it, or: wandb leet inspect --summary <dir>)"
+	$(PY) train.py experiment=demo hydra.run.dir=$(DEMO_DIR)/stage1
+	$(PY) -m codec.roundtrip --codec $(DEMO_DIR)/stage1/codec --image $(DEMO_PHOTO) --out-dir $(DEMO_DIR)/stage1/roundtrip
+	$(PY) train.py experiment=demo_stage2 hydra.run.dir=$(DEMO_DIR)/stage2 model.init_from=$(DEMO_DIR)/stage1/checkpoints/last.ckpt
+	$(PY) train.py experiment=demo_stage3 hydra.run.dir=$(DEMO_DIR)/stage3 model.init_from=$(DEMO_DIR)/stage2/checkpoints/last.ckpt
+	$(PY) -m codec.roundtrip --codec $(DEMO_DIR)/stage3/codec --image $(DEMO_PHOTO) --out-dir $(DEMO_DIR)/stage3/roundtrip
+	@for stage in stage1 stage2 stage3; do \
+	  echo "$$stage: checkpoint $(DEMO_DIR)/$$stage/checkpoints/last.ckpt, codec $(DEMO_DIR)/$$stage/codec, W&B offline run $$(ls -d $(DEMO_DIR)/$$stage/wandb/offline-run-*)"; \
+	done
+	@echo "(wandb sync <run dir> uploads a run; wandb leet inspect --summary <run dir> reads it here)"
 
 test: install
 	$(PY) -m pytest -m "not gpu" -q

@@ -10,9 +10,6 @@ All produce ``num_tokens × context_dim`` (77 × 1024 for SD 2.1) and share ``fo
 
 from __future__ import annotations
 
-import json
-import tempfile
-from pathlib import Path
 from typing import Any, Sequence
 
 import torch
@@ -130,19 +127,23 @@ class FidelityGuidance(nn.Module):
         return self.projection(self.vit(x_hat_f.clamp(0, 1)))
 
 
-def _byte_level_clip_tokenizer():
-    """A real CLIPTokenizer over CLIP's 256 byte symbols and no merges (for tiny text encoders,
-    which have no vocabulary files to download)."""
-    from transformers import CLIPTokenizer
-    from transformers.models.clip.tokenization_clip import bytes_to_unicode
+def _byte_symbols() -> list[str]:
+    """The 256 printable symbols byte-level BPE uses for the 256 byte values (printable bytes
+    stand for themselves, the others are shifted past 255)."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    shifted = iter(range(256, 512))
+    return [chr(b) if b in printable else chr(next(shifted)) for b in range(256)]
 
-    symbols = list(bytes_to_unicode().values())
+
+def _byte_level_clip_tokenizer():
+    """A real CLIPTokenizer over the 256 byte symbols and no merges (tiny text encoders have
+    no vocabulary files to download)."""
+    from transformers import CLIPTokenizer
+
+    symbols = _byte_symbols()
     vocab = {s: i for i, s in enumerate(symbols + [s + "</w>" for s in symbols])}
     vocab.update({"<|startoftext|>": len(vocab), "<|endoftext|>": len(vocab) + 1})
-    with tempfile.TemporaryDirectory() as tmp:
-        (Path(tmp) / "vocab.json").write_text(json.dumps(vocab))
-        (Path(tmp) / "merges.txt").write_text("#version: 0.2\n")
-        return CLIPTokenizer(str(Path(tmp) / "vocab.json"), str(Path(tmp) / "merges.txt"))
+    return CLIPTokenizer(vocab=vocab, merges=[])
 
 
 class TextGuidance(nn.Module):

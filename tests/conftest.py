@@ -63,3 +63,20 @@ def kodak_dir() -> Path:
     if not (KODAK_DIR / "kodim01.png").is_file():
         pytest.skip(f"Kodak images not found at {KODAK_DIR} (set KODAK_DIR)")
     return KODAK_DIR
+
+#: SODEC stages 2/3 at test size: tiny HiFiC, tiny SD-class backbone, tiny ViT for the FGM.
+TINY_SODEC = [
+    "model/vae_codec=hific_tiny",
+    "model/backbone=tiny",
+    "model/guidance=fgm_tiny",
+    "model.sodec.w_channels=8",
+    "model.sodec.transform_width=16",
+    "model.sodec.transform_blocks=1",
+    "model.distortion.lpips_weight=0",
+    "model.val_metrics=[psnr]",
+    "data.crop_size=64",
+    "data.batch_size=2",
+    "data.num_workers=0",
+    "debug=fast",
+    "logger=none",
+]

@@ -1,0 +1,169 @@
+"""SODEC's stages 2 and 3 on the tiny backbone: training, chaining, variants, the decode path."""
+
+from __future__ import annotations
+
+import hydra
+import pytest
+import torch
+from torch import nn
+
+from codec.image_codec import compress_image, decompress_bytes
+from codec.package import export_package, load_package
+from metrics.perceptual import MissingWeightsError
+from models.backbone import DiffusionBackbone
+from tests.conftest import TINY_SODEC, TINY_STAGE1, compose_config
+from train import train
+
+
+def _module(tmp_path, *overrides, stage="sodec_stage3"):
+    cfg = compose_config([f"model={stage}", *TINY_SODEC, *overrides], tmp_path / "run")
+    module = hydra.utils.instantiate(cfg.model)
+    module.rate_lambda = 1.0
+    return module
+
+
+def test_stages_chain_from_checkpoints(tmp_path):
+    """Stage 1 → 2 → 3, each from the previous stage's last checkpoint: stage 2 maps stage 1's
+    codec into its VAE compression module; stage 3 takes stage 2's keys unchanged."""
+    _, t1 = train(compose_config(TINY_STAGE1, tmp_path / "s1"))
+    s1_ckpt = tmp_path / "s1" / "checkpoints" / "last.ckpt"
+    s1_encoder = torch.load(s1_ckpt, weights_only=False)["state_dict"]["codec.encoder.net.1.weight"]
+
+    metrics2, t2 = train(compose_config(["model=sodec_stage2", *TINY_SODEC, f"model.init_from={s1_ckpt}"], tmp_path / "s2"))
+    stage2 = t2.lightning_module
+    assert torch.equal(stage2.codec.vae_codec.encoder.net[1].weight, s1_encoder), "frozen E kept stage 1's weights"
+    assert "val/bpp_real" in metrics2 and "train/bpp" in metrics2
+
+    s2_ckpt = tmp_path / "s2" / "checkpoints" / "last.ckpt"
+    metrics3, t3 = train(compose_config(["model=sodec_stage3", *TINY_SODEC, f"model.init_from={s2_ckpt}",
+                                          "callbacks/rate_annealing=anneal", "callbacks.rate_annealing.num_steps=4"],
+                                         tmp_path / "s3"))
+    assert metrics3["train/lambda"] > 0.5 and "train/align_mse" in metrics3
+
+    report = t3.lightning_module.load_previous_stage(str(s2_ckpt), {})
+    assert report["missing"] == [], "stage 3 has exactly stage 2's parts"
+
+
+def test_init_from_the_wrong_stage_is_refused(tmp_path):
+    _, _ = train(compose_config(TINY_STAGE1, tmp_path / "s1"))
+    module = _module(tmp_path, "model.init_prefix_map={}")  # stage-1 keys without the mapping
+    with pytest.raises(KeyError, match="init_prefix_map"):
+        module.load_previous_stage(str(tmp_path / "s1" / "checkpoints" / "last.ckpt"), {})
+
+
+@pytest.mark.parametrize("guidance", ["none", "text_tiny", "hyperprior_tiny", "fgm_tiny"])
+def test_each_guidance_variant_trains_a_step(tmp_path, guidance):
+    module = _module(tmp_path, f"model/guidance={guidance}")
+    x = torch.rand(2, 3, 64, 64)
+    terms, images = module.compute_losses(x)
+    terms["loss"].backward()
+    assert images["x_hat"].shape == x.shape
+    guidance_grads = [p.grad for p in module.codec.guidance.parameters() if p.requires_grad]
+    if guidance != "text_tiny":  # the text embedding is a fixed buffer
+        assert guidance_grads and all(g is not None for g in guidance_grads)
+        assert sum(float(g.abs().sum()) for g in guidance_grads) > 0, "the guidance receives the loss's gradient"
+    assert all(p.grad is not None for p in module.codec.backbone.lora_parameters())
+
+
+@pytest.mark.parametrize("alignment", ["none", "mse", "mse_lpips", "merged"])
+def test_each_alignment_variant_shapes_the_loss(tmp_path, alignment):
+    lpips = ["model.distortion.lpips_weight=2", "allow_random_weights=true"] if alignment == "mse_lpips" else []
+    module = _module(tmp_path, f"model.alignment={alignment}", *lpips)
+    torch.manual_seed(0)
+    terms, _ = module.compute_losses(torch.rand(2, 3, 64, 64))
+    base = terms["distortion"] + module.current_lambda * terms["bpp"]
+    expected = {
+        "none": base,
+        "mse": base + 30 * terms["align_mse"],
+        "mse_lpips": base + 30 * (terms["align_mse"] + terms.get("align_lpips", 0)),
+        "merged": base + terms["align_mse"] + (2 * terms.get("align_lpips", 0)),
+    }[alignment]
+    assert float(terms["loss"]) == pytest.approx(float(expected), rel=1e-5)
+
+
+def test_stage2_trains_only_lora_and_new_modules(tmp_path):
+    module = _module(tmp_path, stage="sodec_stage2")
+    frozen = {
+        "E": module.codec.vae_codec.encoder, "H_a": module.codec.vae_codec.hyper_encoder,
+        "P": module.codec.vae_codec.entropy_parameters, "UNet base": module.codec.backbone.unet,
+        "D_m": module.codec.backbone.vae, "ViT": module.codec.guidance.vit,
+    }
+    before = {name: {k: v.clone() for k, v in m.state_dict().items() if "lora_" not in k} for name, m in frozen.items()}
+    lora_before = [p.clone() for p in module.codec.backbone.lora_parameters()]
+    optimizer = torch.optim.AdamW(module.trainable_parameters(), lr=1e-2)
+    for _ in range(2):
+        optimizer.zero_grad()
+        module.compute_losses(torch.rand(2, 3, 64, 64))[0]["loss"].backward()
+        optimizer.step()
+    for name, m in frozen.items():
+        after = {k: v for k, v in m.state_dict().items() if "lora_" not in k}
+        assert all(torch.equal(before[name][k], after[k]) for k in after), f"{name} changed"
+    assert any(not torch.equal(a, b) for a, b in zip(lora_before, module.codec.backbone.lora_parameters()))
+    trainable = {id(p) for p in module.trainable_parameters()}
+    assert not any(id(p) in trainable for m in frozen.values() for n, p in m.named_parameters() if "lora_" not in n)
+
+
+@pytest.fixture
+def pretrained_tiny_backbone(tmp_path):
+    """A tiny backbone saved with save_pretrained, to load through the real from_pretrained path."""
+    cfg = compose_config(["model=sodec_stage2", *TINY_SODEC], tmp_path / "cfg")
+    backbone = hydra.utils.instantiate(cfg.model.backbone, lora_rank=None)
+    directory = tmp_path / "tiny-sd"
+    backbone.unet.save_pretrained(directory / "unet")
+    backbone.vae.save_pretrained(directory / "vae")
+    from diffusers import DDPMScheduler
+
+    DDPMScheduler.from_config(dict(cfg.model.backbone.scheduler_config)).save_pretrained(directory / "scheduler")
+    return directory
+
+
+def test_decode_path_through_a_file_with_a_pretrained_backbone(tmp_path, pretrained_tiny_backbone):
+    """The package names the backbone instead of storing it, keeps the LoRA, and the same file
+    decodes identically twice through entropy decoding → D_a → FGM → T_s → UNet → D_m."""
+    module = _module(tmp_path, f"model.backbone.pretrained={pretrained_tiny_backbone}",
+                     "model.backbone.unet_config=null", "model.backbone.vae_config=null",
+                     "model.backbone.scheduler_config=null")
+    with torch.no_grad():
+        for p in module.codec.backbone.lora_parameters():
+            p.add_(0.01)  # LoRA that differs from its initialisation must survive export
+    package = export_package(module.codec.eval(), tmp_path / "package")
+    stored = __import__("safetensors.torch", fromlist=["load_file"]).load_file(str(package / "weights.safetensors"))
+    assert any("lora_" in k for k in stored)
+    assert not any(k.startswith("backbone.unet.") and "lora_" not in k for k in stored), "frozen UNet not stored"
+    assert not any(k.startswith("backbone.vae.") for k in stored)
+
+    codec, fingerprint = load_package(package)
+    image = torch.rand(3, 70, 90)
+    data = compress_image(codec, fingerprint, image)
+    first, second = decompress_bytes(codec, fingerprint, data), decompress_bytes(codec, fingerprint, data)
+    assert first.shape == (1, 3, 70, 90) and torch.equal(first, second)
+    reference = module.codec.decompress(*[codec.compress(image[None])[k] for k in ("strings", "shape")], (70, 90))
+    assert torch.allclose(first, reference["x_hat"], atol=1e-5), "reloaded package decodes as the trained model"
+
+
+def test_missing_backbone_weights_say_what_to_download(tmp_path):
+    with pytest.raises(MissingWeightsError, match="huggingface-cli download"):
+        DiffusionBackbone(pretrained=str(tmp_path / "no-such-model"))
+
+
+class _OracleUNet(nn.Module):
+    """Returns the true ε or v for a known (y_0, noise) pair."""
+
+    def __init__(self, target):
+        super().__init__()
+        self.target = target
+
+    def forward(self, latent, t, encoder_hidden_states):
+        return type("Out", (), {"sample": self.target})
+
+
+@pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])
+def test_one_step_clean_latent_for_both_parameterisations(tmp_path, prediction_type):
+    cfg = compose_config(["model=sodec_stage2", *TINY_SODEC], tmp_path / "cfg")
+    backbone = hydra.utils.instantiate(cfg.model.backbone, prediction_type=prediction_type)
+    y0, noise, t = torch.randn(2, 4, 8, 8), torch.randn(2, 4, 8, 8), torch.tensor([999, 500])
+    y_t = backbone.add_noise(y0, noise, t)
+    alpha_bar = backbone.alphas_cumprod[t].view(-1, 1, 1, 1)
+    target = noise if prediction_type == "epsilon" else alpha_bar.sqrt() * noise - (1 - alpha_bar).sqrt() * y0
+    backbone.unet = _OracleUNet(target)
+    assert torch.allclose(backbone.predict_clean_latent(y_t, t, torch.zeros(2, 77, 32)), y0, atol=1e-3)
