@@ -218,12 +218,15 @@ class CompressionLightningModule(pl.LightningModule):
         return torch.tensor(sizes, device=batch.device)
 
     def log_images(self, split: str, images: dict[str, Tensor]) -> None:
-        """A grid per image (columns: original, then each reconstruction) to loggers that take images."""
+        """A grid per image (columns: original, then each reconstruction) to loggers that take
+        images; tensors of another shape than the original (latents) are left out."""
         if self.num_logged_images <= 0 or self.global_rank != 0:
             return
         loggers = [lg for lg in self.loggers if hasattr(lg, "log_image")]
         if not loggers:
             return
+        shape = images["original"].shape
+        images = {name: image for name, image in images.items() if image.shape == shape}
         n = min(self.num_logged_images, next(iter(images.values())).shape[0])
         rows = [torch.cat([quantize_8bit(img[i]).cpu() for img in images.values()], dim=-1) for i in range(n)]
         caption = " | ".join(images)

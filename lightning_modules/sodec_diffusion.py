@@ -73,4 +73,4 @@ class SODECDiffusionModule(CompressionLightningModule):
         elif self.alignment == "merged":
             loss = loss + self.distortion(x_hat_f, x)["distortion"]
         terms["loss"] = loss
-        return terms, {"x_hat_f": x_hat_f, "x_hat": out["x_hat"]}
+        return terms, {"x_hat_f": x_hat_f, "x_hat": out["x_hat"], "fake_latent": out["latent_0"]}

@@ -17,9 +17,8 @@ import train
 CONF_DIR = str(Path(train.__file__).resolve().parent / "conf")
 KODAK_DIR = Path(os.environ.get("KODAK_DIR", Path(train.__file__).resolve().parent.parent / "shared" / "data" / "kodak"))
 
-#: a stage-1 run small enough for a test: tiny HiFiC, 64² crops, a few steps, no logger.
-TINY_STAGE1 = [
-    "model/vae_codec=hific_tiny",
+#: a run small enough for a test: 64² crops, a few steps, no LPIPS weights, no logger.
+_TINY_RUN = [
     "model.distortion.lpips_weight=0",
     "model.val_metrics=[psnr]",
     "data.crop_size=64",
@@ -28,6 +27,8 @@ TINY_STAGE1 = [
     "debug=fast",
     "logger=none",
 ]
+#: stage 1 on a tiny HiFiC.
+TINY_STAGE1 = ["model/vae_codec=hific_tiny", *_TINY_RUN]
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -72,11 +73,8 @@ TINY_SODEC = [
     "model.sodec.w_channels=8",
     "model.sodec.transform_width=16",
     "model.sodec.transform_blocks=1",
-    "model.distortion.lpips_weight=0",
-    "model.val_metrics=[psnr]",
-    "data.crop_size=64",
-    "data.batch_size=2",
-    "data.num_workers=0",
-    "debug=fast",
-    "logger=none",
+    *_TINY_RUN,
 ]
+
+#: SODEC's final stage at test size.
+TINY_STAGE4 = ["model=sodec_stage4", *TINY_SODEC, "model/discriminator=latent_tiny"]

@@ -1,0 +1,93 @@
+"""Per-module latency of SODEC's decode path with SD 2.1-sized networks (random weights, same FLOPs).
+
+    python bench/decode_latency.py                       # CPU, 128×128 (default on CPU)
+    python bench/decode_latency.py --sizes 512x512 512x768 --dtype bf16   # on a GPU
+
+Builds full HiFiC, SD 2.1-base's UNet and VAE from their real configs, and a CLIP ViT-L/14
+vision tower from its config, all with random weights, then times at batch size 1, after
+warm-up, with device synchronisation: entropy decoding, D_a, FGM (ViT + projection),
+H_s + T_s, the UNet step and D_m. Entropy decoding runs on the CPU by design.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import hydra
+import torch
+from hydra import compose, initialize_config_dir
+
+CONF = str(Path(__file__).resolve().parents[1] / "conf")
+CLIP_L14 = dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16,
+                image_size=224, patch_size=14)
+
+
+def build_sodec(device: torch.device, dtype: torch.dtype):
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        cfg = compose(config_name="train", overrides=["model=sodec_stage2", "model/backbone=sd21_random",
+                                                      "model.distortion.lpips_weight=0"])
+    guidance = hydra.utils.instantiate(cfg.model.guidance, vit={"pretrained": None, "config": CLIP_L14})
+    from models.sodec import SODEC
+
+    model = SODEC(hydra.utils.instantiate(cfg.model.vae_codec), hydra.utils.instantiate(cfg.model.backbone),
+                  guidance, **cfg.model.sodec)
+    return model.to(device=device, dtype=dtype).eval()
+
+
+def timed(fn, device, repeat: int):
+    fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        out = fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    return out, sorted(times)[len(times) // 2]
+
+
+@torch.inference_mode()
+def bench(model, size: tuple[int, int], device, dtype, repeat: int) -> dict[str, float]:
+    x = torch.rand(1, 3, *size)
+    model.vae_codec.update(force=True)
+    coded = model.vae_codec.compress(x.to(device=device, dtype=dtype))
+    figures = {}
+    (y_hat, z_hat), figures["entropy decoding (CPU)"] = timed(
+        lambda: model.vae_codec.decode_latents(coded["strings"], coded["shape"]), device, repeat)
+    y_hat, z_hat = y_hat.to(device, dtype), z_hat.to(device, dtype)
+    x_hat_f, figures["D_a (fidelity decoder)"] = timed(lambda: model.vae_codec.fidelity_decoder(y_hat), device, repeat)
+    context, figures["FGM (ViT + F_p)"] = timed(lambda: model.guidance(x_hat_f, z_hat), device, repeat)
+    latent_t, figures["H_s + T_s"] = timed(lambda: model.transform(y_hat, model.hyper_synthesis(z_hat)), device, repeat)
+    latent_0, figures["UNet (one step)"] = timed(
+        lambda: model.backbone.predict_clean_latent(latent_t, model.timestep, context), device, repeat)
+    _, figures["D_m (SD VAE decoder)"] = timed(lambda: model.backbone.decode(latent_0), device, repeat)
+    figures["total"] = sum(figures.values())
+    return figures
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", nargs="+", default=None, help="HxW, e.g. 512x512 (default: GPU 512x512 512x768, CPU 128x128)")
+    parser.add_argument("--dtype", choices=["fp32", "bf16"], default=None)
+    parser.add_argument("--repeat", type=int, default=None)
+    args = parser.parse_args()
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    sizes = args.sizes or (["512x512", "512x768"] if device.type == "cuda" else ["128x128"])
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[args.dtype or ("bf16" if device.type == "cuda" else "fp32")]
+    repeat = args.repeat or (10 if device.type == "cuda" else 3)
+    model = build_sodec(device, dtype)
+    name = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
+    for size in sizes:
+        h, w = map(int, size.split("x"))
+        figures = bench(model, (h, w), device, dtype, repeat)
+        print(f"\n{name}, {args.dtype or dtype}, batch 1, {h}×{w} (median of {repeat} after warm-up):")
+        for module, seconds in figures.items():
+            print(f"  {module:<24} {seconds * 1000:9.1f} ms")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,26 @@
+"""SODEC's final stage: stage 3's loss + β·L_g with a latent discriminator on ŷ_0 against the SD-VAE
+latent of x (supplementary Eq. 1–2; paper β = 0.2, ablation β ∈ {0, 0.01, 0.05, 0.1, 0.2, 0.5})."""
+
+from __future__ import annotations
+
+from lightning_modules.adversarial import AdversarialMixin
+from lightning_modules.sodec_diffusion import SODECDiffusionModule
+
+
+class Stage4GANModule(AdversarialMixin, SODECDiffusionModule):
+    def __init__(
+        self,
+        discriminator,
+        discriminator_optimizer,
+        adversarial_weight: float = 0.2,
+        adversarial_start: int = 0,
+        d_steps_per_g: int = 1,
+        discriminator_clip_val: float | None = None,
+        train_vae_module: bool = True,
+        rate_term: bool = True,
+        alignment: str = "mse",
+        **kwargs,
+    ):
+        super().__init__(train_vae_module=train_vae_module, rate_term=rate_term, alignment=alignment, **kwargs)
+        self.init_adversarial(discriminator, discriminator_optimizer, adversarial_weight, adversarial_start,
+                              d_steps_per_g, discriminator_clip_val)
