@@ -9,7 +9,7 @@ from typing import Sequence
 import pytorch_lightning as pl
 from torch.utils.data import DataLoader
 
-from datamodules.images import CenterCrop, ImageFolder, RandomCrop
+from datamodules.images import CenterCrop, EpochShuffle, ImageFolder, RandomCrop
 from utils.config import ConfigError, require_positive
 
 #: the codecs pad to multiples of 64 (z is at H/64); training crops must already be.
@@ -75,10 +75,11 @@ class ImageFolderDataModule(pl.LightningDataModule):
     def _loader(self, split: str, batch_size: int, shuffle: bool) -> DataLoader:
         if split not in self.datasets:
             raise ConfigError(f"{split}_dirs", f"no {split} folders configured")
+        dataset = self.datasets[split]
         return DataLoader(
-            self.datasets[split],
+            dataset,
             batch_size=batch_size,
-            shuffle=shuffle,
+            sampler=EpochShuffle(len(dataset), self.seed) if shuffle else None,
             drop_last=shuffle,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,

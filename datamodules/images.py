@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageFile, ImageOps
 from torch import Tensor
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Sampler
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 # Decoding must fail loudly on a truncated file, never pad it with grey.
@@ -183,9 +183,15 @@ class ImageFolder(Dataset):
         if first:
             warnings.warn(message, RuntimeWarning, stacklevel=3)
 
-    def __getitem__(self, index: int) -> Tensor:
-        # One RNG per item: reproducible under any worker count given torch's base seed.
-        rng = random.Random(torch.initial_seed() + index)
+    def __getitem__(self, key: int | tuple[int, int]) -> Tensor:
+        """``key``: an index, or (index, epoch) from :class:`EpochShuffle`, which makes the
+        random crop a function of (seed, epoch, index) alone — new every epoch, the same after
+        a resume and under any worker count."""
+        if isinstance(key, (tuple, list)):
+            index, epoch = key
+            rng = random.Random(f"{self.seed}-{epoch}-{index}")
+        else:
+            index, rng = key, random.Random(int(torch.randint(0, 2**62, ())))
         for attempt in range(len(self.files)):
             i = (index + attempt) % len(self.files)
             if self._status[i] == _SKIPPED:
@@ -206,3 +212,27 @@ class ImageFolder(Dataset):
         """Counts of files skipped (unreadable) and converted so far, over all workers."""
         status = list(self._status)
         return {"skipped": status.count(_SKIPPED), "converted": status.count(_CONVERTED)}
+
+
+class EpochShuffle(Sampler):
+    """A shuffle that depends on (seed, epoch) only and yields (index, epoch) pairs.
+
+    Lightning calls ``set_epoch`` before every epoch (restored epochs included); when wrapped
+    for DDP, the epoch advances by itself on every pass instead."""
+
+    def __init__(self, size: int, seed: int = 0):
+        self.size, self.seed = size, seed
+        self.epoch, self._epoch_set = -1, False
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch, self._epoch_set = epoch, True
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __iter__(self):
+        if not self._epoch_set:
+            self.epoch += 1
+        self._epoch_set = False
+        generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        return iter([(int(i), self.epoch) for i in torch.randperm(self.size, generator=generator)])

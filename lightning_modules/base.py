@@ -116,7 +116,13 @@ class CompressionLightningModule(pl.LightningModule):
                  ", ".join(new_parts))
         return {"loaded": sorted(state), "missing": missing}
 
+    def on_train_batch_start(self, batch: Tensor, batch_idx: int) -> None:
+        # The step's noise (rate-proxy noise, discriminator timesteps) is a function of (seed,
+        # rank, batch): a resumed run draws exactly what an uninterrupted one would have.
+        torch.manual_seed(hash((self._run_seed, self.global_rank, self.trainer.global_step)) % 2**63)
+
     def on_fit_start(self) -> None:
+        self._run_seed = torch.initial_seed()
         if str(self.trainer.precision).startswith("16"):
             raise ConfigError(
                 "trainer.precision", "fp16 needs a loss scaler the multi-optimizer step does not use: use bf16-mixed or 32-true"
