@@ -47,8 +47,7 @@ class SODECDiffusionModule(CompressionLightningModule):
             raise ValueError("alignment=mse_lpips needs LPIPS: set distortion.lpips_weight > 0")
         if not train_vae_module:
             vae = self.codec.vae_codec
-            for part in (vae.encoder, vae.hyper_encoder, vae.entropy_parameters, vae.entropy_bottleneck,
-                         vae.gaussian_conditional):
+            for part in (vae.encoder, vae.entropy_model):
                 part.requires_grad_(False)
 
     def trainable_parameters(self):

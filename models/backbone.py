@@ -107,11 +107,12 @@ class DiffusionBackbone(ExternalWeights):
         return self
 
     # ------------------------------------------------------------------- one-step decoding
-    def predict_clean_latent(self, latent_t: Tensor, timestep: int | Tensor, context: Tensor) -> Tensor:
-        """One UNet step: ŷ_0 from ŷ_t at ``timestep`` (ε- or v-prediction)."""
+    def predict_clean_latent(self, latent_t: Tensor, timestep: int | Tensor, context: Tensor, **unet_kwargs) -> Tensor:
+        """One UNet step: ŷ_0 from ŷ_t at ``timestep`` (ε- or v-prediction). ``unet_kwargs``
+        pass a control module's residuals."""
         t = torch.as_tensor(timestep, device=latent_t.device).long()
         t_batch = t.expand(latent_t.shape[0]) if t.dim() == 0 else t
-        output = self.unet(latent_t, t_batch, encoder_hidden_states=context.to(latent_t.dtype)).sample
+        output = self.unet(latent_t, t_batch, encoder_hidden_states=context.to(latent_t.dtype), **unet_kwargs).sample
         alpha_bar = self.alphas_cumprod[t_batch].view(-1, 1, 1, 1).to(latent_t.dtype)
         if self.prediction_type == "epsilon":
             return (latent_t - (1 - alpha_bar).sqrt() * output) / alpha_bar.sqrt()

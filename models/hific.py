@@ -10,27 +10,16 @@ entropy-coded strings, ``decompress`` takes them back, ``update()`` must run bef
 
 from __future__ import annotations
 
-import copy
 import math
 from typing import Sequence
 
 import torch
 import torch.nn.functional as F
-from compressai.entropy_models import EntropyBottleneck, GaussianConditional
 from compressai.models import CompressionModel
-from compressai.models.utils import conv, deconv
-from compressai.ops import quantize_ste
 from torch import Tensor, nn
 
+from models.entropy import MeanScaleHyperprior
 from utils.config import ConfigError
-
-# Lower bound of the Gaussian scale and the table the entropy coder quantises scales to.
-SCALE_MIN, SCALE_MAX, SCALE_LEVELS = 0.11, 256.0, 64
-
-
-def scale_table() -> Tensor:
-    return torch.exp(torch.linspace(math.log(SCALE_MIN), math.log(SCALE_MAX), SCALE_LEVELS))
-
 
 class ChannelNorm(nn.Module):
     """HiFiC's ChannelNorm: normalise each spatial position across channels (batch-size free)."""
@@ -111,36 +100,6 @@ class HiFiCGenerator(nn.Module):
         return (self.up(h + self.residual(h)) + 1) / 2
 
 
-def hyper_analysis(latent_channels: int, hyper_channels: int) -> nn.Sequential:
-    """H_a: y (H/16) → z (H/64)."""
-    return nn.Sequential(
-        conv(latent_channels, hyper_channels, kernel_size=3, stride=1), nn.ReLU(inplace=True),
-        conv(hyper_channels, hyper_channels, kernel_size=5, stride=2), nn.ReLU(inplace=True),
-        conv(hyper_channels, hyper_channels, kernel_size=5, stride=2),
-    )
-
-
-def hyper_synthesis(hyper_channels: int, out_channels: int) -> nn.Sequential:
-    """ẑ (H/64) → a tensor at H/16; HiFiC uses one for the means and one for the scales."""
-    return nn.Sequential(
-        deconv(hyper_channels, hyper_channels, kernel_size=5, stride=2), nn.ReLU(inplace=True),
-        deconv(hyper_channels, hyper_channels, kernel_size=5, stride=2), nn.ReLU(inplace=True),
-        conv(hyper_channels, out_channels, kernel_size=3, stride=1),
-    )
-
-
-class EntropyParameters(nn.Module):
-    """P: ẑ → (scales, means) of the conditional Gaussian of ŷ (HiFiC's separate mean/scale nets)."""
-
-    def __init__(self, hyper_channels: int, latent_channels: int):
-        super().__init__()
-        self.means = hyper_synthesis(hyper_channels, latent_channels)
-        self.scales = hyper_synthesis(hyper_channels, latent_channels)
-
-    def forward(self, z_hat: Tensor) -> tuple[Tensor, Tensor]:
-        return self.scales(z_hat), self.means(z_hat)
-
-
 class HiFiCCompressor(CompressionModel):
     """SODEC's VAE compression module: E, H_a, P and the fidelity decoder D_a."""
 
@@ -174,11 +133,8 @@ class HiFiCCompressor(CompressionModel):
             residual_blocks=residual_blocks,
         )
         self.encoder = HiFiCEncoder(encoder_channels, latent_channels)
-        self.hyper_encoder = hyper_analysis(latent_channels, hyper_channels)
-        self.entropy_parameters = EntropyParameters(hyper_channels, latent_channels)
+        self.entropy_model = MeanScaleHyperprior(latent_channels, hyper_channels)
         self.fidelity_decoder = HiFiCGenerator(encoder_channels, latent_channels, residual_blocks)
-        self.entropy_bottleneck = EntropyBottleneck(hyper_channels)
-        self.gaussian_conditional = GaussianConditional(None, scale_bound=SCALE_MIN)
 
     # ----------------------------------------------------------------------------- shapes
     def pad(self, x: Tensor) -> Tensor:
@@ -194,26 +150,11 @@ class HiFiCCompressor(CompressionModel):
 
     # ---------------------------------------------------------------------------- training
     def forward(self, x: Tensor) -> dict:
-        """Training/validation pass. Rates use additive uniform noise in training and rounding in
-        eval; the decoder always sees ŷ rounded around the mean (straight-through)."""
+        """Training/validation pass (rates with noise in training, rounding in eval)."""
         height, width = x.shape[-2:]
-        y = self.encoder(self.pad(x))
-        z = self.hyper_encoder(y)
-        with torch.autocast(device_type=x.device.type, enabled=False):
-            y, z = y.float(), z.float()
-            _, z_likelihoods = self.entropy_bottleneck(z)
-            z_offset = self.entropy_bottleneck._get_medians().detach()
-            z_hat = quantize_ste(z - z_offset) + z_offset
-            scales, means = self.entropy_parameters(z_hat)
-            _, y_likelihoods = self.gaussian_conditional(y, scales, means=means)
-            y_hat = quantize_ste(y - means) + means
-        x_hat = self.fidelity_decoder(y_hat)[..., :height, :width]
-        return {
-            "x_hat": x_hat,
-            "likelihoods": {"y": y_likelihoods, "z": z_likelihoods},
-            "y_hat": y_hat,
-            "z_hat": z_hat,
-        }
+        out = self.entropy_model(self.encoder(self.pad(x)))
+        out["x_hat"] = self.fidelity_decoder(out["y_hat"])[..., :height, :width]
+        return out
 
     def main_parameters(self):
         """Everything but the entropy bottleneck's quantiles, which the aux loss alone trains."""
@@ -223,49 +164,22 @@ class HiFiCCompressor(CompressionModel):
         return (p for name, p in self.named_parameters() if name.endswith("quantiles"))
 
     # ------------------------------------------------------------------------ real coding
-    def update(self, scale_table_: Tensor | None = None, force: bool = False, update_quantiles: bool = False) -> bool:
-        return super().update(
-            scale_table=scale_table() if scale_table_ is None else scale_table_,
-            force=force,
-            update_quantiles=update_quantiles,
-        )
+    def update(self, scale_table=None, force: bool = False, update_quantiles: bool = False) -> bool:
+        return self.entropy_model.update(force=force)
 
-    def _cpu_entropy_parameters(self, z_hat: Tensor) -> tuple[Tensor, Tensor]:
-        """Entropy parameters for real coding, always in float32 on the CPU: encoder and decoder
-        must derive bit-identical Gaussian indexes whatever device or dtype each runs on."""
-        params = self.entropy_parameters
-        if any(p.device.type != "cpu" or p.dtype != torch.float32 for p in params.parameters()):
-            params = copy.deepcopy(params).to(device="cpu", dtype=torch.float32)
-        with torch.autocast(device_type="cpu", enabled=False):
-            return params(z_hat.to(device="cpu", dtype=torch.float32))
-
-    @torch.no_grad()
     def encode_latents(self, x: Tensor) -> dict:
         """The coding half of ``compress``: strings for ŷ and ẑ plus ŷ, ẑ themselves (on the CPU)."""
-        y = self.encoder(self.pad(x))
-        z = self.hyper_encoder(y)
-        y, z = y.float().cpu(), z.float().cpu()
-        z_strings = self.entropy_bottleneck.compress(z)
-        z_hat = self.entropy_bottleneck.decompress(z_strings, z.shape[-2:])
-        scales, means = self._cpu_entropy_parameters(z_hat)
-        indexes = self.gaussian_conditional.build_indexes(scales)
-        y_strings = self.gaussian_conditional.compress(y, indexes, means=means)
-        y_hat = self.gaussian_conditional.quantize(y, "dequantize", means)
-        return {"strings": [y_strings, z_strings], "shape": tuple(z.shape[-2:]), "y_hat": y_hat, "z_hat": z_hat}
+        with torch.no_grad():
+            return self.entropy_model.compress(self.encoder(self.pad(x)))
 
     def compress(self, x: Tensor) -> dict:
         """x in [0, 1], any size → {"strings": [y_strings, z_strings], "shape": z's (h, w)}."""
         coded = self.encode_latents(x)
         return {"strings": coded["strings"], "shape": coded["shape"]}
 
-    @torch.no_grad()
     def decode_latents(self, strings: list, shape: Sequence[int]) -> tuple[Tensor, Tensor]:
         """Entropy decoding only: strings → (ŷ, ẑ) on the CPU in float32."""
-        z_hat = self.entropy_bottleneck.decompress(strings[1], tuple(shape))
-        scales, means = self._cpu_entropy_parameters(z_hat)
-        indexes = self.gaussian_conditional.build_indexes(scales)
-        y_hat = self.gaussian_conditional.decompress(strings[0], indexes, means=means)
-        return y_hat, z_hat
+        return self.entropy_model.decompress(strings, shape)
 
     @torch.no_grad()
     def decompress(self, strings: list, shape: Sequence[int], image_size: Sequence[int] | None = None) -> dict:

@@ -19,7 +19,6 @@ KODAK_DIR = Path(os.environ.get("KODAK_DIR", Path(train.__file__).resolve().pare
 
 #: a run small enough for a test: 64² crops, a few steps, no LPIPS weights, no logger.
 _TINY_RUN = [
-    "model.distortion.lpips_weight=0",
     "model.val_metrics=[psnr]",
     "data.crop_size=64",
     "data.batch_size=2",
@@ -28,7 +27,7 @@ _TINY_RUN = [
     "logger=none",
 ]
 #: stage 1 on a tiny HiFiC.
-TINY_STAGE1 = ["model/vae_codec=hific_tiny", *_TINY_RUN]
+TINY_STAGE1 = ["model/vae_codec=hific_tiny", "model.distortion.lpips_weight=0", *_TINY_RUN]
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -73,8 +72,22 @@ TINY_SODEC = [
     "model.sodec.w_channels=8",
     "model.sodec.transform_width=16",
     "model.sodec.transform_blocks=1",
+    "model.distortion.lpips_weight=0",
     *_TINY_RUN,
 ]
 
 #: SODEC's final stage at test size.
 TINY_STAGE4 = ["model=sodec_stage4", *TINY_SODEC, "model/discriminator=latent_tiny"]
+
+#: OSDiff at test size.
+TINY_OSDIFF = [
+    "model=osdiff",
+    "model/backbone=tiny",
+    "model.backbone.lora_rank=null",
+    "model/discriminator=unet_features_tiny",
+    "model.osdiff.latent_channels=8",
+    "model.osdiff.hyper_channels=8",
+    "model.osdiff.residual_blocks=1",
+    "model.osdiff.control_embedding_channels=8",
+    *_TINY_RUN,
+]

@@ -84,8 +84,8 @@ def test_each_alignment_variant_shapes_the_loss(tmp_path, alignment):
 def test_stage2_trains_only_lora_and_new_modules(tmp_path):
     module = _module(tmp_path, stage="sodec_stage2")
     frozen = {
-        "E": module.codec.vae_codec.encoder, "H_a": module.codec.vae_codec.hyper_encoder,
-        "P": module.codec.vae_codec.entropy_parameters, "UNet base": module.codec.backbone.unet,
+        "E": module.codec.vae_codec.encoder, "H_a and P": module.codec.vae_codec.entropy_model,
+        "UNet base": module.codec.backbone.unet,
         "D_m": module.codec.backbone.vae, "ViT": module.codec.guidance.vit,
     }
     before = {name: {k: v.clone() for k, v in m.state_dict().items() if "lora_" not in k} for name, m in frozen.items()}

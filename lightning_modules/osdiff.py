@@ -1,0 +1,54 @@
+"""OSDiff as its own experiment (Eq. 9–14): the generator loss
+λ1·‖y_0 − y_r‖² + λ2·R + λ3·‖y_0 − y_c‖² + λ4·L_G, with L_G and the discriminator loss on the
+UNet-feature discriminator over noised latents (or the pixel/latent ablations). λ2 is the rate
+weight, owned by the rate-annealing callback (paper: constant 1 or 2)."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from lightning_modules.adversarial import AdversarialMixin
+from lightning_modules.base import CompressionLightningModule
+from lightning_modules.losses import rate_bpp
+from models.backbone import DiffusionBackbone
+from models.osdiff import OSDiff
+from utils.config import require_non_negative
+
+
+class OSDiffModule(AdversarialMixin, CompressionLightningModule):
+    def __init__(
+        self,
+        backbone: DiffusionBackbone,
+        osdiff: dict,
+        discriminator,
+        discriminator_optimizer,
+        diffusion_weight: float = 1.0,
+        feature_weight: float = 2.0,
+        adversarial_weight: float = 0.01,
+        adversarial_start: int = 0,
+        d_steps_per_g: int = 1,
+        discriminator_clip_val: float | None = None,
+        **kwargs,
+    ):
+        super().__init__(codec=OSDiff(backbone, **osdiff), **kwargs)
+        self.diffusion_weight = require_non_negative("diffusion_weight", diffusion_weight)
+        self.feature_weight = require_non_negative("feature_weight", feature_weight)
+        self.init_adversarial(discriminator, discriminator_optimizer, adversarial_weight, adversarial_start,
+                              d_steps_per_g, discriminator_clip_val)
+
+    def trainable_parameters(self):
+        return self.codec.main_parameters()
+
+    def compute_losses(self, x: Tensor) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+        out = self.codec(x)
+        y_0 = out["y_0"].float()
+        terms = {
+            "diffusion": torch.mean((out["y_r"].float() - y_0) ** 2),
+            "feature": torch.mean((out["y_c"].float() - y_0) ** 2),
+            "bpp": rate_bpp(out["likelihoods"], x.shape[-2] * x.shape[-1]),
+            "mse": torch.mean((out["x_hat"].float() - x.float()) ** 2),
+        }
+        terms["loss"] = (self.diffusion_weight * terms["diffusion"] + self.current_lambda * terms["bpp"]
+                         + self.feature_weight * terms["feature"])
+        return terms, {"x_hat": out["x_hat"], "fake_latent": out["y_r"], "real_latent": out["y_0"]}

@@ -1,0 +1,63 @@
+"""OSDiff on the tiny backbone: training, real bitstreams, the starting-latent choice."""
+
+from __future__ import annotations
+
+import hydra
+import pytest
+import torch
+
+from codec.image_codec import compress_image, decompress_bytes
+from codec.package import export_package, load_package
+from tests.conftest import TINY_OSDIFF, compose_config
+from train import train
+
+
+def test_osdiff_fits_with_its_losses_and_feature_discriminator(tmp_path):
+    metrics, trainer = train(compose_config(TINY_OSDIFF, tmp_path / "run"))
+    for key in ("train/diffusion", "train/feature", "train/bpp", "train/g_adv", "train/d_loss", "val/bpp_real"):
+        assert key in metrics, key
+    module = trainer.lightning_module
+    unet = module.codec.backbone.unet
+    assert not any(p.requires_grad for p in unet.parameters()), "the SD UNet stays frozen"
+    assert all(p.requires_grad for p in module.codec.control.parameters())
+
+
+def _osdiff(tmp_path, *overrides):
+    cfg = compose_config([*TINY_OSDIFF, *overrides], tmp_path / "run")
+    torch.manual_seed(0)
+    module = hydra.utils.instantiate(cfg.model)
+    module.rate_lambda = 1.0
+    return module
+
+
+def test_control_module_starts_as_a_no_op(tmp_path):
+    """Zero-initialised connections: before training, the controlled UNet equals the frozen one."""
+    codec = _osdiff(tmp_path).codec.eval()
+    y_t, y_c = torch.randn(1, 4, 8, 8), torch.randn(1, 4, 8, 8)
+    context = torch.zeros(1, 77, codec.backbone.cross_attention_dim)
+    with torch.no_grad():
+        assert torch.allclose(codec.denoise(y_t, y_c), codec.backbone.predict_clean_latent(y_t, 999, context), atol=1e-5)
+
+
+@pytest.mark.parametrize("start", ["noise", "noised_condition"])
+def test_file_round_trip_is_deterministic(tmp_path, start):
+    codec = _osdiff(tmp_path, f"model.osdiff.start={start}").codec.eval()
+    codec, fingerprint = load_package(export_package(codec, tmp_path / "package"))
+    data = compress_image(codec, fingerprint, torch.rand(3, 64, 96))
+    first, second = decompress_bytes(codec, fingerprint, data), decompress_bytes(codec, fingerprint, data)
+    assert first.shape == (1, 3, 64, 96) and torch.equal(first, second)
+
+
+def test_default_start_is_the_same_in_training_and_decoding(tmp_path):
+    """noised_condition: both paths start from q(y_T | y_c), so with the decoder's seeded noise
+    a training-mode forward reproduces the decoded latent exactly."""
+    codec = _osdiff(tmp_path).codec.eval()
+    y_c = torch.randn(1, 4, 8, 8)
+    generator = torch.Generator().manual_seed(codec.noise_seed)
+    decoded_start = codec.start_latent(y_c, None, generator)
+    torch.manual_seed(0)
+    noise = torch.randn(y_c.shape, generator=torch.Generator().manual_seed(codec.noise_seed))
+    alpha_bar = codec.backbone.alphas_cumprod[999]
+    assert torch.allclose(decoded_start, alpha_bar.sqrt() * y_c + (1 - alpha_bar).sqrt() * noise, atol=1e-6)
+    training_start = codec.start_latent(y_c, torch.randn_like(y_c), None)
+    assert torch.allclose((training_start - alpha_bar.sqrt() * y_c).std(), (1 - alpha_bar).sqrt(), rtol=0.5)
