@@ -1,0 +1,112 @@
+"""Evaluation entry point: real bitstreams, metrics, baselines, RD plots, BD-rates (see README).
+
+    python evaluate.py codecs.SODEC=[a/codec,b/codec] dataset=kodak metrics=[psnr,ms_ssim,lpips_alex]
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+from pathlib import Path
+
+import hydra
+import torch
+from omegaconf import DictConfig, OmegaConf
+from PIL import Image
+
+from codec.package import export_package, load_package
+from metrics import baselines
+from metrics.evaluation import Evaluator, bd_rate_table, compressai_json, write_atomically
+from metrics.plots import plot_metric, published_points, sample_grid
+from utils.config import instantiate_node
+
+log = logging.getLogger(__name__)
+
+
+def load_codec(path: str):
+    """A codec package directory, or a Lightning checkpoint of a run of train.py (its Hydra
+    config is read from the run's .hydra/config.yaml and the codec exported on the fly)."""
+    path = Path(path)
+    if path.suffix != ".ckpt":
+        return load_package(path)
+    run_config = path.parent.parent / ".hydra" / "config.yaml"
+    if not run_config.is_file():
+        raise FileNotFoundError(f"{path}: no run config at {run_config}; export a codec package instead")
+    module = hydra.utils.instantiate(OmegaConf.load(run_config).model)
+    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    module.on_load_checkpoint(checkpoint)
+    module.load_state_dict(checkpoint["state_dict"])
+    return load_package(export_package(module.codec.eval(), tempfile.mkdtemp(prefix="codec-")))
+
+
+def evaluate(cfg: DictConfig) -> dict:
+    images = instantiate_node(cfg.dataset, "dataset")
+    images = list(images)  # decoded once; evaluation sets are small
+    metrics = [] if cfg.benchmark else list(cfg.metrics)
+    evaluator = Evaluator(images, metrics, cfg.output_dir, cfg.device, cfg.allow_random_weights)
+    out = Path(cfg.output_dir)
+    learned = {}
+    for model, paths in cfg.codecs.items():
+        learned[model] = []
+        for path in paths:
+            codec, fingerprint = load_codec(path)
+            label = f"{model}:{Path(path).parent.name if Path(path).name == 'codec' else Path(path).name}"
+            learned[model].append(evaluator.evaluate_codec(model, label, codec, fingerprint, cfg.warmup))
+    if not learned:
+        raise ValueError("nothing to evaluate: set codecs.<name>=[<codec package or .ckpt>, ...]")
+    points = {model: [(p, evaluator.summary(p)) for p in pts] for model, pts in learned.items()}
+    first_model = next(iter(learned))
+    for codec_name in ([] if cfg.benchmark else cfg.baselines):
+        if not baselines.available(codec_name):
+            log.warning("baseline %s is not available here (missing plugin); skipped", codec_name)
+            continue
+        pts = [evaluator.evaluate_baseline(codec_name, p) for p in learned[first_model]]
+        points[codec_name.upper()] = [(p, evaluator.summary(p)) for p in pts]
+
+    device = torch.cuda.get_device_name() if evaluator.device.type == "cuda" else "CPU"
+    description = (f"{images and cfg.dataset.name}: real files, bpp = file bytes × 8 / original pixels "
+                   f"(bpp_padded: over pixels padded to 64); metrics on 8-bit reconstructions; times in s at "
+                   f"batch 1 on {device} (float32), entropy coding included, after {cfg.warmup} warm-up")
+    curves = {}
+    for model, model_points in points.items():
+        report = compressai_json(model, model_points, description, evaluator.random_weights)
+        write_atomically(out / f"{model}.json", json.dumps(report, indent=2).encode())
+        curves[model] = report["results"]
+    quality = [m for m in metrics if any(m in c for c in curves.values())]
+    anchor = cfg.anchor or next((m for m in curves if m != first_model and m not in cfg.codecs), first_model)
+    table = bd_rate_table(curves, anchor, quality)
+    write_atomically(out / "bd_rate.json", json.dumps(table, indent=2).encode())
+    warning = "RANDOM-WEIGHT metrics: " + ", ".join(evaluator.random_weights) if evaluator.random_weights else None
+    for metric in quality:
+        plot_metric(curves, metric, cfg.dataset.name, out / f"rd_{metric}.png",
+                    published_points(cfg.published_points, cfg.dataset.name, metric), warning)
+    name, original = images[0]
+    sample_grid(original, {p.label: Image.open(evaluator._recon_path(p.label, name))
+                           for pts in points.values() for p, _ in pts}, out / "samples.png")
+    print_table(curves, quality, table, out, warning)
+    return curves
+
+
+def print_table(curves: dict, metrics: list[str], bd_table: list[dict], out: Path, warning: str | None) -> None:
+    columns = ["bpp", *metrics, "encoding_time", "decoding_time"]
+    print("\n| model | " + " | ".join(columns) + " |\n|" + "---|" * (len(columns) + 1))
+    for model, results in curves.items():
+        for i in range(len(results["bpp"])):
+            print(f"| {model} | " + " | ".join(f"{results[c][i]:.4f}" for c in columns) + " |")
+    for row in bd_table:
+        print(f"BD-rate of {row['model']} vs {row['anchor']}: "
+              + ", ".join(f"{m} {row[m]:+.1f}%" if isinstance(row[m], float) else f"{m} {row[m]}" for m in metrics))
+    if warning:
+        print(f"WARNING: {warning}")
+    print(f"\nper-image CSV: {out / 'per_image.csv'}\nJSON per model: {out}/<model>.json\n"
+          f"plots: {out}/rd_<metric>.png, samples: {out / 'samples.png'}, BD-rates: {out / 'bd_rate.json'}")
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="evaluate")
+def main(cfg: DictConfig) -> None:
+    evaluate(cfg)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,216 @@
+"""Evaluation on real bitstreams: every image is compressed to bytes, decoded from them, measured.
+
+bpp = whole file bytes × 8 / original pixels (``bpp``); the DiffEIC lineage's padded-pixel rule
+is reported beside it (``bpp_padded``). Quality metrics are computed on the 8-bit-rounded
+reconstruction. Encode and decode are timed separately at batch size 1, entropy coding included,
+after a warm-up, with device synchronisation.
+
+Outputs (under ``output_dir``), all written atomically, so an interrupted run resumes without
+recomputing finished images: ``per_image.csv``; reconstructions as PNG (FID/KID are computed
+from them at the end); one CompressAI-format JSON per model; plots; a BD-rate table.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+import torch
+from PIL import Image
+
+from codec.image_codec import compress_image, decompress_bytes
+from datamodules.images import to_tensor
+from lightning_modules.base import quantize_8bit
+from metrics import baselines
+from metrics.bdrate import bd_rate
+from metrics.quality import DISTRIBUTION, PER_IMAGE, PatchDistribution, build_per_image, higher_is_better
+
+TIMING_KEYS = ("encoding_time", "decoding_time")
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@dataclass
+class Point:
+    """One rate point of one model: a codec package (learned) or a baseline matched to one."""
+
+    model: str
+    label: str
+    rows: list[dict] = field(default_factory=list)
+
+
+class Evaluator:
+    def __init__(self, images, metrics: list[str], output_dir: str, device: str = "auto",
+                 allow_random_weights: bool = False):
+        unknown = set(metrics) - set(PER_IMAGE + DISTRIBUTION)
+        if unknown:
+            raise ValueError(f"unknown metrics {sorted(unknown)}; choose from {PER_IMAGE + DISTRIBUTION}")
+        self.images, self.metric_names = images, list(metrics)
+        self.device = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
+                                   "cpu" if device == "auto" else device)
+        self.output_dir = Path(output_dir)
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        self.allow_random_weights = allow_random_weights
+        self.per_image = {n: build_per_image(n, allow_random_weights, self.device)
+                          for n in metrics if n in PER_IMAGE}
+        self.random_weights = sorted(n for n, (_, random) in self.per_image.items() if random)
+        self.csv_path = self.output_dir / "per_image.csv"
+        self.rows: list[dict] = list(csv.DictReader(self.csv_path.open())) if self.csv_path.exists() else []
+
+    # ----------------------------------------------------------------------- bookkeeping
+    def _done(self, label: str) -> dict[str, dict]:
+        return {r["image"]: r for r in self.rows if r["point"] == label}
+
+    def _save_rows(self) -> None:
+        if not self.rows:
+            return
+        fields = list(dict.fromkeys(k for row in self.rows for k in row))
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(self.rows)
+        write_atomically(self.csv_path, buffer.getvalue().encode())
+
+    def _measure(self, x: torch.Tensor, x_hat: torch.Tensor) -> dict[str, float]:
+        x, x_hat = x.to(self.device), quantize_8bit(x_hat.to(self.device))
+        with torch.inference_mode():
+            return {n: float(fn(x_hat, x)[0]) for n, (fn, _) in self.per_image.items()}
+
+    def _recon_path(self, label: str, image: str) -> Path:
+        folder = self.output_dir / "reconstructions" / label
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder / (Path(image).stem + ".png")
+
+    def _record(self, point: Point, name: str, image: Image.Image, data: bytes, x_hat: torch.Tensor,
+                times: tuple[float, float], extra: dict) -> None:
+        x = to_tensor(image)[None]
+        recon = Image.fromarray(quantize_8bit(x_hat)[0].mul(255).round().byte().permute(1, 2, 0).cpu().numpy())
+        buffer = io.BytesIO()
+        recon.save(buffer, format="PNG")
+        write_atomically(self._recon_path(point.label, name), buffer.getvalue())
+        pad = lambda n: math.ceil(n / 64) * 64  # noqa: E731
+        row = {
+            "point": point.label, "model": point.model, "image": name, "height": image.height, "width": image.width,
+            "bytes": len(data), "bpp": len(data) * 8 / (image.width * image.height),
+            "bpp_padded": len(data) * 8 / (pad(image.width) * pad(image.height)),
+            "encoding_time": times[0], "decoding_time": times[1],
+            **self._measure(x, x_hat), **extra,
+            "random_weights": ";".join(self.random_weights),
+        }
+        self.rows.append({k: str(v) for k, v in row.items()})
+        point.rows.append(row)
+        self._save_rows()
+
+    # ------------------------------------------------------------------------ learned
+    def evaluate_codec(self, model: str, label: str, codec, fingerprint: bytes, warmup: int = 1) -> Point:
+        point, done = Point(model, label), self._done(label)
+        codec = codec.to(self.device).eval()
+        warmed = False
+        for name, image in self.images:
+            if name in done:
+                point.rows.append(done[name])
+                continue
+            x = to_tensor(image)[None]
+            if not warmed:
+                for _ in range(warmup):
+                    decompress_bytes(codec, fingerprint, compress_image(codec, fingerprint, x))
+                warmed = True
+            synchronize(self.device)
+            start = time.perf_counter()
+            data = compress_image(codec, fingerprint, x)
+            synchronize(self.device)
+            encode_time = time.perf_counter() - start
+            x_hat = decompress_bytes(codec, fingerprint, data)
+            synchronize(self.device)
+            decode_time = time.perf_counter() - start - encode_time
+            self._record(point, name, image, data, x_hat, (encode_time, decode_time), {})
+        return point
+
+    # ---------------------------------------------------------------------- baselines
+    def evaluate_baseline(self, codec: str, matched_to: Point) -> Point:
+        """``codec`` at each image's bpp of the learned point ``matched_to``."""
+        label = f"{codec}@{matched_to.label}"
+        point, done = Point(codec.upper(), label), self._done(label)
+        targets = {r["image"]: float(r["bpp"]) for r in matched_to.rows}
+        for name, image in self.images:
+            if name in done:
+                point.rows.append(done[name])
+                continue
+            start = time.perf_counter()
+            coded = baselines.encode_at_bpp(image, codec, targets[name])
+            encode_time = time.perf_counter() - start  # includes the quality search
+            start = time.perf_counter()
+            x_hat = to_tensor(baselines.decode(coded.data))[None]
+            decode_time = time.perf_counter() - start
+            self._record(point, name, image, coded.data, x_hat, (encode_time, decode_time),
+                         {"quality": coded.quality, "target_bpp": targets[name]})
+        return point
+
+    # ---------------------------------------------------------------------- summaries
+    def distribution_metrics(self, point: Point) -> dict[str, float | int]:
+        results: dict[str, float | int] = {}
+        for name in (n for n in self.metric_names if n in DISTRIBUTION):
+            metric = PatchDistribution(name, self.allow_random_weights, self.device)
+            if metric.random_weights and name not in self.random_weights:
+                self.random_weights.append(name)
+            for image_name, image in self.images:
+                x = to_tensor(image)[None].to(self.device)
+                x_hat = to_tensor(Image.open(self._recon_path(point.label, image_name)).convert("RGB"))[None]
+                metric.update(x_hat.to(self.device), x)
+            results[name] = metric.compute() if metric.count >= 2 else float("nan")
+            results[f"{name}_patches"] = metric.count
+        return results
+
+    def summary(self, point: Point) -> dict[str, float]:
+        keys = ["bpp", "bpp_padded", *TIMING_KEYS, *self.per_image]
+        summary = {k: float(np.mean([float(r[k]) for r in point.rows])) for k in keys}
+        summary.update(self.distribution_metrics(point))
+        return summary
+
+
+def compressai_json(model: str, points: list[tuple[Point, dict]], description: str, random_weights: list[str]) -> dict:
+    """CompressAI's results format, extended with every metric and the protocol."""
+    results: dict[str, list] = defaultdict(list)
+    for _, summary in sorted(points, key=lambda p: p[1]["bpp"]):
+        for key, value in summary.items():
+            results[key].append(value)
+    out = {"name": model, "description": description, "results": dict(results)}
+    if random_weights:
+        out["WARNING"] = f"metrics on RANDOM weights (allow_random_weights), not comparable: {random_weights}"
+    return out
+
+
+def bd_rate_table(curves: dict[str, dict[str, list]], anchor: str, metrics: Iterable[str]) -> list[dict]:
+    rows = []
+    for model, results in curves.items():
+        row = {"model": model, "anchor": anchor}
+        for metric in metrics:
+            if min(len(curves[anchor]["bpp"]), len(results["bpp"])) < 2:
+                row[metric] = "n/a (needs >= 2 rate points per curve)"
+                continue
+            try:
+                value = bd_rate(curves[anchor]["bpp"], curves[anchor][metric], results["bpp"],
+                                results[metric], higher_is_better(metric))
+            except Exception as exc:  # non-monotonic points: say so, never invent a number
+                value = f"n/a ({type(exc).__name__}: {exc})"
+            row[metric] = value if not isinstance(value, float) or math.isfinite(value) else "n/a (curves do not overlap)"
+        rows.append(row)
+    return rows
