@@ -28,6 +28,9 @@ demo: install
 	$(PY) train.py experiment=demo_stage2 hydra.run.dir=$(DEMO_DIR)/stage2 model.init_from=$(DEMO_DIR)/stage1/checkpoints/last.ckpt
 	$(PY) train.py experiment=demo_stage3 hydra.run.dir=$(DEMO_DIR)/stage3 model.init_from=$(DEMO_DIR)/stage2/checkpoints/last.ckpt
 	$(PY) -m codec.roundtrip --codec $(DEMO_DIR)/stage3/codec --image $(DEMO_PHOTO) --out-dir $(DEMO_DIR)/stage3/roundtrip
+	$(PY) evaluate.py "+codecs.HiFiC-small=[$(DEMO_DIR)/stage1/codec]" "+codecs.SODEC-tiny=[$(DEMO_DIR)/stage3/codec]" \
+	  dataset=folder dataset.root=.cache/skimage_samples/val dataset.name=samples \
+	  "metrics=[psnr,ms_ssim,ms_ssim_y]" "baselines=[jpeg]" hydra.run.dir=$(DEMO_DIR)/evaluation
 	@for stage in stage1 stage2 stage3; do \
 	  echo "$$stage: checkpoint $(DEMO_DIR)/$$stage/checkpoints/last.ckpt, codec $(DEMO_DIR)/$$stage/codec, W&B offline run $$(ls -d $(DEMO_DIR)/$$stage/wandb/offline-run-*)"; \
 	done

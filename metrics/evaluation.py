@@ -68,10 +68,12 @@ class Evaluator:
                                    "cpu" if device == "auto" else device)
         self.output_dir = Path(output_dir)
         self.output_dir.mkdir(parents=True, exist_ok=True)
-        self.allow_random_weights = allow_random_weights
         self.per_image = {n: build_per_image(n, allow_random_weights, self.device)
                           for n in metrics if n in PER_IMAGE}
-        self.random_weights = sorted(n for n, (_, random) in self.per_image.items() if random)
+        self.distribution = {n: PatchDistribution(n, allow_random_weights, self.device)
+                             for n in metrics if n in DISTRIBUTION}  # built now: fail before any work
+        self.random_weights = sorted([n for n, (_, random) in self.per_image.items() if random]
+                                     + [n for n, metric in self.distribution.items() if metric.random_weights])
         self.csv_path = self.output_dir / "per_image.csv"
         self.rows: list[dict] = list(csv.DictReader(self.csv_path.open())) if self.csv_path.exists() else []
 
@@ -167,10 +169,8 @@ class Evaluator:
     # ---------------------------------------------------------------------- summaries
     def distribution_metrics(self, point: Point) -> dict[str, float | int]:
         results: dict[str, float | int] = {}
-        for name in (n for n in self.metric_names if n in DISTRIBUTION):
-            metric = PatchDistribution(name, self.allow_random_weights, self.device)
-            if metric.random_weights and name not in self.random_weights:
-                self.random_weights.append(name)
+        for name, metric in self.distribution.items():
+            metric.reset()
             for image_name, image in self.images:
                 x = to_tensor(image)[None].to(self.device)
                 x_hat = to_tensor(Image.open(self._recon_path(point.label, image_name)).convert("RGB"))[None]

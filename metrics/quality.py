@@ -184,6 +184,10 @@ class PatchDistribution:
             self.metric.update(real, real=True)
             self.metric.update(fake, real=False)
 
+    def reset(self) -> None:
+        self.metric.reset()
+        self.count = 0
+
     def compute(self) -> float:
         value = self.metric.compute()
         return float(value[0] if isinstance(value, tuple) else value)

@@ -1,0 +1,118 @@
+"""evaluate.py on Kodak with tiny codecs: outputs, honest bpp, FID patches, baselines, BD-rate,
+resume, and the weight policy."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import open_dict
+from PIL import Image
+
+import evaluate as evaluate_module
+from codec.package import export_package
+from metrics import baselines
+from metrics.bdrate import bd_rate
+from metrics.perceptual import MissingWeightsError
+from metrics.quality import fid_patches, patch_count
+from models.hific import HiFiCCompressor
+from tests.conftest import CONF_DIR
+
+TINY = dict(latent_channels=8, encoder_channels=[4, 8, 8, 16, 16], hyper_channels=8, residual_blocks=1)
+
+
+@pytest.fixture(scope="module")
+def packages(tmp_path_factory):
+    root = tmp_path_factory.mktemp("codecs")
+    paths = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        paths.append(str(export_package(HiFiCCompressor(**TINY).eval(), root / f"point{seed}" / "codec")))
+    return paths
+
+
+def _cfg(tmp_path, kodak_dir, packages, *overrides):
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose("evaluate", overrides=[f"+codecs.tiny=[{','.join(packages)}]", "dataset.max_images=2",
+                                             f"dataset.root={kodak_dir}", *overrides], return_hydra_config=True)
+    HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):
+        cfg.output_dir = str(tmp_path / "eval")
+        cfg.published_points = None
+    return cfg
+
+
+def test_outputs_on_kodak(tmp_path, kodak_dir, packages):
+    cfg = _cfg(tmp_path, kodak_dir, packages, "metrics=[psnr,ms_ssim,ms_ssim_y,lpips_alex,fid256]",
+               "allow_random_weights=true", "baselines=[jpeg]")
+    evaluate_module.evaluate(cfg)
+    out = tmp_path / "eval"
+    rows = list(csv.DictReader((out / "per_image.csv").open()))
+    assert len(rows) == 2 * 2 * 2  # 2 images × (2 learned points + 2 JPEG points)
+    for row in rows:
+        data_bytes, pixels = int(row["bytes"]), int(row["height"]) * int(row["width"])
+        assert float(row["bpp"]) == pytest.approx(data_bytes * 8 / pixels)
+        assert row["random_weights"] == "fid256;lpips_alex"
+    for row in (r for r in rows if r["model"] == "tiny"):  # the recorded bytes are a real file's
+        assert int(row["bytes"]) > 34
+    report = json.loads((out / "tiny.json").read_text())
+    assert report["name"] == "tiny" and "WARNING" in report and "RANDOM" in report["WARNING"]
+    for key in ("bpp", "psnr", "ms_ssim", "ms_ssim_y", "lpips_alex", "fid256", "encoding_time", "decoding_time"):
+        assert len(report["results"][key]) == 2, key
+    assert report["results"]["fid256_patches"] == [2 * patch_count(512, 768)] * 2
+    assert (out / "JPEG.json").is_file() and (out / "rd_psnr.png").is_file() and (out / "samples.png").is_file()
+    bd = json.loads((out / "bd_rate.json").read_text())
+    assert {row["model"] for row in bd} == {"tiny", "JPEG"}
+
+
+def test_missing_weights_stop_the_run_with_the_file_to_fetch(tmp_path, kodak_dir, packages):
+    cfg = _cfg(tmp_path, kodak_dir, packages, "metrics=[lpips_vgg]")
+    with pytest.raises(MissingWeightsError, match=r"vgg16-.*\.pth.*hub/checkpoints"):
+        evaluate_module.evaluate(cfg)
+
+
+def test_interrupted_evaluation_resumes_without_recomputing(tmp_path, kodak_dir, packages, monkeypatch):
+    cfg = _cfg(tmp_path, kodak_dir, packages, "metrics=[psnr]", "baselines=[]")
+    from metrics.evaluation import Evaluator
+
+    original, calls = Evaluator._record, []
+
+    def record_then_die(self, point, name, *args):
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        calls.append(name)
+        return original(self, point, name, *args)
+
+    monkeypatch.setattr(Evaluator, "_record", record_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        evaluate_module.evaluate(cfg)
+    monkeypatch.setattr(Evaluator, "_record", lambda self, point, name, *a: (calls.append(name), original(self, point, name, *a)))
+    evaluate_module.evaluate(cfg)
+    assert len(calls) == 4, "the 3 finished images were not recomputed"
+    assert len(list(csv.DictReader((tmp_path / "eval" / "per_image.csv").open()))) == 4
+
+
+def test_fid_patch_count_for_a_known_size():
+    assert fid_patches(torch.zeros(3, 512, 768)).shape == (8, 3, 256, 256)  # 6 + 2 half-shifted
+    assert patch_count(256, 256) == 1 and patch_count(383, 1000) == 3 and patch_count(384, 384) == 2
+
+
+def test_baseline_hits_a_requested_bpp(kodak_dir):
+    image = Image.open(kodak_dir / "kodim05.png").convert("RGB")
+    for target in (0.3, 1.0):
+        coded = baselines.encode_at_bpp(image, "jpeg", target)
+        assert coded.bpp(image.width * image.height) == pytest.approx(target, rel=0.1)
+
+
+def test_bd_rate_of_a_curve_against_itself_and_a_shifted_copy():
+    rates, psnrs = [0.1, 0.2, 0.4, 0.8], [27.0, 29.5, 32.0, 34.5]
+    assert bd_rate(rates, psnrs, rates, psnrs) == pytest.approx(0.0, abs=1e-9)
+    assert bd_rate(rates, psnrs, [r * 0.8 for r in rates], psnrs) == pytest.approx(-20.0, abs=1e-6)
+    lpips = [0.4, 0.3, 0.2, 0.1]
+    assert bd_rate(rates, lpips, [r * 1.25 for r in rates], lpips, higher_is_better=False) == pytest.approx(25.0, abs=1e-6)
