@@ -6,20 +6,25 @@ Thin on purpose: everything is instantiated from the Hydra config; the metric na
 
 from __future__ import annotations
 
+import json
 import logging
+from pathlib import Path
 
 import hydra
 import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.loggers import WandbLogger
 
 from utils.config import instantiate_collection, instantiate_node
-from utils.loggers import finish_wandb
+from utils.loggers import describe_wandb_run, finish_wandb
+from utils.run import isolate_multirun_job, resume_checkpoint
 
 log = logging.getLogger(__name__)
 
 
 def train(cfg: DictConfig) -> tuple[dict[str, float], pl.Trainer]:
     """Fit the configured module; return (final callback metrics, trainer)."""
+    isolate_multirun_job()
     pl.seed_everything(cfg.seed, workers=True)
     datamodule = instantiate_node(cfg.data, "data")
     module = instantiate_node(cfg.model, "model")
@@ -30,11 +35,15 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], pl.Trainer]:
     try:
         for logger in trainer.loggers:
             logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
-        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+            if isinstance(logger, WandbLogger) and trainer.is_global_zero:
+                describe_wandb_run(logger, cfg.paths.output_dir)
+        trainer.fit(module, datamodule=datamodule, ckpt_path=resume_checkpoint(cfg.get("ckpt_path"), cfg.paths.output_dir))
         exit_code = 0
     finally:
         finish_wandb(exit_code)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    if trainer.is_global_zero:  # what the offline comparison command reads
+        (Path(cfg.paths.output_dir) / "final_metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
     return metrics, trainer
 
 

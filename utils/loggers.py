@@ -8,6 +8,8 @@ from typing import Sequence
 
 from pytorch_lightning.loggers import WandbLogger
 
+from utils.run import run_name, stable_run_id, sweep_group, write_provenance
+
 
 def wandb_has_credentials() -> bool:
     if os.environ.get("WANDB_API_KEY"):
@@ -17,6 +19,11 @@ def wandb_has_credentials() -> bool:
     except (FileNotFoundError, netrc.NetrcParseError):
         return False
     return any("wandb" in host for host in hosts)
+
+
+#: summaries a sweep's table and parallel-coordinates views use without manual set-up
+SUMMARIES = {"val/loss": "min", "val/lpips": "min", "val/psnr": "max", "val/ms_ssim": "max",
+             "val/bpp": "last", "val/bpp_real": "last"}
 
 
 def build_wandb_logger(
@@ -30,20 +37,34 @@ def build_wandb_logger(
     **kwargs,
 ) -> WandbLogger:
     """WandbLogger that goes offline by itself when no credentials are configured
-    (``offline: auto``); ``WANDB_MODE`` in the environment still wins, as in wandb itself."""
+    (``offline: auto``; ``WANDB_MODE`` in the environment still wins, as in wandb itself).
+    Unset ``name``/``group`` come from the run: the overrides that differ, and the sweep. The
+    run id is derived from the output dir, so a requeued job continues the same run."""
     if offline == "auto":
         offline = not wandb_has_credentials() and "WANDB_MODE" not in os.environ
     os.makedirs(save_dir, exist_ok=True)
-    return WandbLogger(
+    logger = WandbLogger(
         project=project,
         save_dir=save_dir,
-        name=name,
-        group=group,
+        name=name or run_name(job_type or "run"),
+        group=group or sweep_group(),
         job_type=job_type,
         tags=list(tags),
         offline=bool(offline),
+        id=stable_run_id(save_dir),
+        resume="allow",
         **kwargs,
     )
+    return logger
+
+
+def describe_wandb_run(logger: WandbLogger, output_dir: str) -> None:
+    """Summary metrics, and the git commit and pip freeze saved with the run (rank 0 only)."""
+    run = logger.experiment
+    for key, summary in SUMMARIES.items():
+        run.define_metric(key, summary=summary)
+    for path in write_provenance(output_dir):
+        run.save(str(path), base_path=output_dir, policy="now")
 
 
 def finish_wandb(exit_code: int = 0) -> None:

@@ -1,0 +1,84 @@
+"""A run's identity under Hydra: its overrides, sweep, output dir — for W&B naming, requeue and
+resume, and for keeping Hydra multirun and Lightning's DDP launcher apart."""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import sys
+from pathlib import Path
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import read_write
+
+#: overrides that locate a run rather than define it (left out of W&B run names)
+_LOCATING = ("hydra.", "paths.", "ckpt_path", "logger", "trainer.devices", "trainer.num_nodes")
+
+
+def hydra_config():
+    return HydraConfig.get() if HydraConfig.initialized() else None
+
+
+def job_overrides() -> list[str]:
+    hc = hydra_config()
+    return list(hc.overrides.task) if hc is not None else []
+
+
+def is_multirun() -> bool:
+    hc = hydra_config()
+    return hc is not None and hc.mode == RunMode.MULTIRUN
+
+
+def run_name(default: str) -> str:
+    """The overrides that make this run differ, e.g. ``model.backbone.lora_rank=16``."""
+    defining = [o.lstrip("+~") for o in job_overrides() if not o.lstrip("+~").startswith(_LOCATING)]
+    return ",".join(defining) or default
+
+
+def sweep_group() -> str | None:
+    """All jobs of one multirun share a group named after the sweep (its directory)."""
+    hc = hydra_config()
+    if hc is None or hc.mode != RunMode.MULTIRUN:
+        return None
+    return Path(hc.sweep.dir).name
+
+
+def stable_run_id(output_dir: str) -> str:
+    """A W&B run id derived from the job's output dir: a requeued job continues its run."""
+    return hashlib.sha1(str(Path(output_dir).resolve()).encode()).hexdigest()[:16]
+
+
+def isolate_multirun_job() -> None:
+    """Lightning's DDP launcher re-runs ``sys.argv`` for ranks > 0; in a multirun job that argv
+    would start the whole sweep again. Make it this job's own overrides (and the job's output
+    dir, which Lightning appends), so every sweep job is its own process tree."""
+    if is_multirun():
+        sys.argv = [sys.argv[0], *job_overrides()]
+        hc = HydraConfig.get()
+        with read_write(hc):  # Lightning builds the child command from hydra.run.dir
+            hc.mode = RunMode.RUN
+            hc.run.dir = hc.runtime.output_dir
+
+
+def resume_checkpoint(ckpt_path: str | None, output_dir: str) -> str | None:
+    """``ckpt_path: auto``: the job's own last.ckpt if it exists (requeue after preemption)."""
+    if ckpt_path != "auto":
+        return ckpt_path
+    last = Path(output_dir) / "checkpoints" / "last.ckpt"
+    return str(last) if last.is_file() else None
+
+
+def write_provenance(output_dir: str) -> list[Path]:
+    """The git commit (and dirty state) and ``pip freeze``, saved with the run."""
+    folder = Path(output_dir) / "provenance"
+    folder.mkdir(parents=True, exist_ok=True)
+    root = Path(__file__).resolve().parent.parent
+    git = subprocess.run(["git", "-C", str(root), "log", "-1", "--format=%H %s"], capture_output=True, text=True)
+    status = subprocess.run(["git", "-C", str(root), "status", "--short"], capture_output=True, text=True)
+    freeze = subprocess.run([sys.executable, "-m", "pip", "freeze"], capture_output=True, text=True)
+    files = {"git.txt": git.stdout + ("\nuncommitted changes:\n" + status.stdout if status.stdout else ""),
+             "pip_freeze.txt": freeze.stdout}
+    for name, text in files.items():
+        (folder / name).write_text(text)
+    return [folder / name for name in files]
