@@ -12,6 +12,7 @@ from pathlib import Path
 
 import hydra
 import pytorch_lightning as pl
+import torch
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.loggers import WandbLogger
 
@@ -24,7 +25,7 @@ log = logging.getLogger(__name__)
 
 def train(cfg: DictConfig) -> tuple[dict[str, float], pl.Trainer]:
     """Fit the configured module; return (final callback metrics, trainer)."""
-    isolate_multirun_job()
+    isolate_multirun_job(Path(__file__).resolve())
     pl.seed_everything(cfg.seed, workers=True)
     datamodule = instantiate_node(cfg.data, "data")
     module = instantiate_node(cfg.model, "model")
@@ -41,6 +42,8 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], pl.Trainer]:
         exit_code = 0
     finally:
         finish_wandb(exit_code)
+        if torch.distributed.is_initialized():  # the next job of a multirun starts its own group
+            torch.distributed.destroy_process_group()
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     if trainer.is_global_zero:  # what the offline comparison command reads
         (Path(cfg.paths.output_dir) / "final_metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))

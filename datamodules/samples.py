@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from PIL import Image
@@ -24,7 +25,7 @@ def materialize_samples(root: str | Path) -> tuple[Path, Path]:
         for name in names:
             target = folder / f"{name}.png"
             if not target.exists():
-                tmp = target.with_name(target.name + ".tmp.png")
+                tmp = target.with_name(f"{target.stem}.{os.getpid()}.tmp.png")  # concurrent jobs race here
                 Image.fromarray(getattr(skimage.data, name)()).save(tmp)
                 tmp.replace(target)
     return root / "train", root / "val"

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import read_write
+from omegaconf import OmegaConf, read_write
 
 #: overrides that locate a run rather than define it (left out of W&B run names)
 _LOCATING = ("hydra.", "paths.", "ckpt_path", "logger", "trainer.devices", "trainer.num_nodes")
@@ -30,9 +30,43 @@ def is_multirun() -> bool:
     return hc is not None and hc.mode == RunMode.MULTIRUN
 
 
+def _is_sweep_value(value: str) -> bool:
+    """``a,b`` (a comma outside brackets) or one of Hydra's sweep functions."""
+    if value.startswith(("range(", "choice(", "interval(", "glob(", "tag(")):
+        return True
+    depth = 0
+    for char in value:
+        depth += char in "[({"
+        depth -= char in "])}"
+        if char == "," and depth == 0:
+            return True
+    return False
+
+
+def swept_keys() -> set[str]:
+    """The keys a multirun varies: its sweeper's params and its sweeping command-line overrides."""
+    hc = hydra_config()
+    if hc is None or hc.mode != RunMode.MULTIRUN:
+        return set()
+    keys = set((hc.sweeper.get("params") or {}).keys())
+    multirun = Path(hc.sweep.dir) / "multirun.yaml"
+    if multirun.is_file():
+        for override in OmegaConf.load(multirun).hydra.overrides.task:
+            key, _, value = override.lstrip("+~").partition("=")
+            if _is_sweep_value(value):
+                keys.add(key)
+    return keys
+
+
 def run_name(default: str) -> str:
-    """The overrides that make this run differ, e.g. ``model.backbone.lora_rank=16``."""
-    defining = [o.lstrip("+~") for o in job_overrides() if not o.lstrip("+~").startswith(_LOCATING)]
+    """The overrides that make this run differ from its sweep's other jobs (in a multirun) or
+    from the defaults (otherwise), e.g. ``model.backbone.lora_rank=16``."""
+    overrides = [o.lstrip("+~") for o in job_overrides()]
+    swept = swept_keys()
+    if swept:
+        defining = [o for o in overrides if o.split("=", 1)[0] in swept]
+    else:
+        defining = [o for o in overrides if not o.startswith(_LOCATING)]
     return ",".join(defining) or default
 
 
@@ -49,15 +83,19 @@ def stable_run_id(output_dir: str) -> str:
     return hashlib.sha1(str(Path(output_dir).resolve()).encode()).hexdigest()[:16]
 
 
-def isolate_multirun_job() -> None:
-    """Lightning's DDP launcher re-runs ``sys.argv`` for ranks > 0; in a multirun job that argv
-    would start the whole sweep again. Make it this job's own overrides (and the job's output
-    dir, which Lightning appends), so every sweep job is its own process tree."""
+def isolate_multirun_job(script: Path) -> None:
+    """Lightning's DDP launcher re-runs ``sys.argv`` (or ``python -m <__main__>``) for ranks > 0;
+    in a multirun job that would start the whole sweep again, and under a submitit launcher it
+    would run submitit's worker. Make it ``python <script> <this job's overrides>`` in the job's
+    output dir (which Lightning appends), so every sweep job is its own process tree."""
     if is_multirun():
-        sys.argv = [sys.argv[0], *job_overrides()]
+        import __main__
+
+        sys.argv = [str(script), *job_overrides()]
+        if getattr(__main__, "__spec__", None) is not None:
+            __main__.__spec__ = None  # Lightning then launches the script by path
         hc = HydraConfig.get()
         with read_write(hc):  # Lightning builds the child command from hydra.run.dir
-            hc.mode = RunMode.RUN
             hc.run.dir = hc.runtime.output_dir
 
 

@@ -1,0 +1,106 @@
+"""Sweeps, W&B grouping, launchers, requeue, and the offline comparison table."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+import train as train_module
+from metrics.compare import ablation_table, collect, write_outputs
+from tests.conftest import CONF_DIR, TINY_SODEC, TINY_STAGE1, compose_config
+from train import train
+
+REPO = Path(train_module.__file__).resolve().parent
+SWEEPS = sorted(p.stem for p in (Path(CONF_DIR) / "sweep").glob("*.yaml"))
+
+
+def _sweep_params(sweep: str) -> dict[str, str]:
+    return yaml.safe_load((Path(CONF_DIR) / "sweep" / f"{sweep}.yaml").read_text())["hydra"]["sweeper"]["params"]
+
+
+@pytest.mark.parametrize("sweep", SWEEPS)
+def test_every_job_of_every_sweep_composes(sweep, tmp_path):
+    for key, values in _sweep_params(sweep).items():
+        if "(" in str(values):  # an Optuna search space, not a list
+            compose_config([f"sweep={sweep}"], tmp_path / "run")
+            continue
+        for value in str(values).split(","):
+            cfg = compose_config([f"sweep={sweep}", f"{key}={value}"], tmp_path / "run")
+            assert cfg.sweep_name == sweep
+
+
+def _run(args, cwd, timeout=900, **env):
+    env = {**os.environ, "WANDB_MODE": "offline", "PYTHONWARNINGS": "ignore", "HF_HUB_OFFLINE": "1", **env}
+    result = subprocess.run([sys.executable, str(REPO / "train.py"), *args], capture_output=True, text=True,
+                            env=env, cwd=cwd, timeout=timeout)
+    assert result.returncode == 0, result.stderr[-4000:]
+    return result
+
+
+def _wandb_summary(run_dir: Path) -> dict:
+    wandb_run = next((run_dir / "wandb").glob("offline-run-*"))
+    result = subprocess.run([str(Path(sys.executable).parent / "wandb"), "leet", "inspect", "--summary", "--json",
+                             str(wandb_run)], capture_output=True, text=True, check=True, cwd=run_dir)
+    return json.loads(result.stdout)
+
+
+@pytest.mark.slow
+def test_multirun_gives_separate_wandb_runs_in_one_group_and_a_comparison_table(tmp_path):
+    sweep_dir = tmp_path / "sweep"
+    overrides = [o for o in TINY_STAGE1 if o != "logger=none"]
+    _run(["-m", *overrides, "logger=wandb", "callbacks.rate_annealing.lambda_start=0.5,2",
+          f"hydra.sweep.dir={sweep_dir}", f"paths.cache_dir={tmp_path / 'cache'}"], tmp_path)
+    runs = [_wandb_summary(sweep_dir / str(job)) for job in (0, 1)]
+    assert runs[0]["run_id"] != runs[1]["run_id"]
+    groups = {run["config"].get("_wandb", {}).get("group") for run in runs}
+    names = [run["name"] for run in runs]
+    assert names == ["callbacks.rate_annealing.lambda_start=0.5", "callbacks.rate_annealing.lambda_start=2"]
+    assert all(run["summary"]["train/lambda"] in (0.5, 2) for run in runs)
+    assert all((sweep_dir / str(job) / "provenance" / "pip_freeze.txt").is_file() for job in (0, 1))
+    assert groups in ({"sweep"}, {None})  # the group lives in the run record, not always the config
+
+    header, rows = ablation_table(collect(sweep_dir))
+    assert header[0] == "callbacks.rate_annealing.lambda_start" and [r[0] for r in rows] == ["0.5", "2"]
+    assert "val/bpp_real" in header
+    markdown = write_outputs(sweep_dir, header, rows)
+    assert markdown.count("\n") == 4 and (sweep_dir / "ablation.png").is_file()
+
+
+@pytest.mark.slow
+def test_submitit_local_launcher_runs_a_job(tmp_path):
+    sweep_dir = tmp_path / "sweep"
+    _run(["-m", *TINY_STAGE1, "hydra/launcher=local", f"hydra.sweep.dir={sweep_dir}",
+          f"paths.cache_dir={tmp_path / 'cache'}"], tmp_path)
+    assert (sweep_dir / "0" / "final_metrics.json").is_file()
+
+
+@pytest.mark.slow
+def test_ddp_jobs_inside_a_multirun_stay_their_own_process_tree(tmp_path):
+    """Lightning's DDP launcher re-runs argv for rank 1; the sweep must not be launched again:
+    exactly the two stage-3 jobs run (submitit's local launcher), each on 2 CPU processes."""
+    sweep_dir = tmp_path / "sweep"
+    _run(["-m", "model=sodec_stage3", *TINY_SODEC, "trainer=ddp_cpu", "logger=csv", "trainer.max_steps=2",
+          "hydra/launcher=local",
+          "trainer.val_check_interval=2", "model.alignment=mse,none", f"hydra.sweep.dir={sweep_dir}",
+          f"paths.cache_dir={tmp_path / 'cache'}"], tmp_path, timeout=1200)
+    jobs = sorted(p.name for p in sweep_dir.iterdir() if p.is_dir() and p.name.isdigit())
+    assert jobs == ["0", "1"]
+    for job in jobs:
+        assert json.loads((sweep_dir / job / "final_metrics.json").read_text())["train/lambda"] == 1.0
+
+
+def test_a_relaunched_job_resumes_its_checkpoint_and_wandb_run(tmp_path):
+    out = tmp_path / "job"
+    overrides = [o for o in TINY_STAGE1 if o != "logger=none"] + ["logger=wandb"]
+    _, first = train(compose_config([*overrides, "trainer.max_steps=2", "trainer.val_check_interval=2"], out))
+    first_id = first.logger.experiment.id if first.logger else None
+    _, second = train(compose_config([*overrides, "trainer.max_steps=4", "trainer.val_check_interval=2"], out))
+    assert second.global_step == 4, "continued from the job's last.ckpt (ckpt_path=auto)"
+    run_ids = {p.name.rsplit("-", 1)[-1] for p in (out / "wandb").glob("offline-run-*")}
+    assert len(run_ids) == 1 and (first_id is None or first_id in run_ids)
