@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import tempfile
 from pathlib import Path
 
@@ -85,7 +86,32 @@ def evaluate(cfg: DictConfig) -> dict:
     sample_grid(original, {p.label: Image.open(evaluator._recon_path(p.label, name))
                            for pts in points.values() for p, _ in pts}, out / "samples.png")
     print_table(curves, quality, table, out, warning)
+    if cfg.wandb.enabled:
+        log_to_wandb(cfg, evaluator, out, quality)
     return curves
+
+
+def log_to_wandb(cfg: DictConfig, evaluator: Evaluator, out: Path, metrics: list[str]) -> None:
+    """The per-image table, the JSON summaries, the plots and the samples, in one W&B run."""
+    import wandb
+
+    from utils.loggers import wandb_has_credentials
+
+    mode = None if "WANDB_MODE" in os.environ else "online" if wandb_has_credentials() else "offline"
+    run = wandb.init(project=cfg.wandb.project, job_type="evaluate", dir=str(out), mode=mode,
+                     name=f"evaluate-{cfg.dataset.name}",
+                     config={k: OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v
+                             for k, v in cfg.items() if k != "hydra"})
+    try:
+        columns = list(dict.fromkeys(k for row in evaluator.rows for k in row))
+        run.log({"evaluate/per_image": wandb.Table(columns=columns, data=[[r.get(c) for c in columns]
+                                                                           for r in evaluator.rows])})
+        run.log({f"evaluate/rd_{m}": wandb.Image(str(out / f"rd_{m}.png")) for m in metrics})
+        run.log({"evaluate/samples": wandb.Image(str(out / "samples.png"))})
+        for summary in out.glob("*.json"):
+            run.save(str(summary), base_path=str(out), policy="now")
+    finally:
+        wandb.finish()
 
 
 def print_table(curves: dict, metrics: list[str], bd_table: list[dict], out: Path, warning: str | None) -> None:

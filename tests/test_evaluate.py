@@ -50,7 +50,7 @@ def _cfg(tmp_path, kodak_dir, packages, *overrides):
 
 def test_outputs_on_kodak(tmp_path, kodak_dir, packages):
     cfg = _cfg(tmp_path, kodak_dir, packages, "metrics=[psnr,ms_ssim,ms_ssim_y,lpips_alex,fid256]",
-               "allow_random_weights=true", "baselines=[jpeg]")
+               "allow_random_weights=true", "baselines=[jpeg]", "wandb.enabled=true")
     evaluate_module.evaluate(cfg)
     out = tmp_path / "eval"
     rows = list(csv.DictReader((out / "per_image.csv").open()))
@@ -69,6 +69,8 @@ def test_outputs_on_kodak(tmp_path, kodak_dir, packages):
     assert (out / "JPEG.json").is_file() and (out / "rd_psnr.png").is_file() and (out / "samples.png").is_file()
     bd = json.loads((out / "bd_rate.json").read_text())
     assert {row["model"] for row in bd} == {"tiny", "JPEG"}
+    wandb_run = next((out / "wandb").glob("offline-run-*"))
+    assert any(wandb_run.glob("*.wandb")), "tables, plots and samples went to an offline W&B run"
 
 
 def test_missing_weights_stop_the_run_with_the_file_to_fetch(tmp_path, kodak_dir, packages):
