@@ -14,7 +14,7 @@ from utils.config import require_non_negative
 def rate_bpp(likelihoods: dict[str, Tensor], num_pixels: int) -> Tensor:
     """Estimated bits per pixel of a batch: −Σ log2 p over all latents / (batch × original pixels)."""
     batch = next(iter(likelihoods.values())).shape[0]
-    bits = sum(torch.log(l.float()).sum() for l in likelihoods.values()) / -math.log(2)
+    bits = sum(torch.log(p.float()).sum() for p in likelihoods.values()) / -math.log(2)
     return bits / (batch * num_pixels)
 
 

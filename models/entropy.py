@@ -20,6 +20,21 @@ from compressai.models.utils import conv, deconv
 from compressai.ops import quantize_ste
 from torch import Tensor, nn
 
+#: total down-sampling from the image to z: images are padded to a multiple of it for coding
+PAD_MULTIPLE = 64
+
+
+def pad_to_multiple(x: Tensor, multiple: int = PAD_MULTIPLE) -> Tensor:
+    """Replicate-pad the bottom/right so both sides are multiples of ``multiple``."""
+    ph, pw = (-x.shape[-2]) % multiple, (-x.shape[-1]) % multiple
+    return torch.nn.functional.pad(x, (0, pw, 0, ph), mode="replicate") if ph or pw else x
+
+
+def hyper_latent_shape(height: int, width: int, multiple: int = PAD_MULTIPLE) -> tuple[int, int]:
+    """Spatial shape of z for an image of this size (what decoding needs)."""
+    return math.ceil(height / multiple), math.ceil(width / multiple)
+
+
 # Lower bound of the Gaussian scale and the table the entropy coder quantises scales to.
 SCALE_MIN, SCALE_MAX, SCALE_LEVELS = 0.11, 256.0, 64
 

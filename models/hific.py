@@ -10,15 +10,13 @@ entropy-coded strings, ``decompress`` takes them back, ``update()`` must run bef
 
 from __future__ import annotations
 
-import math
 from typing import Sequence
 
 import torch
-import torch.nn.functional as F
 from compressai.models import CompressionModel
 from torch import Tensor, nn
 
-from models.entropy import MeanScaleHyperprior
+from models.entropy import PAD_MULTIPLE, MeanScaleHyperprior, hyper_latent_shape, pad_to_multiple
 from utils.config import ConfigError
 
 class ChannelNorm(nn.Module):
@@ -103,8 +101,7 @@ class HiFiCGenerator(nn.Module):
 class HiFiCCompressor(CompressionModel):
     """SODEC's VAE compression module: E, H_a, P and the fidelity decoder D_a."""
 
-    #: total down-sampling of z relative to x; inputs are padded to a multiple of it.
-    PAD_MULTIPLE = 64
+    PAD_MULTIPLE = PAD_MULTIPLE
     #: strings per image: ŷ, then ẑ.
     NUM_STRINGS = 2
 
@@ -138,15 +135,10 @@ class HiFiCCompressor(CompressionModel):
 
     # ----------------------------------------------------------------------------- shapes
     def pad(self, x: Tensor) -> Tensor:
-        h, w = x.shape[-2:]
-        m = self.PAD_MULTIPLE
-        ph, pw = (m - h % m) % m, (m - w % m) % m
-        return F.pad(x, (0, pw, 0, ph), mode="replicate") if ph or pw else x
+        return pad_to_multiple(x, self.PAD_MULTIPLE)
 
     def latent_shape(self, height: int, width: int) -> tuple[int, int]:
-        """Spatial shape of z for an image of this size (what ``decompress`` needs)."""
-        m = self.PAD_MULTIPLE
-        return math.ceil(height / m), math.ceil(width / m)
+        return hyper_latent_shape(height, width, self.PAD_MULTIPLE)
 
     # ---------------------------------------------------------------------------- training
     def forward(self, x: Tensor) -> dict:

@@ -23,21 +23,20 @@ from __future__ import annotations
 from typing import Sequence
 
 import torch
-import torch.nn.functional as F
 from compressai.layers import ResidualBlock, ResidualBlockUpsample, ResidualBlockWithStride
 from compressai.models import CompressionModel
 from diffusers import ControlNetModel
 from torch import Tensor, nn
 
 from models.backbone import DiffusionBackbone
-from models.entropy import MeanScaleHyperprior
+from models.entropy import PAD_MULTIPLE, MeanScaleHyperprior, hyper_latent_shape, pad_to_multiple
 from utils.config import require_choice
 
 STARTS = ("noise", "noised_condition", "noised_clean")
 
 
 class OSDiff(CompressionModel):
-    PAD_MULTIPLE = 64
+    PAD_MULTIPLE = PAD_MULTIPLE
     NUM_STRINGS = 2
 
     def __init__(
@@ -75,12 +74,10 @@ class OSDiff(CompressionModel):
                             start=start, timestep=timestep, noise_seed=noise_seed)
 
     def pad(self, x: Tensor) -> Tensor:
-        h, w = x.shape[-2:]
-        m = self.PAD_MULTIPLE
-        return F.pad(x, (0, (m - w % m) % m, 0, (m - h % m) % m), mode="replicate")
+        return pad_to_multiple(x, self.PAD_MULTIPLE)
 
     def latent_shape(self, height: int, width: int) -> tuple[int, int]:
-        return -(-height // self.PAD_MULTIPLE), -(-width // self.PAD_MULTIPLE)
+        return hyper_latent_shape(height, width, self.PAD_MULTIPLE)
 
     def main_parameters(self):
         return [p for n, p in self.named_parameters() if p.requires_grad and not n.endswith("quantiles")]

@@ -63,16 +63,20 @@ def test_discriminator_alone_learns_to_separate_a_fixed_pair(make):
     torch.manual_seed(0)
     disc = make()
     channels = 4 if disc.space == "latent" else 3
-    real, fake = torch.rand(4, channels, 32, 32), torch.rand(4, channels, 32, 32) * 0.3
-    optimizer = torch.optim.Adam(disc.parameters(), lr=2e-3, betas=(0.5, 0.999))
+    losses = _train_alone(disc, torch.rand(4, channels, 32, 32), torch.rand(4, channels, 32, 32) * 0.3, 60, 2e-3)
+    assert losses[-1] < 0.5 * losses[0]
+
+
+def _train_alone(disc, real, fake, steps: int, lr: float) -> list[float]:
+    optimizer = torch.optim.Adam(disc.parameters(), lr=lr, betas=(0.5, 0.999))
     losses = []
-    for _ in range(60):
+    for _ in range(steps):
         loss = discriminator_loss(*disc(real, fake))
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
         losses.append(float(loss))
-    assert losses[-1] < 0.5 * losses[0]
+    return losses
 
 
 def test_unet_feature_discriminator_learns_on_any_crop_size(tmp_path):
@@ -83,15 +87,7 @@ def test_unet_feature_discriminator_learns_on_any_crop_size(tmp_path):
     disc = module.discriminator
     assert disc(torch.randn(1, 4, 8, 12)).shape == (1,) and disc(torch.randn(2, 4, 16, 16)).shape == (2,)
     torch.manual_seed(0)
-    real, fake = torch.randn(4, 4, 8, 8) * 2, torch.zeros(4, 4, 8, 8)
-    optimizer = torch.optim.Adam(disc.parameters(), lr=1e-3)
-    losses = []
-    for _ in range(40):
-        loss = discriminator_loss(*disc(real, fake))
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        losses.append(float(loss))
+    losses = _train_alone(disc, torch.randn(4, 4, 8, 8) * 2, torch.zeros(4, 4, 8, 8), 40, 1e-3)
     assert sum(losses[-10:]) < sum(losses[:10])
     unet_weight = module.codec.backbone.unet.conv_in.weight
     assert not torch.equal(disc.conv_in.weight, unet_weight), "the discriminator trains its own copy"

@@ -43,27 +43,36 @@ def _run(args, cwd, timeout=900, **env):
     return result
 
 
-def _wandb_summary(run_dir: Path) -> dict:
+def _inspect(run_dir: Path, *flags: str) -> str:
     wandb_run = next((run_dir / "wandb").glob("offline-run-*"))
-    result = subprocess.run([str(Path(sys.executable).parent / "wandb"), "leet", "inspect", "--summary", "--json",
-                             str(wandb_run)], capture_output=True, text=True, check=True, cwd=run_dir)
-    return json.loads(result.stdout)
+    return subprocess.run([str(Path(sys.executable).parent / "wandb"), "leet", "inspect", *flags, "--json",
+                           str(wandb_run)], capture_output=True, text=True, check=True, cwd=run_dir).stdout
+
+
+def _wandb_summary(run_dir: Path) -> dict:
+    return json.loads(_inspect(run_dir, "--summary"))
+
+
+def _wandb_run_record(run_dir: Path) -> dict:
+    records = (json.loads(line) for line in _inspect(run_dir).splitlines() if line.strip())
+    return next(r["run"] for r in records if r["type"] == "run")
 
 
 @pytest.mark.slow
 def test_multirun_gives_separate_wandb_runs_in_one_group_and_a_comparison_table(tmp_path):
     sweep_dir = tmp_path / "sweep"
     overrides = [o for o in TINY_STAGE1 if o != "logger=none"]
-    _run(["-m", *overrides, "logger=wandb", "callbacks.rate_annealing.lambda_start=0.5,2",
+    _run(["-m", *overrides, "logger=wandb", "sweep_name=lambda_check", "callbacks.rate_annealing.lambda_start=0.5,2",
           f"hydra.sweep.dir={sweep_dir}", f"paths.cache_dir={tmp_path / 'cache'}"], tmp_path)
     runs = [_wandb_summary(sweep_dir / str(job)) for job in (0, 1)]
+    records = [_wandb_run_record(sweep_dir / str(job)) for job in (0, 1)]
     assert runs[0]["run_id"] != runs[1]["run_id"]
-    groups = {run["config"].get("_wandb", {}).get("group") for run in runs}
-    names = [run["name"] for run in runs]
-    assert names == ["callbacks.rate_annealing.lambda_start=0.5", "callbacks.rate_annealing.lambda_start=2"]
-    assert all(run["summary"]["train/lambda"] in (0.5, 2) for run in runs)
+    assert [r["run_group"] for r in records] == ["lambda_check-sweep"] * 2
+    assert [r["job_type"] for r in records] == ["train"] * 2
+    assert [r["display_name"] for r in records] == ["callbacks.rate_annealing.lambda_start=0.5",
+                                                    "callbacks.rate_annealing.lambda_start=2"]
+    assert [run["summary"]["train/lambda"] for run in runs] == [0.5, 2]
     assert all((sweep_dir / str(job) / "provenance" / "pip_freeze.txt").is_file() for job in (0, 1))
-    assert groups in ({"sweep"}, {None})  # the group lives in the run record, not always the config
 
     header, rows = ablation_table(collect(sweep_dir))
     assert header[0] == "callbacks.rate_annealing.lambda_start" and [r[0] for r in rows] == ["0.5", "2"]

@@ -34,6 +34,7 @@ def build_wandb_logger(
     job_type: str | None = None,
     tags: Sequence[str] = (),
     offline: bool | str = "auto",
+    sweep_name: str | None = None,
     **kwargs,
 ) -> WandbLogger:
     """WandbLogger that goes offline by itself when no credentials are configured
@@ -47,7 +48,7 @@ def build_wandb_logger(
         project=project,
         save_dir=save_dir,
         name=name or run_name(job_type or "run"),
-        group=group or sweep_group(),
+        group=group or sweep_group(sweep_name),
         job_type=job_type,
         tags=list(tags),
         offline=bool(offline),

@@ -70,12 +70,14 @@ def run_name(default: str) -> str:
     return ",".join(defining) or default
 
 
-def sweep_group() -> str | None:
-    """All jobs of one multirun share a group named after the sweep (its directory)."""
+def sweep_group(sweep_name: str | None = None) -> str | None:
+    """All jobs of one multirun share a group named after the sweep: ``<sweep_name>-<sweep dir>``
+    (the directory alone for an ad-hoc sweep), so two launches of one sweep stay apart."""
     hc = hydra_config()
     if hc is None or hc.mode != RunMode.MULTIRUN:
         return None
-    return Path(hc.sweep.dir).name
+    directory = Path(hc.sweep.dir).name
+    return f"{sweep_name}-{directory}" if sweep_name else directory
 
 
 def stable_run_id(output_dir: str) -> str:
