@@ -83,8 +83,14 @@ def evaluate(cfg: DictConfig) -> dict:
         plot_metric(curves, metric, cfg.dataset.name, out / f"rd_{metric}.png",
                     published_points(cfg.published_points, cfg.dataset.name, metric), warning)
     name, original = images[0]
-    sample_grid(original, {p.label: Image.open(evaluator._recon_path(p.label, name))
-                           for pts in points.values() for p, _ in pts}, out / "samples.png")
+    columns = {}
+    for pts in points.values():
+        for p, _ in pts:
+            fidelity = evaluator.recon_path(f"{p.label}_fidelity", name)
+            if fidelity.is_file():  # SODEC: original | x̂_f | x̂
+                columns[f"{p.label} x̂_f"] = Image.open(fidelity)
+            columns[p.label] = Image.open(evaluator.recon_path(p.label, name))
+    sample_grid(original, columns, out / "samples.png")
     print_table(curves, quality, table, out, warning)
     if cfg.wandb.enabled:
         log_to_wandb(cfg, evaluator, out, quality)

@@ -19,15 +19,20 @@ def compress_image(codec: nn.Module, fingerprint: bytes, image: Tensor) -> bytes
     return pack(CompressedImage(x.shape[-2], x.shape[-1], fingerprint, strings))
 
 
-def decompress_bytes(codec: nn.Module, fingerprint: bytes, data: bytes) -> Tensor:
-    """The bytes of a compressed file → a 1×3×H×W image in [0, 1] (raises BitstreamError)."""
+def decompress_outputs(codec: nn.Module, fingerprint: bytes, data: bytes) -> dict[str, Tensor]:
+    """The bytes of a compressed file → the codec's decoded images (``x_hat``, and SODEC's
+    preliminary ``x_hat_f``), 1×3×H×W in [0, 1]. Raises BitstreamError."""
     image = unpack(data, expected_fingerprint=fingerprint)
     if len(image.strings) != codec.NUM_STRINGS:
         raise BitstreamError(f"file holds {len(image.strings)} strings, this codec needs {codec.NUM_STRINGS}")
     shape = codec.latent_shape(image.height, image.width)
     with torch.inference_mode():
-        out = codec.decompress([[s] for s in image.strings], shape, (image.height, image.width))
-    return out["x_hat"]
+        return codec.decompress([[s] for s in image.strings], shape, (image.height, image.width))
+
+
+def decompress_bytes(codec: nn.Module, fingerprint: bytes, data: bytes) -> Tensor:
+    """The bytes of a compressed file → the 1×3×H×W reconstruction in [0, 1]."""
+    return decompress_outputs(codec, fingerprint, data)["x_hat"]
 
 
 def bits_per_pixel(data: bytes, height: int, width: int) -> float:

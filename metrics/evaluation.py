@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from codec.image_codec import compress_image, decompress_bytes
+from codec.image_codec import compress_image, decompress_bytes, decompress_outputs
 from datamodules.images import to_tensor
 from lightning_modules.base import quantize_8bit
 from metrics import baselines
@@ -95,18 +95,21 @@ class Evaluator:
         with torch.inference_mode():
             return {n: float(fn(x_hat, x)[0]) for n, (fn, _) in self.per_image.items()}
 
-    def _recon_path(self, label: str, image: str) -> Path:
-        folder = self.output_dir / "reconstructions" / label
-        folder.mkdir(parents=True, exist_ok=True)
-        return folder / (Path(image).stem + ".png")
+    @staticmethod
+    def _save_png(x_hat: torch.Tensor, path: Path) -> None:
+        recon = Image.fromarray(quantize_8bit(x_hat)[0].mul(255).round().byte().permute(1, 2, 0).cpu().numpy())
+        buffer = io.BytesIO()
+        recon.save(buffer, format="PNG")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomically(path, buffer.getvalue())
+
+    def recon_path(self, label: str, image: str) -> Path:
+        return self.output_dir / "reconstructions" / label / (Path(image).stem + ".png")
 
     def _record(self, point: Point, name: str, image: Image.Image, data: bytes, x_hat: torch.Tensor,
                 times: tuple[float, float], extra: dict) -> None:
         x = to_tensor(image)[None]
-        recon = Image.fromarray(quantize_8bit(x_hat)[0].mul(255).round().byte().permute(1, 2, 0).cpu().numpy())
-        buffer = io.BytesIO()
-        recon.save(buffer, format="PNG")
-        write_atomically(self._recon_path(point.label, name), buffer.getvalue())
+        self._save_png(x_hat, self.recon_path(point.label, name))
         pad = lambda n: math.ceil(n / 64) * 64  # noqa: E731
         row = {
             "point": point.label, "model": point.model, "image": name, "height": image.height, "width": image.width,
@@ -139,10 +142,12 @@ class Evaluator:
             data = compress_image(codec, fingerprint, x)
             synchronize(self.device)
             encode_time = time.perf_counter() - start
-            x_hat = decompress_bytes(codec, fingerprint, data)
+            decoded = decompress_outputs(codec, fingerprint, data)
             synchronize(self.device)
             decode_time = time.perf_counter() - start - encode_time
-            self._record(point, name, image, data, x_hat, (encode_time, decode_time), {})
+            if "x_hat_f" in decoded:  # SODEC's preliminary reconstruction, for the sample grid
+                self._save_png(decoded["x_hat_f"], self.recon_path(f"{label}_fidelity", name))
+            self._record(point, name, image, data, decoded["x_hat"], (encode_time, decode_time), {})
         return point
 
     # ---------------------------------------------------------------------- baselines
@@ -172,7 +177,7 @@ class Evaluator:
             metric.reset()
             for image_name, image in self.images:
                 x = to_tensor(image)[None].to(self.device)
-                x_hat = to_tensor(Image.open(self._recon_path(point.label, image_name)).convert("RGB"))[None]
+                x_hat = to_tensor(Image.open(self.recon_path(point.label, image_name)).convert("RGB"))[None]
                 metric.update(x_hat.to(self.device), x)
             results[name] = metric.compute() if metric.count >= 2 else float("nan")
             results[f"{name}_patches"] = metric.count
