@@ -80,6 +80,9 @@ class CompressionLightningModule(pl.LightningModule):
         """The entropy bottleneck's quantiles, when this stage trains them."""
         return [p for p in self.codec.aux_parameters() if p.requires_grad]
 
+    #: whether λ·R is part of this stage's loss (λ is logged only then)
+    rate_in_loss = True
+
     @property
     def current_lambda(self) -> float:
         if self.rate_lambda is None:
@@ -183,7 +186,7 @@ class CompressionLightningModule(pl.LightningModule):
             batch_size=batch_size,
             sync_dist=not on_step,
         )
-        if self.rate_lambda is not None and on_step:
+        if self.rate_lambda is not None and on_step and self.rate_in_loss:
             self.log(f"{split}/lambda", float(self.rate_lambda), on_step=True, batch_size=batch_size)
 
     # --------------------------------------------------------------------- validation

@@ -41,6 +41,7 @@ class SODECDiffusionModule(CompressionLightningModule):
         super().__init__(codec=SODEC(vae_codec, backbone, guidance, **sodec), **kwargs)
         self.distortion = distortion
         self.train_vae_module, self.rate_term = train_vae_module, rate_term
+        self.rate_in_loss = rate_term
         self.alignment = require_choice("alignment", alignment, ALIGNMENTS)
         self.alignment_weight = require_non_negative("alignment_weight", alignment_weight)
         if alignment == "mse_lpips" and distortion.lpips is None:

@@ -33,6 +33,7 @@ def test_stages_chain_from_checkpoints(tmp_path):
     stage2 = t2.lightning_module
     assert torch.equal(stage2.codec.vae_codec.encoder.net[1].weight, s1_encoder), "frozen E kept stage 1's weights"
     assert "val/bpp_real" in metrics2 and "train/bpp" in metrics2
+    assert "train/lambda" not in metrics2, "stage 2 has no rate term, so no λ to report"
 
     s2_ckpt = tmp_path / "s2" / "checkpoints" / "last.ckpt"
     metrics3, t3 = train(compose_config(["model=sodec_stage3", *TINY_SODEC, f"model.init_from={s2_ckpt}",
