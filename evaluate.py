@@ -17,8 +17,10 @@ from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 
 from codec.package import export_package, load_package
+from datamodules.images import to_tensor
 from metrics import baselines
 from metrics.evaluation import Evaluator, bd_rate_table, compressai_json, write_atomically
+from metrics.latency import decode_breakdown
 from metrics.plots import plot_metric, published_points, sample_grid
 from utils.config import instantiate_node
 
@@ -41,10 +43,36 @@ def load_codec(path: str):
     return load_package(export_package(module.codec.eval(), tempfile.mkdtemp(prefix="codec-")))
 
 
+def benchmark(cfg: DictConfig, images: list) -> dict:
+    """Times only: per-module decode breakdown (medians after warm-up, synchronised) on the
+    first image, for every codec; written to latency.json with device, dtype and resolution."""
+    device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available()
+                          else "cpu" if cfg.device == "auto" else cfg.device)
+    name, image = images[0]
+    x = to_tensor(image)[None]
+    report = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU",
+              "dtype": "float32", "image": name, "resolution": [image.height, image.width], "batch": 1,
+              "repeat": cfg.benchmark_repeat, "models": {}}
+    for model, paths in cfg.codecs.items():
+        for path in paths:
+            codec, _ = load_codec(path)
+            report["models"][f"{model}:{path}"] = decode_breakdown(codec.to(device), x, cfg.benchmark_repeat, cfg.warmup)
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    write_atomically(out / "latency.json", json.dumps(report, indent=2).encode())
+    print(f"{report['device']}, float32, batch 1, {image.height}×{image.width} ({name}), median of "
+          f"{cfg.benchmark_repeat} after {cfg.warmup} warm-up:")
+    for model, figures in report["models"].items():
+        print(f"  {model}: " + ", ".join(f"{k} {v * 1000:.1f} ms" for k, v in figures.items()))
+    return report
+
+
 def evaluate(cfg: DictConfig) -> dict:
     images = instantiate_node(cfg.dataset, "dataset")
     images = list(images)  # decoded once; evaluation sets are small
-    metrics = [] if cfg.benchmark else list(cfg.metrics)
+    if cfg.benchmark:
+        return benchmark(cfg, images)
+    metrics = list(cfg.metrics)
     evaluator = Evaluator(images, metrics, cfg.output_dir, cfg.device, cfg.allow_random_weights)
     out = Path(cfg.output_dir)
     learned = {}
@@ -58,7 +86,7 @@ def evaluate(cfg: DictConfig) -> dict:
         raise ValueError("nothing to evaluate: set codecs.<name>=[<codec package or .ckpt>, ...]")
     points = {model: [(p, evaluator.summary(p)) for p in pts] for model, pts in learned.items()}
     first_model = next(iter(learned))
-    for codec_name in ([] if cfg.benchmark else cfg.baselines):
+    for codec_name in cfg.baselines:
         if not baselines.available(codec_name):
             log.warning("baseline %s is not available here (missing plugin); skipped", codec_name)
             continue

@@ -12,12 +12,13 @@ H_s + T_s, the UNet step and D_m. Entropy decoding runs on the CPU by design.
 from __future__ import annotations
 
 import argparse
-import time
 from pathlib import Path
 
 import hydra
 import torch
 from hydra import compose, initialize_config_dir
+
+from metrics.latency import decode_breakdown
 
 CONF = str(Path(__file__).resolve().parents[1] / "conf")
 CLIP_L14 = dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16,
@@ -36,39 +37,6 @@ def build_sodec(device: torch.device, dtype: torch.dtype):
     return model.to(device=device, dtype=dtype).eval()
 
 
-def timed(fn, device, repeat: int):
-    fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        out = fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    return out, sorted(times)[len(times) // 2]
-
-
-@torch.inference_mode()
-def bench(model, size: tuple[int, int], device, dtype, repeat: int) -> dict[str, float]:
-    x = torch.rand(1, 3, *size)
-    model.vae_codec.update(force=True)
-    coded = model.vae_codec.compress(x.to(device=device, dtype=dtype))
-    figures = {}
-    (y_hat, z_hat), figures["entropy decoding (CPU)"] = timed(
-        lambda: model.vae_codec.decode_latents(coded["strings"], coded["shape"]), device, repeat)
-    y_hat, z_hat = y_hat.to(device, dtype), z_hat.to(device, dtype)
-    x_hat_f, figures["D_a (fidelity decoder)"] = timed(lambda: model.vae_codec.fidelity_decoder(y_hat), device, repeat)
-    context, figures["FGM (ViT + F_p)"] = timed(lambda: model.guidance(x_hat_f, z_hat), device, repeat)
-    latent_t, figures["H_s + T_s"] = timed(lambda: model.transform(y_hat, model.hyper_synthesis(z_hat)), device, repeat)
-    latent_0, figures["UNet (one step)"] = timed(
-        lambda: model.backbone.predict_clean_latent(latent_t, model.timestep, context), device, repeat)
-    _, figures["D_m (SD VAE decoder)"] = timed(lambda: model.backbone.decode(latent_0), device, repeat)
-    figures["total"] = sum(figures.values())
-    return figures
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", nargs="+", default=None, help="HxW, e.g. 512x512 (default: GPU 512x512 512x768, CPU 128x128)")
@@ -81,9 +49,10 @@ def main() -> None:
     repeat = args.repeat or (10 if device.type == "cuda" else 3)
     model = build_sodec(device, dtype)
     name = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
+    model.vae_codec.update(force=True)
     for size in sizes:
         h, w = map(int, size.split("x"))
-        figures = bench(model, (h, w), device, dtype, repeat)
+        figures = decode_breakdown(model, torch.rand(1, 3, h, w), repeat=repeat)
         print(f"\n{name}, {args.dtype or dtype}, batch 1, {h}×{w} (median of {repeat} after warm-up):")
         for module, seconds in figures.items():
             print(f"  {module:<24} {seconds * 1000:9.1f} ms")

@@ -118,3 +118,12 @@ def test_bd_rate_of_a_curve_against_itself_and_a_shifted_copy():
     assert bd_rate(rates, psnrs, [r * 0.8 for r in rates], psnrs) == pytest.approx(-20.0, abs=1e-6)
     lpips = [0.4, 0.3, 0.2, 0.1]
     assert bd_rate(rates, lpips, [r * 1.25 for r in rates], lpips, higher_is_better=False) == pytest.approx(25.0, abs=1e-6)
+
+
+def test_benchmark_mode_times_each_decode_module(tmp_path, kodak_dir, packages):
+    cfg = _cfg(tmp_path, kodak_dir, packages[:1], "benchmark=true", "benchmark_repeat=2")
+    report = evaluate_module.evaluate(cfg)
+    figures = next(iter(report["models"].values()))
+    assert list(figures) == ["entropy decoding (CPU)", "D_a (fidelity decoder)", "total"]
+    assert report["resolution"] == [512, 768] and report["device"] == "CPU"
+    assert not (tmp_path / "eval" / "per_image.csv").exists(), "benchmark mode measures no quality"

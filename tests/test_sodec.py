@@ -168,3 +168,14 @@ def test_one_step_clean_latent_for_both_parameterisations(tmp_path, prediction_t
     target = noise if prediction_type == "epsilon" else alpha_bar.sqrt() * noise - (1 - alpha_bar).sqrt() * y0
     backbone.unet = _OracleUNet(target)
     assert torch.allclose(backbone.predict_clean_latent(y_t, t, torch.zeros(2, 77, 32)), y0, atol=1e-3)
+
+
+def test_decode_breakdown_covers_every_module_of_the_path(tmp_path):
+    from metrics.latency import decode_breakdown
+
+    codec = _module(tmp_path).codec.eval()
+    codec.update(force=True)
+    figures = decode_breakdown(codec, torch.rand(1, 3, 64, 64), repeat=1, warmup=0)
+    assert list(figures) == ["entropy decoding (CPU)", "D_a (fidelity decoder)", "guidance (FGM: ViT + F_p)",
+                             "H_s + T_s", "UNet (one step)", "D_m (SD VAE decoder)", "total"]
+    assert all(seconds > 0 for seconds in figures.values())
