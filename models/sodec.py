@@ -18,23 +18,8 @@ import torch
 from torch import Tensor, nn
 
 from models.backbone import DiffusionBackbone
+from models.entropy import hyper_synthesis
 from models.hific import HiFiCCompressor, ResidualBlock
-from compressai.models.utils import conv, deconv
-
-
-class HyperSynthesis(nn.Module):
-    """H_s: ẑ (H/64) → w (H/16)."""
-
-    def __init__(self, hyper_channels: int, out_channels: int):
-        super().__init__()
-        self.net = nn.Sequential(
-            deconv(hyper_channels, hyper_channels, kernel_size=5, stride=2), nn.ReLU(inplace=True),
-            deconv(hyper_channels, hyper_channels, kernel_size=5, stride=2), nn.ReLU(inplace=True),
-            conv(hyper_channels, out_channels, kernel_size=3, stride=1),
-        )
-
-    def forward(self, z_hat: Tensor) -> Tensor:
-        return self.net(z_hat)
 
 
 class TransformModule(nn.Module):
@@ -80,7 +65,7 @@ class SODEC(nn.Module):
         self.guidance = guidance if isinstance(guidance, nn.Module) else guidance(
             context_dim=backbone.cross_attention_dim, hyper_channels=hyper_channels
         )
-        self.hyper_synthesis = HyperSynthesis(hyper_channels, w_channels)
+        self.hyper_synthesis = hyper_synthesis(hyper_channels, w_channels)  # H_s: ẑ (H/64) → w (H/16)
         self.transform = TransformModule(latent_channels, w_channels, transform_width, transform_blocks,
                                          backbone.scaling_factor)
         self.timestep = timestep

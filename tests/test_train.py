@@ -90,3 +90,11 @@ def test_ddp_on_cpu_with_two_processes(tmp_path):
     assert checkpoint["global_step"] == 4
     metrics = (run_dir / "csv" / "version_0" / "metrics.csv").read_text()
     assert "val/bpp_real" in metrics and "train/lambda" in metrics
+
+
+def test_a_partial_scheduler_steps_every_training_batch(tmp_path):
+    cfg = compose_config([*TINY_STAGE1, "model/scheduler=cosine", "trainer.max_steps=4"], tmp_path / "run")
+    _, trainer = train(cfg)
+    scheduler = trainer.lr_scheduler_configs[0].scheduler
+    assert scheduler.last_epoch == 4, "stepped once per batch"
+    assert scheduler.get_last_lr()[0] == pytest.approx(0.0, abs=1e-12), "cosine reached eta_min at max_steps"
