@@ -5,7 +5,8 @@
     ẑ → H_s → w;  T_s(ŷ, w) → ŷ_t  (4 × H/8 × W/8, SD latent range)
     ŷ_t → ε_θ(ŷ_t, t = 999, c_g) → ŷ_0 → D_m → x̂                   (models/backbone.py)
 
-ŷ_t enters the UNet as is (OSEDiff style, no extra noise). The module keeps compressai's
+ŷ_t enters the UNet as is (OSEDiff style, the default) or, with ``input_noise``, after the
+forward process to t (seeded when decoding). The module keeps compressai's
 contract: ``forward`` returns ``x_hat`` (= x̂) and ``likelihoods``; ``compress`` / ``decompress``
 code ŷ and ẑ as the VAE compression module does; ``decompress`` runs the whole decode path.
 """
@@ -55,6 +56,8 @@ class SODEC(nn.Module):
         transform_width: int = 256,
         transform_blocks: int = 4,
         timestep: int = 999,
+        input_noise: bool = False,
+        noise_seed: int = 0,
     ):
         super().__init__()
         if not 0 <= timestep < backbone.num_train_timesteps:
@@ -68,9 +71,10 @@ class SODEC(nn.Module):
         self.hyper_synthesis = hyper_synthesis(hyper_channels, w_channels)  # H_s: ẑ (H/64) → w (H/16)
         self.transform = TransformModule(latent_channels, w_channels, transform_width, transform_blocks,
                                          backbone.scaling_factor)
-        self.timestep = timestep
+        self.timestep, self.input_noise, self.noise_seed = timestep, input_noise, noise_seed
         self.hparams = dict(vae_codec=vae_codec, backbone=backbone, guidance=self.guidance, w_channels=w_channels,
-                            transform_width=transform_width, transform_blocks=transform_blocks, timestep=timestep)
+                            transform_width=transform_width, transform_blocks=transform_blocks, timestep=timestep,
+                            input_noise=input_noise, noise_seed=noise_seed)
 
     # ------------------------------------------------------------------------- parts
     def generative_parameters(self) -> list[nn.Parameter]:
@@ -81,10 +85,17 @@ class SODEC(nn.Module):
     def latent_shape(self, height: int, width: int) -> tuple[int, int]:
         return self.vae_codec.latent_shape(height, width)
 
-    def generate(self, y_hat: Tensor, z_hat: Tensor, x_hat_f: Tensor, image_size: Sequence[int]) -> dict[str, Tensor]:
-        """The generative half: (ŷ, ẑ, x̂_f) → c_g, ŷ_t, ŷ_0, x̂ (cropped to ``image_size``)."""
+    def generate(self, y_hat: Tensor, z_hat: Tensor, x_hat_f: Tensor, image_size: Sequence[int],
+                 generator: torch.Generator | None = None) -> dict[str, Tensor]:
+        """The generative half: (ŷ, ẑ, x̂_f) → c_g, ŷ_t, ŷ_0, x̂ (cropped to ``image_size``).
+        With ``input_noise``, T_s's output is taken through the forward process to t first
+        (noise from ``generator``; decoding seeds it, so a file decodes the same every time)."""
         context = self.guidance(x_hat_f, z_hat)
         latent_t = self.transform(y_hat, self.hyper_synthesis(z_hat))
+        if self.input_noise:
+            noise = torch.randn(latent_t.shape, generator=generator, device=latent_t.device, dtype=latent_t.dtype)
+            t = torch.full((latent_t.shape[0],), self.timestep, device=latent_t.device, dtype=torch.long)
+            latent_t = self.backbone.add_noise(latent_t, noise, t)
         latent_0 = self.backbone.predict_clean_latent(latent_t, self.timestep, context)
         x_hat = self.backbone.decode(latent_0)[..., : image_size[0], : image_size[1]]
         return {"context": context, "latent_t": latent_t, "latent_0": latent_0, "x_hat": x_hat}
@@ -118,5 +129,6 @@ class SODEC(nn.Module):
         if image_size is None:
             image_size = (y_hat.shape[-2] * 16, y_hat.shape[-1] * 16)
         x_hat_f = self.vae_codec.fidelity_decoder(y_hat)[..., : image_size[0], : image_size[1]]
-        out = self.generate(y_hat, z_hat, x_hat_f, image_size)
+        generator = torch.Generator(device=y_hat.device).manual_seed(self.noise_seed)
+        out = self.generate(y_hat, z_hat, x_hat_f, image_size, generator)
         return {"x_hat": out["x_hat"].float().clamp(0, 1), "x_hat_f": x_hat_f.float().clamp(0, 1)}

@@ -179,3 +179,10 @@ def test_decode_breakdown_covers_every_module_of_the_path(tmp_path):
     assert list(figures) == ["entropy decoding (CPU)", "D_a (fidelity decoder)", "guidance (FGM: ViT + F_p)",
                              "H_s + T_s", "UNet (one step)", "D_m (SD VAE decoder)", "total"]
     assert all(seconds > 0 for seconds in figures.values())
+
+
+def test_noised_unet_input_still_decodes_identically(tmp_path):
+    codec = _module(tmp_path, "model.sodec.input_noise=true").codec.eval()
+    codec, fingerprint = load_package(export_package(codec, tmp_path / "package"))
+    data = compress_image(codec, fingerprint, torch.rand(3, 64, 64))
+    assert torch.equal(decompress_bytes(codec, fingerprint, data), decompress_bytes(codec, fingerprint, data))
