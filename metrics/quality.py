@@ -200,8 +200,9 @@ class _RandomFeatures(nn.Module):
 
     def __init__(self):
         super().__init__()
-        torch.manual_seed(0)
-        self.net = nn.Sequential(nn.Conv2d(3, 16, 8, stride=8), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        with torch.random.fork_rng():  # the same random extractor every run, global RNG untouched
+            torch.manual_seed(0)
+            self.net = nn.Sequential(nn.Conv2d(3, 16, 8, stride=8), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x.float() / 255.0 if x.dtype == torch.uint8 else x)
