@@ -94,7 +94,7 @@ def evaluate(cfg: DictConfig) -> dict:
         points[codec_name.upper()] = [(p, evaluator.summary(p)) for p in pts]
 
     device = torch.cuda.get_device_name() if evaluator.device.type == "cuda" else "CPU"
-    description = (f"{images and cfg.dataset.name}: real files, bpp = file bytes × 8 / original pixels "
+    description = (f"{cfg.dataset.name}: real files, bpp = file bytes × 8 / original pixels "
                    f"(bpp_padded: over pixels padded to 64); metrics on 8-bit reconstructions; times in s at "
                    f"batch 1 on {device} (float32), entropy coding included, after {cfg.warmup} warm-up")
     curves = {}
