@@ -16,6 +16,7 @@ from typing import Sequence
 
 import torch
 from compressai.entropy_models import EntropyBottleneck, GaussianConditional
+from compressai.models import CompressionModel
 from compressai.models.utils import conv, deconv
 from compressai.ops import quantize_ste
 from torch import Tensor, nn
@@ -100,7 +101,12 @@ class MeanScaleHyperprior(nn.Module):
     def _cpu_entropy_parameters(self, z_hat: Tensor) -> tuple[Tensor, Tensor]:
         params = self.entropy_parameters
         if any(p.device.type != "cpu" or p.dtype != torch.float32 for p in params.parameters()):
-            params = copy.deepcopy(params).to(device="cpu", dtype=torch.float32)
+            # one float32 CPU copy per weight version (in-place updates bump ``_version``), not per call
+            version = tuple((p.data_ptr(), p._version) for p in params.parameters())
+            if getattr(self, "_cpu_copy_version", None) != version:
+                self._cpu_copy = copy.deepcopy(params).to(device="cpu", dtype=torch.float32)
+                self._cpu_copy_version = version
+            params = self._cpu_copy
         with torch.autocast(device_type="cpu", enabled=False):
             return params(z_hat.to(device="cpu", dtype=torch.float32))
 
@@ -124,3 +130,28 @@ class MeanScaleHyperprior(nn.Module):
         scales, means = self._cpu_entropy_parameters(z_hat)
         indexes = self.gaussian_conditional.build_indexes(scales)
         return self.gaussian_conditional.decompress(strings[0], indexes, means=means), z_hat
+
+
+class HyperpriorCodec(CompressionModel):
+    """What the codecs built on :class:`MeanScaleHyperprior` (``self.entropy_model``) share:
+    padding, z's shape, the main/aux parameter split and ``update()``."""
+
+    PAD_MULTIPLE = PAD_MULTIPLE
+    #: strings per image: ŷ, then ẑ.
+    NUM_STRINGS = 2
+
+    def pad(self, x: Tensor) -> Tensor:
+        return pad_to_multiple(x, self.PAD_MULTIPLE)
+
+    def latent_shape(self, height: int, width: int) -> tuple[int, int]:
+        return hyper_latent_shape(height, width, self.PAD_MULTIPLE)
+
+    def main_parameters(self) -> list[nn.Parameter]:
+        """Trainable parameters but the entropy bottleneck's quantiles (the aux loss trains those)."""
+        return [p for name, p in self.named_parameters() if p.requires_grad and not name.endswith("quantiles")]
+
+    def aux_parameters(self) -> list[nn.Parameter]:
+        return [p for name, p in self.named_parameters() if name.endswith("quantiles")]
+
+    def update(self, scale_table=None, force: bool = False, update_quantiles: bool = False) -> bool:
+        return self.entropy_model.update(force=force)

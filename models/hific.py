@@ -13,10 +13,9 @@ from __future__ import annotations
 from typing import Sequence
 
 import torch
-from compressai.models import CompressionModel
 from torch import Tensor, nn
 
-from models.entropy import PAD_MULTIPLE, MeanScaleHyperprior, hyper_latent_shape, pad_to_multiple
+from models.entropy import HyperpriorCodec, MeanScaleHyperprior
 from utils.config import ConfigError
 
 class ChannelNorm(nn.Module):
@@ -98,12 +97,9 @@ class HiFiCGenerator(nn.Module):
         return (self.up(h + self.residual(h)) + 1) / 2
 
 
-class HiFiCCompressor(CompressionModel):
+class HiFiCCompressor(HyperpriorCodec):
     """SODEC's VAE compression module: E, H_a, P and the fidelity decoder D_a."""
 
-    PAD_MULTIPLE = PAD_MULTIPLE
-    #: strings per image: ŷ, then ẑ.
-    NUM_STRINGS = 2
 
     def __init__(
         self,
@@ -133,13 +129,6 @@ class HiFiCCompressor(CompressionModel):
         self.entropy_model = MeanScaleHyperprior(latent_channels, hyper_channels)
         self.fidelity_decoder = HiFiCGenerator(encoder_channels, latent_channels, residual_blocks)
 
-    # ----------------------------------------------------------------------------- shapes
-    def pad(self, x: Tensor) -> Tensor:
-        return pad_to_multiple(x, self.PAD_MULTIPLE)
-
-    def latent_shape(self, height: int, width: int) -> tuple[int, int]:
-        return hyper_latent_shape(height, width, self.PAD_MULTIPLE)
-
     # ---------------------------------------------------------------------------- training
     def forward(self, x: Tensor) -> dict:
         """Training/validation pass (rates with noise in training, rounding in eval)."""
@@ -148,17 +137,7 @@ class HiFiCCompressor(CompressionModel):
         out["x_hat"] = self.fidelity_decoder(out["y_hat"])[..., :height, :width]
         return out
 
-    def main_parameters(self):
-        """Everything but the entropy bottleneck's quantiles, which the aux loss alone trains."""
-        return (p for name, p in self.named_parameters() if not name.endswith("quantiles"))
-
-    def aux_parameters(self):
-        return (p for name, p in self.named_parameters() if name.endswith("quantiles"))
-
     # ------------------------------------------------------------------------ real coding
-    def update(self, scale_table=None, force: bool = False, update_quantiles: bool = False) -> bool:
-        return self.entropy_model.update(force=force)
-
     def encode_latents(self, x: Tensor) -> dict:
         """The coding half of ``compress``: strings for ŷ and ẑ plus ŷ, ẑ themselves (on the CPU)."""
         with torch.no_grad():

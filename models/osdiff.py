@@ -24,21 +24,17 @@ from typing import Sequence
 
 import torch
 from compressai.layers import ResidualBlock, ResidualBlockUpsample, ResidualBlockWithStride
-from compressai.models import CompressionModel
 from diffusers import ControlNetModel
 from torch import Tensor, nn
 
 from models.backbone import DiffusionBackbone
-from models.entropy import PAD_MULTIPLE, MeanScaleHyperprior, hyper_latent_shape, pad_to_multiple
+from models.entropy import HyperpriorCodec, MeanScaleHyperprior
 from utils.config import require_choice
 
 STARTS = ("noise", "noised_condition", "noised_clean")
 
 
-class OSDiff(CompressionModel):
-    PAD_MULTIPLE = PAD_MULTIPLE
-    NUM_STRINGS = 2
-
+class OSDiff(HyperpriorCodec):
     def __init__(
         self,
         backbone: DiffusionBackbone,
@@ -73,18 +69,6 @@ class OSDiff(CompressionModel):
                             residual_blocks=residual_blocks, control_embedding_channels=control_embedding_channels,
                             start=start, timestep=timestep, noise_seed=noise_seed)
 
-    def pad(self, x: Tensor) -> Tensor:
-        return pad_to_multiple(x, self.PAD_MULTIPLE)
-
-    def latent_shape(self, height: int, width: int) -> tuple[int, int]:
-        return hyper_latent_shape(height, width, self.PAD_MULTIPLE)
-
-    def main_parameters(self):
-        return [p for n, p in self.named_parameters() if p.requires_grad and not n.endswith("quantiles")]
-
-    def aux_parameters(self):
-        return [p for n, p in self.named_parameters() if n.endswith("quantiles")]
-
     # ------------------------------------------------------------------------ generation
     def start_latent(self, y_c: Tensor, y_0: Tensor | None, generator: torch.Generator | None) -> Tensor:
         noise = torch.randn(y_c.shape, generator=generator, device=y_c.device, dtype=y_c.dtype)
@@ -114,9 +98,6 @@ class OSDiff(CompressionModel):
         return {**out, "x_hat": x_hat, "y_0": y_0, "y_c": y_c, "y_r": y_r}
 
     # ---------------------------------------------------------------------- real coding
-    def update(self, scale_table=None, force: bool = False, update_quantiles: bool = False) -> bool:
-        return self.entropy_model.update(force=force)
-
     def compress(self, x: Tensor) -> dict:
         with torch.no_grad():
             coded = self.entropy_model.compress(self.analysis(self.backbone.encode(self.pad(x))))
