@@ -115,6 +115,7 @@ class RandomCrop:
     short side is under ``size`` is up-scaled to fit (s > 1) rather than dropped. The crop is
     taken as a (size/s)² region of the source resized to size², so a down-scaled crop never
     resizes the whole photo, and a JPEG is decoded at the coarsest DCT scale that still covers it.
+    At scale 1 nothing is resampled: the crop is a copy of source pixels at an integer offset.
     """
 
     def __init__(self, size: int, random_downscale: bool = False, min_scale: float = 0.5, hflip: bool = True):
@@ -130,9 +131,16 @@ class RandomCrop:
         image, note, scale, full_width = open_rgb(path, lambda w, h: self.draw_scale(w, h, rng))
         decoded_fraction = image.size[0] / full_width  # < 1 when a JPEG draft decoded smaller
         region = min(self.size / scale * decoded_fraction, image.size[0], image.size[1])
-        left = rng.uniform(0, image.size[0] - region)
-        top = rng.uniform(0, image.size[1] - region)
-        crop = image.resize((self.size, self.size), Image.BICUBIC, box=(left, top, left + region, top + region))
+        if math.isclose(region, self.size, rel_tol=1e-9):
+            # no resampling at scale 1 (or when a draft decoded exactly at the target scale): the
+            # crop is a copy of source pixels, so training targets keep their full sharpness
+            left = rng.randint(0, image.size[0] - self.size)
+            top = rng.randint(0, image.size[1] - self.size)
+            crop = image.crop((left, top, left + self.size, top + self.size))
+        else:
+            left = rng.uniform(0, image.size[0] - region)
+            top = rng.uniform(0, image.size[1] - region)
+            crop = image.resize((self.size, self.size), Image.BICUBIC, box=(left, top, left + region, top + region))
         if self.hflip and rng.random() < 0.5:
             crop = crop.transpose(Image.FLIP_LEFT_RIGHT)
         return to_tensor(crop), note

@@ -100,3 +100,17 @@ def test_jpeg_draft_decoding_covers_the_crop(tmp_path):
         assert tensor.shape == (3, 256, 256)
         scales.append(crop.draw_scale(1600, 1200, random.Random(seed)))
     assert min(scales) < 0.5, "some crops took the draft (reduced-size) JPEG path"
+
+
+def test_a_crop_at_scale_one_is_an_exact_copy_of_source_pixels(tmp_path):
+    """Training targets are never resampled when no scaling is asked for: every crop (flipped
+    or not) is found bit for bit at an integer offset of the source."""
+    source = _rgb(96, 128)
+    Image.fromarray(source).save(tmp_path / "photo.png")
+    dataset = ImageFolder([tmp_path], RandomCrop(64, random_downscale=False, hflip=True))
+    windows = np.lib.stride_tricks.sliding_window_view(source, (64, 64, 3))[..., 0, :, :, :]
+    for epoch in range(8):
+        crop = (dataset[(0, epoch)].permute(1, 2, 0) * 255).round().byte().numpy()
+        found = [np.array_equal(windows[top, left], c) for c in (crop, crop[:, ::-1])
+                 for top in range(windows.shape[0]) for left in range(windows.shape[1])]
+        assert any(found), f"epoch {epoch}: the crop is not a copy of source pixels"
