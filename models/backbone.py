@@ -39,6 +39,24 @@ def _load_pretrained(cls, source: str, subfolder: str, revision: str | None):
         ) from None
 
 
+def diffuse(latent_0: Tensor, noise: Tensor, alpha_bar: Tensor) -> Tensor:
+    """q(y_t | y_0) = √ᾱ·y_0 + √(1 − ᾱ)·ε, computed in float32 whatever the autocast dtype."""
+    with torch.autocast(device_type=latent_0.device.type, enabled=False):
+        alpha_bar = alpha_bar.float().view(-1, 1, 1, 1)
+        return alpha_bar.sqrt() * latent_0.float() + (1 - alpha_bar).sqrt() * noise.float()
+
+
+def clean_latent(latent_t: Tensor, prediction: Tensor, alpha_bar: Tensor, prediction_type: str) -> Tensor:
+    """ŷ_0 from the UNet's ε or v prediction, in float32 whatever the autocast dtype: at t = 999
+    the ε-conversion divides by √ᾱ ≈ 0.068, so bf16 arithmetic would multiply its rounding by ~15."""
+    with torch.autocast(device_type=latent_t.device.type, enabled=False):
+        alpha_bar = alpha_bar.float().view(-1, 1, 1, 1)
+        latent_t, prediction = latent_t.float(), prediction.float()
+        if prediction_type == "epsilon":
+            return (latent_t - (1 - alpha_bar).sqrt() * prediction) / alpha_bar.sqrt()
+        return alpha_bar.sqrt() * latent_t - (1 - alpha_bar).sqrt() * prediction
+
+
 class DiffusionBackbone(ExternalWeights):
     """UNet + VAE + ᾱ schedule, with helpers for the one-step decode ŷ_t → ŷ_0 → x̂."""
 
@@ -108,20 +126,16 @@ class DiffusionBackbone(ExternalWeights):
 
     # ------------------------------------------------------------------- one-step decoding
     def predict_clean_latent(self, latent_t: Tensor, timestep: int | Tensor, context: Tensor, **unet_kwargs) -> Tensor:
-        """One UNet step: ŷ_0 from ŷ_t at ``timestep`` (ε- or v-prediction). ``unet_kwargs``
-        pass a control module's residuals."""
+        """One UNet step: ŷ_0 from ŷ_t at ``timestep`` (ε- or v-prediction), in float32.
+        ``unet_kwargs`` pass a control module's residuals."""
         t = torch.as_tensor(timestep, device=latent_t.device).long()
         t_batch = t.expand(latent_t.shape[0]) if t.dim() == 0 else t
         output = self.unet(latent_t, t_batch, encoder_hidden_states=context.to(latent_t.dtype), **unet_kwargs).sample
-        alpha_bar = self.alphas_cumprod[t_batch].view(-1, 1, 1, 1).to(latent_t.dtype)
-        if self.prediction_type == "epsilon":
-            return (latent_t - (1 - alpha_bar).sqrt() * output) / alpha_bar.sqrt()
-        return alpha_bar.sqrt() * latent_t - (1 - alpha_bar).sqrt() * output
+        return clean_latent(latent_t, output, self.alphas_cumprod[t_batch], self.prediction_type)
 
     def add_noise(self, latent_0: Tensor, noise: Tensor, timestep: Tensor) -> Tensor:
-        """Forward process q(y_t | y_0)."""
-        alpha_bar = self.alphas_cumprod[timestep].view(-1, 1, 1, 1).to(latent_0.dtype)
-        return alpha_bar.sqrt() * latent_0 + (1 - alpha_bar).sqrt() * noise
+        """Forward process q(y_t | y_0), in float32."""
+        return diffuse(latent_0, noise, self.alphas_cumprod[timestep])
 
     def decode(self, latent: Tensor) -> Tensor:
         """D_m: scaled SD latent → image in [0, 1] (differentiable w.r.t. the latent)."""

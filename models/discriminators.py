@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils import spectral_norm
 
-from models.backbone import DiffusionBackbone
+from models.backbone import DiffusionBackbone, diffuse
 
 
 class PatchDiscriminator(nn.Module):
@@ -93,9 +93,7 @@ class UNetFeatureDiscriminator(nn.Module):
         return self.mid_block(h, emb, encoder_hidden_states=context)
 
     def score(self, latent: Tensor, t: Tensor, noise: Tensor) -> Tensor:
-        alpha_bar = self.alphas_cumprod[t].view(-1, 1, 1, 1).to(latent.dtype)
-        noised = alpha_bar.sqrt() * latent + (1 - alpha_bar).sqrt() * noise
-        return self.head(self.features(noised, t)).mean(dim=(1, 2, 3))
+        return self.head(self.features(diffuse(latent, noise, self.alphas_cumprod[t]), t)).mean(dim=(1, 2, 3))
 
     def forward(self, *latents: Tensor) -> tuple[Tensor, ...] | Tensor:
         """Logits of each latent batch, all noised with one draw of t and noise."""

@@ -36,11 +36,14 @@ class TransformModule(nn.Module):
             *[ResidualBlock(width) for _ in range(blocks)],
             nn.ConvTranspose2d(width, width, 3, stride=2, padding=1, output_padding=1),
             nn.SiLU(),
-            nn.Conv2d(width, out_channels, 3, padding=1),
         )
+        self.out = nn.Conv2d(width, out_channels, 3, padding=1)
 
     def forward(self, y_hat: Tensor, w: Tensor) -> Tensor:
-        return self.net(torch.cat([y_hat, w], dim=1)) * self.scaling_factor
+        features = self.net(torch.cat([y_hat, w], dim=1))
+        # ŷ_t in float32 even under autocast: the one-step conversion to ŷ_0 divides it by √ᾱ_999
+        with torch.autocast(device_type=features.device.type, enabled=False):
+            return self.out(features.float()) * self.scaling_factor
 
 
 class SODEC(nn.Module):

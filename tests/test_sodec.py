@@ -186,3 +186,20 @@ def test_noised_unet_input_still_decodes_identically(tmp_path):
     codec, fingerprint = load_package(export_package(codec, tmp_path / "package"))
     data = compress_image(codec, fingerprint, torch.rand(3, 64, 64))
     assert torch.equal(decompress_bytes(codec, fingerprint, data), decompress_bytes(codec, fingerprint, data))
+
+
+def test_one_step_clean_latent_is_float32_under_bf16_autocast(tmp_path):
+    """bf16 training and fp32 evaluation agree on the ε → ŷ_0 conversion: under bf16 autocast,
+    ŷ_t and ŷ_0 are float32 and ŷ_0 is exactly the float64 conversion of the UNet's own output."""
+    codec = _module(tmp_path).codec.eval()
+    unet_outputs = []
+    codec.backbone.unet.register_forward_hook(lambda module, args, out: unet_outputs.append(out.sample))
+    x = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        vae = codec.vae_codec(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = codec.generate(vae["y_hat"], vae["z_hat"], vae["x_hat"], x.shape[-2:])
+    assert out["latent_t"].dtype == torch.float32 and out["latent_0"].dtype == torch.float32
+    alpha_bar = codec.backbone.alphas_cumprod[codec.timestep].double()
+    exact = (out["latent_t"].double() - (1 - alpha_bar).sqrt() * unet_outputs[-1].double()) / alpha_bar.sqrt()
+    assert torch.allclose(out["latent_0"].double(), exact, rtol=1e-5, atol=1e-5)
