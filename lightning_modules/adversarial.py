@@ -44,7 +44,10 @@ class AdversarialMixin:
         d_steps_per_g: int = 1,
         discriminator_clip_val: float | None = None,
     ) -> None:
-        self.discriminator = discriminator if isinstance(discriminator, nn.Module) else discriminator(self.codec.backbone)
+        if not isinstance(discriminator, nn.Module):  # a partial built on the generator's backbone and UNet context
+            context = self.codec.context.tokens(1) if hasattr(self.codec, "context") else None
+            discriminator = discriminator(self.codec.backbone, context=context)
+        self.discriminator = discriminator
         self.discriminator_optimizer_factory = discriminator_optimizer
         self.adversarial_weight = require_non_negative("adversarial_weight", adversarial_weight)
         self.adversarial_start = int(require_non_negative("adversarial_start", adversarial_start))

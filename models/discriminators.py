@@ -3,7 +3,8 @@
 
   latent         SODEC's D on 4-channel SD latents ŷ_0 vs the SD-VAE latent of x (PatchGAN)
   unet_features  OSDiff's D: both latents noised to a random t, the SD UNet's input + middle
-                 blocks (initialised from SD, trainable), a conv head, pooled
+                 blocks (initialised from SD, trainable) under the generator's UNet context, a
+                 conv head, pooled
   pixel          a PatchGAN on images (OSDiff's pixel-space ablation)
 """
 
@@ -60,7 +61,8 @@ class UNetFeatureDiscriminator(nn.Module):
 
     space = "latent"
 
-    def __init__(self, backbone: DiffusionBackbone, head_width: int = 256, groups: int = 32):
+    def __init__(self, backbone: DiffusionBackbone, context: Tensor | None = None, head_width: int = 256,
+                 groups: int = 32):
         super().__init__()
         unet = backbone.unet
         self.conv_in = copy.deepcopy(unet.conv_in)
@@ -72,7 +74,10 @@ class UNetFeatureDiscriminator(nn.Module):
             _strip_lora(module)
             module.requires_grad_(True)
         self.register_buffer("alphas_cumprod", backbone.alphas_cumprod.clone(), persistent=False)
-        self.context_dim = backbone.cross_attention_dim
+        # the generator's UNet context (OSDiff: SD's empty-prompt embedding), zeros without one
+        if context is None:
+            context = torch.zeros(1, 1, backbone.cross_attention_dim)
+        self.register_buffer("context", context.detach().clone(), persistent=False)
         width = unet.config.block_out_channels[-1]
         groups = min(groups, head_width)
         self.head = nn.Sequential(
@@ -83,7 +88,7 @@ class UNetFeatureDiscriminator(nn.Module):
 
     def features(self, latent: Tensor, t: Tensor) -> Tensor:
         emb = self.time_embedding(self.time_proj(t).to(latent.dtype))
-        context = latent.new_zeros(latent.shape[0], 1, self.context_dim)
+        context = self.context.to(latent.dtype).expand(latent.shape[0], -1, -1)
         h = self.conv_in(latent)
         for block in self.down_blocks:
             if getattr(block, "has_cross_attention", False):

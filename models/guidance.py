@@ -148,7 +148,8 @@ def _byte_level_clip_tokenizer():
 
 class TextGuidance(nn.Module):
     """(ii) Text prompt guidance: SD's text encoder applied once to ``prompt``; the embedding is
-    a buffer (saved with the model), the encoder is not kept."""
+    a buffer (saved with the model), the encoder is not kept. With the empty prompt this is the
+    context SD was trained with for unconditional generation (OSDiff feeds it to its UNet)."""
 
     def __init__(
         self,
@@ -179,5 +180,8 @@ class TextGuidance(nn.Module):
             raise ValueError(f"text encoder width {embedding.shape[-1]} != UNet cross-attention width {context_dim}")
         self.register_buffer("embedding", embedding)
 
-    def forward(self, x_hat_f: Tensor, z_hat: Tensor) -> Tensor:
-        return self.embedding.expand(x_hat_f.shape[0], -1, -1)
+    def tokens(self, batch_size: int) -> Tensor:
+        return self.embedding.expand(batch_size, -1, -1)
+
+    def forward(self, x_hat_f: Tensor, z_hat: Tensor | None = None) -> Tensor:
+        return self.tokens(x_hat_f.shape[0])

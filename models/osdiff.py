@@ -8,6 +8,10 @@ whose zero-initialised outputs are added to the frozen UNet's skips, conditioned
 latent resolution. Entropy model: the mean-scale hyperprior (models/entropy.py); the public
 code's ELIC-style channel-slice/checkerboard context model is not reproduced.
 
+The UNet's cross-attention context (``context``) is SD's own empty-prompt text embedding, as in
+the public code: the frozen UNet then sees the input it was trained with for unconditional
+generation (an all-zero context would feed every cross-attention layer values it never saw).
+
 The starting latent y_T (``start``), identical in training and decoding unless stated:
   noise             pure Gaussian noise
   noised_condition  q(y_T | y_c): y_c through the forward process to t = 999 (default)
@@ -20,7 +24,7 @@ identically every time.
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 from compressai.layers import ResidualBlock, ResidualBlockUpsample, ResidualBlockWithStride
@@ -38,6 +42,7 @@ class OSDiff(HyperpriorCodec):
     def __init__(
         self,
         backbone: DiffusionBackbone,
+        context: nn.Module | Callable[..., nn.Module],
         latent_channels: int = 320,
         hyper_channels: int = 192,
         residual_blocks: int = 3,
@@ -49,6 +54,8 @@ class OSDiff(HyperpriorCodec):
         super().__init__()
         self.start = require_choice("start", start, STARTS)
         self.backbone, self.timestep, self.noise_seed = backbone, timestep, noise_seed
+        # a config gives a partial (the width comes from the backbone); a package gives a module
+        self.context = context if isinstance(context, nn.Module) else context(context_dim=backbone.cross_attention_dim)
         sd_channels = backbone.unet.config.in_channels
         self.analysis = nn.Sequential(  # G_a: y_0 (H/8) → y (H/16)
             ResidualBlockWithStride(sd_channels, latent_channels, stride=2),
@@ -65,7 +72,7 @@ class OSDiff(HyperpriorCodec):
             conditioning_embedding_out_channels=(control_embedding_channels,),
         )
         self.control.requires_grad_(True)
-        self.hparams = dict(backbone=backbone, latent_channels=latent_channels, hyper_channels=hyper_channels,
+        self.hparams = dict(backbone=backbone, context=self.context, latent_channels=latent_channels, hyper_channels=hyper_channels,
                             residual_blocks=residual_blocks, control_embedding_channels=control_embedding_channels,
                             start=start, timestep=timestep, noise_seed=noise_seed)
 
@@ -82,7 +89,7 @@ class OSDiff(HyperpriorCodec):
     def denoise(self, y_t: Tensor, y_c: Tensor) -> Tensor:
         """One controlled UNet step at t = 999 → y_r (ε- or v-prediction, as the backbone)."""
         t = torch.full((y_t.shape[0],), self.timestep, device=y_t.device, dtype=torch.long)
-        context = y_t.new_zeros(y_t.shape[0], 77, self.backbone.cross_attention_dim)
+        context = self.context.tokens(y_t.shape[0])
         down, mid = self.control(y_t, t, encoder_hidden_states=context, controlnet_cond=y_c, return_dict=False)
         return self.backbone.predict_clean_latent(
             y_t, t, context, down_block_additional_residuals=down, mid_block_additional_residual=mid

@@ -85,6 +85,7 @@ TINY_OSDIFF = [
     "model/backbone=tiny",
     "model.backbone.lora_rank=null",
     "model/discriminator=unet_features_tiny",
+    "model/guidance@model.osdiff.context=text_tiny",
     "model.osdiff.latent_channels=8",
     "model.osdiff.hyper_channels=8",
     "model.osdiff.residual_blocks=1",

@@ -34,7 +34,7 @@ def test_control_module_starts_as_a_no_op(tmp_path):
     """Zero-initialised connections: before training, the controlled UNet equals the frozen one."""
     codec = _osdiff(tmp_path).codec.eval()
     y_t, y_c = torch.randn(1, 4, 8, 8), torch.randn(1, 4, 8, 8)
-    context = torch.zeros(1, 77, codec.backbone.cross_attention_dim)
+    context = codec.context.tokens(1)
     with torch.no_grad():
         assert torch.allclose(codec.denoise(y_t, y_c), codec.backbone.predict_clean_latent(y_t, 999, context), atol=1e-5)
 
@@ -60,3 +60,20 @@ def test_starting_latent_of_training_matches_decoding_unless_asked_not_to(tmp_pa
     assert torch.equal(training, decoding) == consistent
     if start == "noised_condition":  # and it carries the condition: not pure noise
         assert not torch.equal(decoding, codec.start_latent(torch.zeros_like(y_c), None, seeded()))
+
+
+def test_unet_context_is_the_empty_prompt_embedding_in_generator_and_discriminator(tmp_path):
+    """SD's to_k/to_v have no bias: a zero context would feed every cross-attention layer of the
+    frozen prior an input it never saw. OSDiff uses SD's own empty-prompt embedding, and so does
+    its UNet-feature discriminator."""
+    module = _osdiff(tmp_path)
+    codec = module.codec.eval()
+    empty = codec.context.tokens(1)
+    assert empty.shape == (1, 77, codec.backbone.cross_attention_dim) and empty.abs().sum() > 0
+    seen = []
+    codec.backbone.unet.register_forward_pre_hook(
+        lambda m, args, kwargs: seen.append(kwargs["encoder_hidden_states"]), with_kwargs=True)
+    with torch.no_grad():
+        codec.denoise(torch.randn(2, 4, 8, 8), torch.randn(2, 4, 8, 8))
+    assert torch.equal(seen[-1], empty.expand(2, -1, -1))
+    assert torch.equal(module.discriminator.context, empty)
