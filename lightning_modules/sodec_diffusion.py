@@ -1,27 +1,34 @@
-"""What SODEC's stages 2 and 3 share: the full model, d(x, x̂), the rate and alignment terms.
+"""What SODEC's stages 2, 3 and 4 share: the full model, d(x, x̂), the rate and alignment terms.
 
-Stages differ only in their defaults: which part trains (stage 2 freezes the VAE compression
-module E, H_a, P) and which loss terms are on (stage 3 adds λ·R and α·L_align). The
-training-strategy and alignment ablations are these same switches set by config.
+Stages differ only in switches (set by their YAML): which parts train and which loss terms are
+on. The training-strategy and alignment ablations are the same switches.
+
+Parts and the loss terms that reach them:
+  E, H_a          (``train_vae_module``) x̂ through ŷ and ẑ → T_s, H_s
+  P, ẑ's density  (``train_vae_module`` and ``rate_term``) only the rate term
+  D_a             (``train_fidelity_decoder``) the alignment term, and x̂ through the FGM
+  H_s, T_s, guidance, LoRA   always (x̂)
+Only parameters on the loss path are optimised; every other parameter is frozen, so DDP never
+waits for a gradient that does not come (``find_unused_parameters: false``).
+
+D_a is the fidelity-oriented decoder whose x̂_f guides the UNet. Trained with no loss on x̂_f it
+drifts (its only gradient comes back through the ViT and x̂_f stops being an image), so training
+it needs an alignment term; the defaults keep it fixed in stages 2 and 3 (SODEC's supplement
+calls it "the fixed, fidelity-oriented decoder" of end-to-end fine-tuning).
 """
 
 from __future__ import annotations
 
 from typing import Callable
 
-import torch
 from torch import Tensor, nn
 
 from lightning_modules.base import CompressionLightningModule
-from lightning_modules.losses import DistortionLoss, rate_bpp
+from lightning_modules.losses import Alignment, DistortionLoss, NoAlignment, rate_bpp
 from models.backbone import DiffusionBackbone
 from models.hific import HiFiCCompressor
 from models.sodec import SODEC
-from utils.config import require_choice, require_non_negative
-
-#: SODEC's alignment-loss ablation: none | mse (ours, α·MSE(x, x̂_f)) | mse_lpips (α·(MSE + LPIPS))
-#: | merged (d(x, x̂_f) with the main loss's k_M, k_P, no separate α)
-ALIGNMENTS = ("none", "mse", "mse_lpips", "merged")
+from utils.config import ConfigError
 
 
 class SODECDiffusionModule(CompressionLightningModule):
@@ -32,45 +39,58 @@ class SODECDiffusionModule(CompressionLightningModule):
         guidance: Callable[..., nn.Module],
         sodec: dict,
         distortion: DistortionLoss,
+        alignment: Alignment,
         train_vae_module: bool,
+        train_fidelity_decoder: bool,
         rate_term: bool,
-        alignment: str,
-        alignment_weight: float = 30.0,
         **kwargs,
     ):
         super().__init__(codec=SODEC(vae_codec, backbone, guidance, **sodec), **kwargs)
-        self.distortion = distortion
-        self.train_vae_module, self.rate_term = train_vae_module, rate_term
+        self.distortion, self.alignment = distortion, alignment
+        self.train_vae_module, self.train_fidelity_decoder = train_vae_module, train_fidelity_decoder
         self.rate_in_loss = rate_term
-        self.alignment = require_choice("alignment", alignment, ALIGNMENTS)
-        self.alignment_weight = require_non_negative("alignment_weight", alignment_weight)
-        if alignment == "mse_lpips" and distortion.lpips is None:
-            raise ValueError("alignment=mse_lpips needs LPIPS: set distortion.lpips_weight > 0")
-        if not train_vae_module:
-            vae = self.codec.vae_codec
-            for part in (vae.encoder, vae.entropy_model):
-                part.requires_grad_(False)
+        if alignment.needs_lpips and distortion.lpips is None:
+            raise ConfigError("alignment", f"{type(alignment).__name__} needs LPIPS: set distortion.lpips_weight > 0")
+        if train_fidelity_decoder and isinstance(alignment, NoAlignment):
+            raise ConfigError("train_fidelity_decoder", "D_a trained without an alignment term on x̂_f drifts away from "
+                              "an image: set an alignment (model/alignment=mse) or train_fidelity_decoder=false")
+        trained = {id(p) for p in self.trainable_parameters()} | {id(p) for p in self.aux_parameters()}
+        for p in self.codec.parameters():
+            if id(p) not in trained:
+                p.requires_grad_(False)
 
-    def trainable_parameters(self):
+    def trainable_parameters(self) -> list[nn.Parameter]:
         vae = self.codec.vae_codec
-        vae_params = list(vae.main_parameters()) if self.train_vae_module else list(vae.fidelity_decoder.parameters())
-        return vae_params + self.codec.generative_parameters()
+        parts: list[nn.Module] = []
+        if self.train_vae_module:
+            parts += [vae.encoder, vae.entropy_model.hyper_encoder]
+            if self.rate_in_loss:
+                parts += [vae.entropy_model.entropy_parameters, vae.entropy_model.entropy_bottleneck]
+        if self.train_fidelity_decoder:
+            parts.append(vae.fidelity_decoder)
+        own = [p for part in parts for name, p in part.named_parameters() if not name.endswith("quantiles")]
+        return [p for p in own if p.requires_grad] + self.codec.generative_parameters()
+
+    def aux_parameters(self) -> list[nn.Parameter]:
+        """ẑ's quantiles train with the VAE module (they define what ẑ is coded as)."""
+        return list(self.codec.aux_parameters()) if self.train_vae_module else []
 
     def compute_losses(self, x: Tensor) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
-        out = self.codec(x)
+        align = not isinstance(self.alignment, NoAlignment)
+        out = self.codec(x, fidelity_image=align or not self.training)
         terms = self.distortion(out["x_hat"], x)
         terms["bpp"] = rate_bpp(out["likelihoods"], x.shape[-2] * x.shape[-1])
         loss = terms["distortion"]
-        if self.rate_term:
+        if self.rate_in_loss:
             loss = loss + self.current_lambda * terms["bpp"]
-        x_hat_f = out["x_hat_f"]
-        terms["align_mse"] = torch.mean((x_hat_f.float() - x.float()) ** 2)
-        if self.alignment == "mse":
-            loss = loss + self.alignment_weight * terms["align_mse"]
-        elif self.alignment == "mse_lpips":
-            terms["align_lpips"] = self.distortion.lpips(x_hat_f, x).mean()
-            loss = loss + self.alignment_weight * (terms["align_mse"] + terms["align_lpips"])
-        elif self.alignment == "merged":
-            loss = loss + self.distortion(x_hat_f, x)["distortion"]
+        images = {"x_hat": out["x_hat"], "fake_latent": out["latent_0"]}
+        if out["x_hat_f"] is not None:
+            images["x_hat_f"] = out["x_hat_f"]
+            alignment_terms, alignment_loss = self.alignment(out["x_hat_f"], x, self.distortion)
+            terms.update(alignment_terms)
+            if alignment_loss is not None:
+                loss = loss + alignment_loss
+            if not align:  # still worth watching: x̂_f's fidelity in validation
+                terms["align_mse"] = self.distortion.mse(out["x_hat_f"], x)
         terms["loss"] = loss
-        return terms, {"x_hat_f": x_hat_f, "x_hat": out["x_hat"], "fake_latent": out["latent_0"]}
+        return terms, images

@@ -1,9 +1,8 @@
-"""Stage 2: E, H_a, P frozen; train D_a, H_s, T_s, the guidance projection and the UNet's LoRA
-with the distortion d(x, x̂) alone (k_M = 1, k_P = 2)."""
+"""Stage 2: E, H_a, P (and by default D_a) frozen; train H_s, T_s, the guidance projection and the
+UNet's LoRA with the distortion d(x, x̂) alone. The switches are in conf/model/sodec_stage2.yaml."""
 
 from lightning_modules.sodec_diffusion import SODECDiffusionModule
 
 
 class Stage2DiffusionModule(SODECDiffusionModule):
-    def __init__(self, train_vae_module: bool = False, rate_term: bool = False, alignment: str = "none", **kwargs):
-        super().__init__(train_vae_module=train_vae_module, rate_term=rate_term, alignment=alignment, **kwargs)
+    """SODEC stage 2 (its own class so runs, checkpoints and W&B name the stage)."""

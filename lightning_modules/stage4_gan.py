@@ -16,11 +16,8 @@ class Stage4GANModule(AdversarialMixin, SODECDiffusionModule):
         adversarial_start: int = 0,
         d_steps_per_g: int = 1,
         discriminator_clip_val: float | None = None,
-        train_vae_module: bool = True,
-        rate_term: bool = True,
-        alignment: str = "mse",
         **kwargs,
     ):
-        super().__init__(train_vae_module=train_vae_module, rate_term=rate_term, alignment=alignment, **kwargs)
+        super().__init__(**kwargs)
         self.init_adversarial(discriminator, discriminator_optimizer, adversarial_weight, adversarial_start,
                               d_steps_per_g, discriminator_clip_val)

@@ -5,7 +5,9 @@ Variants (SODEC's guidance ablation), one config key ``model.guidance``:
   text        a prompt through SD's own text encoder, computed once and kept as a buffer
   hyperprior  tokens from ẑ
   fgm         the Fidelity Guidance Module: x̂_f → frozen ViT F → trainable projection F_p
-All produce ``num_tokens × context_dim`` (77 × 1024 for SD 2.1) and share ``forward(x_hat_f, z_hat)``.
+All produce ``num_tokens × context_dim`` (77 × 1024 for SD 2.1) and share ``forward(x_hat_f, z_hat)``;
+only the FGM reads x̂_f (``uses_fidelity_image``), the others get ``None`` for it, so SODEC runs
+D_a only when something needs x̂_f.
 """
 
 from __future__ import annotations
@@ -45,24 +47,28 @@ class TokenResampler(nn.Module):
 class NullGuidance(nn.Module):
     """(i) No guidance: the same learned tokens for every image."""
 
+    uses_fidelity_image = False
+
     def __init__(self, context_dim: int, num_tokens: int = 77, **_: Any):
         super().__init__()
         self.hparams = dict(context_dim=context_dim, num_tokens=num_tokens)
         self.tokens = nn.Parameter(torch.zeros(1, num_tokens, context_dim))
 
-    def forward(self, x_hat_f: Tensor, z_hat: Tensor) -> Tensor:
-        return self.tokens.expand(x_hat_f.shape[0], -1, -1)
+    def forward(self, x_hat_f: Tensor | None, z_hat: Tensor) -> Tensor:
+        return self.tokens.expand(z_hat.shape[0], -1, -1)
 
 
 class HyperpriorGuidance(nn.Module):
     """(iii) Tokens from the hyper latent ẑ: one token per ẑ position, resampled to 77."""
+
+    uses_fidelity_image = False
 
     def __init__(self, context_dim: int, hyper_channels: int, num_tokens: int = 77, heads: int = 8, **_: Any):
         super().__init__()
         self.hparams = dict(context_dim=context_dim, hyper_channels=hyper_channels, num_tokens=num_tokens, heads=heads)
         self.resampler = TokenResampler(hyper_channels, context_dim, num_tokens, heads)
 
-    def forward(self, x_hat_f: Tensor, z_hat: Tensor) -> Tensor:
+    def forward(self, x_hat_f: Tensor | None, z_hat: Tensor) -> Tensor:
         return self.resampler(z_hat.flatten(2).transpose(1, 2))
 
 
@@ -117,6 +123,8 @@ class VisionEncoder(ExternalWeights):
 class FidelityGuidance(nn.Module):
     """(iv) SODEC's FGM: c_g = F_p(F(x̂_f))."""
 
+    uses_fidelity_image = True
+
     def __init__(self, context_dim: int, vit: VisionEncoder, num_tokens: int = 77, heads: int = 8, **_: Any):
         super().__init__()
         self.hparams = dict(context_dim=context_dim, vit=vit, num_tokens=num_tokens, heads=heads)
@@ -151,6 +159,8 @@ class TextGuidance(nn.Module):
     a buffer (saved with the model), the encoder is not kept. With the empty prompt this is the
     context SD was trained with for unconditional generation (OSDiff feeds it to its UNet)."""
 
+    uses_fidelity_image = False
+
     def __init__(
         self,
         context_dim: int,
@@ -183,5 +193,5 @@ class TextGuidance(nn.Module):
     def tokens(self, batch_size: int) -> Tensor:
         return self.embedding.expand(batch_size, -1, -1)
 
-    def forward(self, x_hat_f: Tensor, z_hat: Tensor | None = None) -> Tensor:
-        return self.tokens(x_hat_f.shape[0])
+    def forward(self, x_hat_f: Tensor | None, z_hat: Tensor) -> Tensor:
+        return self.tokens(z_hat.shape[0])

@@ -130,11 +130,14 @@ class HiFiCCompressor(HyperpriorCodec):
         self.fidelity_decoder = HiFiCGenerator(encoder_channels, latent_channels, residual_blocks)
 
     # ---------------------------------------------------------------------------- training
+    def latents(self, x: Tensor) -> dict:
+        """ŷ, ẑ and their likelihoods for training/validation (rates with noise in training,
+        rounding in eval), without decoding."""
+        return self.entropy_model(self.encoder(self.pad(x)))
+
     def forward(self, x: Tensor) -> dict:
-        """Training/validation pass (rates with noise in training, rounding in eval)."""
-        height, width = x.shape[-2:]
-        out = self.entropy_model(self.encoder(self.pad(x)))
-        out["x_hat"] = self.fidelity_decoder(out["y_hat"])[..., :height, :width]
+        out = self.latents(x)
+        out["x_hat"] = self.fidelity_decoder(out["y_hat"])[..., : x.shape[-2], : x.shape[-1]]
         return out
 
     # ------------------------------------------------------------------------ real coding

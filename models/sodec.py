@@ -88,9 +88,10 @@ class SODEC(nn.Module):
     def latent_shape(self, height: int, width: int) -> tuple[int, int]:
         return self.vae_codec.latent_shape(height, width)
 
-    def generate(self, y_hat: Tensor, z_hat: Tensor, x_hat_f: Tensor, image_size: Sequence[int],
+    def generate(self, y_hat: Tensor, z_hat: Tensor, x_hat_f: Tensor | None, image_size: Sequence[int],
                  generator: torch.Generator | None = None) -> dict[str, Tensor]:
-        """The generative half: (ŷ, ẑ, x̂_f) → c_g, ŷ_t, ŷ_0, x̂ (cropped to ``image_size``).
+        """The generative half: (ŷ, ẑ, x̂_f) → c_g, ŷ_t, ŷ_0, x̂ (cropped to ``image_size``);
+        x̂_f may be None when the guidance does not read it.
         With ``input_noise``, T_s's output is taken through the forward process to t first
         (noise from ``generator``; decoding seeds it, so a file decodes the same every time)."""
         context = self.guidance(x_hat_f, z_hat)
@@ -103,11 +104,19 @@ class SODEC(nn.Module):
         x_hat = self.backbone.decode(latent_0)[..., : image_size[0], : image_size[1]]
         return {"context": context, "latent_t": latent_t, "latent_0": latent_0, "x_hat": x_hat}
 
+    def fidelity_image(self, y_hat: Tensor, image_size: Sequence[int]) -> Tensor:
+        """x̂_f = D_a(ŷ), cropped to ``image_size``."""
+        return self.vae_codec.fidelity_decoder(y_hat)[..., : image_size[0], : image_size[1]]
+
     # ---------------------------------------------------------------------- training
-    def forward(self, x: Tensor) -> dict[str, Tensor]:
-        vae = self.vae_codec(x)
-        out = self.generate(vae["y_hat"], vae["z_hat"], vae["x_hat"], x.shape[-2:])
-        return {**out, "x_hat_f": vae["x_hat"], "likelihoods": vae["likelihoods"],
+    def forward(self, x: Tensor, fidelity_image: bool = True) -> dict[str, Tensor]:
+        """x̂ and the latents; x̂_f (``x_hat_f``) when asked for or when the guidance reads it,
+        otherwise None (D_a then costs nothing)."""
+        vae = self.vae_codec.latents(x)
+        needed = fidelity_image or self.guidance.uses_fidelity_image
+        x_hat_f = self.fidelity_image(vae["y_hat"], x.shape[-2:]) if needed else None
+        out = self.generate(vae["y_hat"], vae["z_hat"], x_hat_f, x.shape[-2:])
+        return {**out, "x_hat_f": x_hat_f, "likelihoods": vae["likelihoods"],
                 "y_hat": vae["y_hat"], "z_hat": vae["z_hat"]}
 
     # ------------------------------------------------------------------ real coding
@@ -131,7 +140,7 @@ class SODEC(nn.Module):
         y_hat, z_hat = (t.to(device=param.device, dtype=param.dtype) for t in (y_hat, z_hat))
         if image_size is None:
             image_size = (y_hat.shape[-2] * 16, y_hat.shape[-1] * 16)
-        x_hat_f = self.vae_codec.fidelity_decoder(y_hat)[..., : image_size[0], : image_size[1]]
+        x_hat_f = self.fidelity_image(y_hat, image_size)
         generator = torch.Generator(device=y_hat.device).manual_seed(self.noise_seed)
         out = self.generate(y_hat, z_hat, x_hat_f, image_size, generator)
         return {"x_hat": out["x_hat"].float().clamp(0, 1), "x_hat_f": x_hat_f.float().clamp(0, 1)}

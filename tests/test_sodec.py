@@ -13,11 +13,12 @@ from metrics.perceptual import MissingWeightsError
 from models.backbone import DiffusionBackbone
 from tests.conftest import TINY_SODEC, TINY_STAGE1, compose_config
 from train import train
+from utils.config import instantiate_node
 
 
 def _module(tmp_path, *overrides, stage="sodec_stage3"):
     cfg = compose_config([f"model={stage}", *TINY_SODEC, *overrides], tmp_path / "run")
-    module = hydra.utils.instantiate(cfg.model)
+    module = instantiate_node(cfg.model, "model")
     module.rate_lambda = 1.0
     return module
 
@@ -69,7 +70,7 @@ def test_each_guidance_variant_trains_a_step(tmp_path, guidance):
 @pytest.mark.parametrize("alignment", ["none", "mse", "mse_lpips", "merged"])
 def test_each_alignment_variant_shapes_the_loss(tmp_path, alignment):
     lpips = ["model.distortion.lpips_weight=2", "allow_random_weights=true"] if alignment == "mse_lpips" else []
-    module = _module(tmp_path, f"model.alignment={alignment}", *lpips)
+    module = _module(tmp_path, f"model/alignment={alignment}", *lpips)
     torch.manual_seed(0)
     terms, _ = module.compute_losses(torch.rand(2, 3, 64, 64))
     base = terms["distortion"] + module.current_lambda * terms["bpp"]
@@ -80,6 +81,16 @@ def test_each_alignment_variant_shapes_the_loss(tmp_path, alignment):
         "merged": base + terms["align_mse"] + (2 * terms.get("align_lpips", 0)),
     }[alignment]
     assert float(terms["loss"]) == pytest.approx(float(expected), rel=1e-5)
+
+
+def test_distortion_is_measured_in_its_configured_image_range(tmp_path):
+    """k_M = 1 is OSEDiff's weight for MSE on [−1, 1]: 4× the MSE of the same images on [0, 1]."""
+    module = _module(tmp_path)
+    assert module.distortion.image_range == (-1.0, 1.0)
+    x, x_hat = torch.rand(2, 3, 16, 16), torch.rand(2, 3, 16, 16)
+    assert float(module.distortion(x_hat, x)["mse"]) == pytest.approx(4 * float(torch.mean((x_hat - x) ** 2)))
+    unit = _module(tmp_path, "model.distortion.image_range=[0,1]")
+    assert float(unit.distortion(x_hat, x)["mse"]) == pytest.approx(float(torch.mean((x_hat - x) ** 2)))
 
 
 def test_stage2_trains_only_lora_and_new_modules(tmp_path):
@@ -203,3 +214,68 @@ def test_one_step_clean_latent_is_float32_under_bf16_autocast(tmp_path):
     alpha_bar = codec.backbone.alphas_cumprod[codec.timestep].double()
     exact = (out["latent_t"].double() - (1 - alpha_bar).sqrt() * unet_outputs[-1].double()) / alpha_bar.sqrt()
     assert torch.allclose(out["latent_0"].double(), exact, rtol=1e-5, atol=1e-5)
+
+
+def _optimised_and_aux(module) -> list[torch.nn.Parameter]:
+    return list(module.trainable_parameters()) + list(module.aux_parameters())
+
+
+VARIANTS = [
+    *[("sodec_stage2", f"model/guidance={g}") for g in ("none", "text_tiny", "hyperprior_tiny", "fgm_tiny")],
+    *[("sodec_stage3", f"model/guidance={g}") for g in ("none", "text_tiny", "hyperprior_tiny", "fgm_tiny")],
+    *[("sodec_stage3", f"model/alignment={a}") for a in ("none", "mse", "merged")],
+    *[("sodec_stage3", f"model/alignment={a}", "model.train_fidelity_decoder=true") for a in ("mse", "merged")],
+    ("sodec_stage2", "model/alignment=mse", "model.train_fidelity_decoder=true"),
+    ("sodec_stage3", "ablation=strategy_frozen_vae"),
+    ("sodec_stage3", "model/guidance=hyperprior_tiny", "ablation=strategy_frozen_vae"),
+    ("sodec_stage3", "ablation=strategy_low_to_high"),
+    ("sodec_stage3", "model.rate_term=false"),
+]
+
+
+@pytest.mark.parametrize("variant", VARIANTS, ids=lambda v: ",".join(v))
+def test_every_optimised_parameter_gets_a_gradient(tmp_path, variant):
+    """Only parameters on the loss path are optimised, and nothing else requires grad: under DDP
+    with find_unused_parameters=false one parameter without a gradient fails the step."""
+    stage, *overrides = variant
+    module = _module(tmp_path, *overrides, stage=stage)
+    optimised = _optimised_and_aux(module)
+    assert {id(p) for p in optimised} == {id(p) for p in module.parameters() if p.requires_grad}
+    terms, _ = module.compute_losses(torch.rand(2, 3, 64, 64))
+    (terms["loss"] + (module.codec.aux_loss() if module.aux_parameters() else 0)).backward()
+    names = {id(p): n for n, p in module.named_parameters()}
+    without = [names[id(p)] for p in optimised if p.grad is None]
+    assert not without, f"optimised without a gradient: {without[:8]}"
+
+
+def test_training_the_fidelity_decoder_needs_an_alignment_term(tmp_path):
+    from utils.config import ConfigError
+
+    with pytest.raises(ConfigError) as error:
+        _module(tmp_path, "model.train_fidelity_decoder=true", stage="sodec_stage2")
+    assert error.value.key == "model.train_fidelity_decoder"
+
+
+@pytest.mark.parametrize("overrides", [[], ["model/alignment=mse", "model.train_fidelity_decoder=true"]])
+def test_fidelity_image_keeps_its_quality_through_stage_two(tmp_path, overrides):
+    """x̂_f is the guidance: stage 2 must not trade its fidelity away. By default D_a is stage 1's
+    and x̂_f does not change at all; trained with the alignment term its distortion does not rise."""
+    module = _module(tmp_path, *overrides, stage="sodec_stage2")
+    optimizer = torch.optim.Adam(module.trainable_parameters(), lr=1e-2)
+    torch.manual_seed(0)
+    x = torch.rand(2, 3, 64, 64)
+
+    def fidelity_mse() -> float:
+        with torch.no_grad():
+            return float(module.distortion.mse(module.codec(x.clone())["x_hat_f"], x))
+
+    before = fidelity_mse()
+    for _ in range(5):
+        optimizer.zero_grad()
+        module.compute_losses(x)[0]["loss"].backward()
+        optimizer.step()
+    after = fidelity_mse()
+    if overrides:
+        assert after <= before
+    else:
+        assert after == before

@@ -96,7 +96,7 @@ def test_ddp_jobs_inside_a_multirun_stay_their_own_process_tree(tmp_path):
     sweep_dir = tmp_path / "sweep"
     _run(["-m", "model=sodec_stage3", *TINY_SODEC, "trainer=ddp_cpu", "logger=csv", "trainer.max_steps=2",
           "hydra/launcher=local",
-          "trainer.val_check_interval=2", "model.alignment=mse,none", f"hydra.sweep.dir={sweep_dir}",
+          "trainer.val_check_interval=2", "model/alignment=mse,none", f"hydra.sweep.dir={sweep_dir}",
           f"paths.cache_dir={tmp_path / 'cache'}"], tmp_path, timeout=1200)
     jobs = sorted(p.name for p in sweep_dir.iterdir() if p.is_dir() and p.name.isdigit())
     assert jobs == ["0", "1"]
