@@ -90,18 +90,22 @@ def test_submitit_local_launcher_runs_a_job(tmp_path):
 
 
 @pytest.mark.slow
-def test_ddp_jobs_inside_a_multirun_stay_their_own_process_tree(tmp_path):
-    """Lightning's DDP launcher re-runs argv for rank 1; the sweep must not be launched again:
-    exactly the two stage-3 jobs run (submitit's local launcher), each on 2 CPU processes."""
+def test_guidance_sweep_runs_ddp_jobs_each_in_its_own_process_tree(tmp_path):
+    """The guidance ablation under DDP (find_unused_parameters=false): every variant trains two
+    steps on 2 CPU processes — a parameter without a gradient would fail the second step. And
+    Lightning's DDP launcher, re-running argv for rank 1, must not launch the sweep again:
+    exactly the four jobs run (submitit's local launcher)."""
     sweep_dir = tmp_path / "sweep"
-    _run(["-m", "model=sodec_stage3", *TINY_SODEC, "trainer=ddp_cpu", "logger=csv", "trainer.max_steps=2",
-          "hydra/launcher=local",
-          "trainer.val_check_interval=2", "model/alignment=mse,none", f"hydra.sweep.dir={sweep_dir}",
-          f"paths.cache_dir={tmp_path / 'cache'}"], tmp_path, timeout=1200)
+    tiny = [o for o in TINY_SODEC if not o.startswith("model/guidance")]
+    _run(["-m", "sweep=guidance", *tiny, "data=samples", "trainer=ddp_cpu", "logger=csv", "trainer.max_steps=2",
+          "hydra/launcher=local", "trainer.val_check_interval=2",
+          "hydra.sweeper.params={model/guidance:'none,text_tiny,hyperprior_tiny,fgm_tiny'}",
+          f"hydra.sweep.dir={sweep_dir}", f"paths.cache_dir={tmp_path / 'cache'}"], tmp_path, timeout=1200)
     jobs = sorted(p.name for p in sweep_dir.iterdir() if p.is_dir() and p.name.isdigit())
-    assert jobs == ["0", "1"]
+    assert jobs == ["0", "1", "2", "3"]
     for job in jobs:
-        assert json.loads((sweep_dir / job / "final_metrics.json").read_text())["train/lambda"] == 1.0
+        metrics = json.loads((sweep_dir / job / "final_metrics.json").read_text())
+        assert "val/bpp_real" in metrics, job
 
 
 def test_a_relaunched_job_resumes_its_checkpoint_and_wandb_run(tmp_path):

@@ -18,6 +18,9 @@ class ConfigError(ValueError):
         self.message = message
         super().__init__(f"{key}: {message}")
 
+    def __reduce__(self):  # picklable, so launchers (submitit) can report it from a job
+        return type(self), (self.key, self.message)
+
     def under(self, prefix: str) -> "ConfigError":
         return ConfigError(f"{prefix}.{self.key}" if prefix else self.key, self.message)
 
