@@ -17,8 +17,9 @@ import train
 CONF_DIR = str(Path(train.__file__).resolve().parent / "conf")
 KODAK_DIR = Path(os.environ.get("KODAK_DIR", Path(train.__file__).resolve().parent.parent / "shared" / "data" / "kodak"))
 
-#: a run small enough for a test: 64² crops, a few steps, no LPIPS weights, no logger.
+#: a run small enough for a test: 64² crops, a few steps, on the CPU, no LPIPS weights, no logger.
 _TINY_RUN = [
+    "trainer=cpu",
     "model.val_metrics=[psnr]",
     "data.crop_size=64",
     "data.batch_size=2",

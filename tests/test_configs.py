@@ -23,6 +23,19 @@ def test_experiment_composes_and_resolves(experiment, tmp_path):
     assert resolved["callbacks"]["rate_annealing"]["lambda_start"] > 0
 
 
+SWEEPS = sorted(p.stem for p in (Path(CONF_DIR) / "sweep").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("name", [*[f"experiment={e}" for e in EXPERIMENTS], *[f"sweep={s}" for s in SWEEPS]])
+def test_paper_experiments_and_sweeps_train_on_gpus_and_the_demo_on_the_cpu(name, tmp_path):
+    """The README's commands must not quietly train Stable Diffusion on a GPU node's CPU."""
+    trainer = compose_config([name], tmp_path / "run").trainer
+    if name.startswith("experiment=demo"):
+        assert (trainer.accelerator, trainer.precision) == ("cpu", "32-true")
+    else:
+        assert (trainer.accelerator, trainer.precision) == ("gpu", "bf16-mixed")
+
+
 def test_demo_experiment_builds_its_model(tmp_path):
     cfg = compose_config(["experiment=demo"], tmp_path / "run")
     module = hydra.utils.instantiate(cfg.model)
