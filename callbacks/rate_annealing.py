@@ -1,87 +1,51 @@
-"""The rate-annealing callback: the single owner of λ, the weight of the rate term.
+"""The rate-annealing callbacks: the single owner of λ, the weight of the rate term.
 
-λ is a function of the number of training batches this callback has seen (not of
+λ is a function of the number of training batches the callback has seen (not of
 ``trainer.global_step``, which counts every optimizer step, so it would run 2–3× fast with the
 aux and discriminator optimizers), identical on every DDP rank, saved in and restored from
 checkpoints, and pushed to the module as ``pl_module.rate_lambda`` before every batch.
 
-Schedules, with progress p = clip((batch − start_step) / num_steps, 0, 1):
-  constant     λ_start
-  linear       λ_start + (λ_end − λ_start)·p
-  cosine       λ_end + (λ_start − λ_end)·(1 + cos πp)/2
-  exponential  λ_start·(λ_end/λ_start)^p                  (geometric, natural for λ)
-  step         λ_start·(λ_end/λ_start)^(k/K) after k of the K milestones (batch counts)
-  target_bpp   HiFiC/ILLM style: λ_above while the measured bpp (EMA over batches, averaged
-               over ranks) is above target_bpp, λ_below otherwise
+Each schedule is a subclass (one config file each in conf/callbacks/rate_annealing/); with
+progress p = clip((batch − start_step) / num_steps, 0, 1):
+  ConstantLambda      λ_start
+  LinearLambda        λ_start + (λ_end − λ_start)·p
+  CosineLambda        λ_end + (λ_start − λ_end)·(1 + cos πp)/2
+  ExponentialLambda   λ_start·(λ_end/λ_start)^p                  (geometric, natural for λ)
+  StepLambda          λ_start·(λ_end/λ_start)^(k/K) after k of the K milestones (batch counts)
+  TwoLevelTargetRate  HiFiC/ILLM: λ_above while the measured bpp is above the target, λ_below otherwise
+  TargetRate          a controller that lands on a requested bpp of the real files (see its doc)
 """
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 from typing import Sequence
 
 import pytorch_lightning as pl
 import torch
 
-from utils.config import ConfigError, require_choice, require_positive
-
-SCHEDULES = ("constant", "linear", "cosine", "exponential", "step", "target_bpp")
+from utils.config import ConfigError, require_positive
 
 
 class RateAnnealing(pl.Callback):
-    def __init__(
-        self,
-        schedule: str = "constant",
-        lambda_start: float = 1.0,
-        lambda_end: float | None = None,
-        num_steps: int = 0,
-        start_step: int = 0,
-        milestones: Sequence[int] = (),
-        target_bpp: float | None = None,
-        lambda_above: float | None = None,
-        lambda_below: float | None = None,
-        bpp_ema: float = 0.9,
-    ):
-        self.schedule = require_choice("schedule", schedule, SCHEDULES)
-        self.lambda_start = require_positive("lambda_start", lambda_start)
-        self.lambda_end = lambda_end
-        self.num_steps, self.start_step = num_steps, start_step
-        self.milestones = [int(m) for m in milestones]
-        self.target_bpp, self.lambda_above, self.lambda_below = target_bpp, lambda_above, lambda_below
-        self.bpp_ema = bpp_ema
-        if schedule in ("linear", "cosine", "exponential", "step"):
-            require_positive("lambda_end", lambda_end)
-        if schedule in ("linear", "cosine", "exponential"):
-            require_positive("num_steps", num_steps)
-        if schedule == "step" and (not self.milestones or self.milestones != sorted(set(self.milestones))):
-            raise ConfigError("milestones", f"step schedule needs strictly increasing batch counts, got {milestones}")
-        if schedule == "target_bpp":
-            require_positive("target_bpp", target_bpp)
-            require_positive("lambda_above", lambda_above)
-            require_positive("lambda_below", lambda_below)
-        if not 0 <= bpp_ema < 1:
-            raise ConfigError("bpp_ema", f"must be in [0, 1), got {bpp_ema}")
-        self.batches_seen = 0
-        self.measured_bpp: float | None = None
+    """The hooks and the state every schedule shares; subclasses define :meth:`value`."""
 
-    # ------------------------------------------------------------------------- value
+    def __init__(self, lambda_start: float = 1.0, start_step: int = 0):
+        self.lambda_start = require_positive("lambda_start", lambda_start)
+        if start_step < 0:
+            raise ConfigError("start_step", f"must be >= 0, got {start_step}")
+        self.start_step = start_step
+        self.batches_seen = 0
+
     def value(self, batch: int | None = None) -> float:
         """λ for the given training batch (default: the next one)."""
+        raise NotImplementedError
+
+    def progress(self, batch: int | None, num_steps: int) -> float:
         batch = self.batches_seen if batch is None else batch
-        if self.schedule == "constant":
-            return self.lambda_start
-        if self.schedule == "target_bpp":
-            above = self.measured_bpp is None or self.measured_bpp > self.target_bpp
-            return self.lambda_above if above else self.lambda_below
-        if self.schedule == "step":
-            passed = sum(batch - self.start_step >= m for m in self.milestones)
-            return self.lambda_start * (self.lambda_end / self.lambda_start) ** (passed / len(self.milestones))
-        p = min(max((batch - self.start_step) / self.num_steps, 0.0), 1.0)
-        if self.schedule == "linear":
-            return self.lambda_start + (self.lambda_end - self.lambda_start) * p
-        if self.schedule == "cosine":
-            return self.lambda_end + (self.lambda_start - self.lambda_end) * (1 + math.cos(math.pi * p)) / 2
-        return self.lambda_start * (self.lambda_end / self.lambda_start) ** p
+        return min(max((batch - self.start_step) / num_steps, 0.0), 1.0)
 
     # ------------------------------------------------------------------------- hooks
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -92,14 +56,6 @@ class RateAnnealing(pl.Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         self.batches_seen += 1
-        if self.schedule == "target_bpp":
-            bpp = trainer.callback_metrics.get("train/bpp")
-            if bpp is None:
-                raise RuntimeError("target_bpp schedule needs the module to log train/bpp every step")
-            # every rank must take the same decision: average the measurement first
-            bpp = float(trainer.strategy.reduce(torch.as_tensor(bpp, device=pl_module.device).float(), reduce_op="mean"))
-            previous = bpp if self.measured_bpp is None else self.measured_bpp
-            self.measured_bpp = self.bpp_ema * previous + (1 - self.bpp_ema) * bpp
         pl_module.rate_lambda = self.value()
 
     def on_validation_start(self, trainer, pl_module) -> None:
@@ -108,8 +64,166 @@ class RateAnnealing(pl.Callback):
 
     # ----------------------------------------------------------------------- state
     def state_dict(self) -> dict:
-        return {"batches_seen": self.batches_seen, "measured_bpp": self.measured_bpp}
+        return {"batches_seen": self.batches_seen}
 
     def load_state_dict(self, state_dict: dict) -> None:
         self.batches_seen = int(state_dict["batches_seen"])
+
+
+class ConstantLambda(RateAnnealing):
+    """λ fixed for the whole run."""
+
+    def value(self, batch: int | None = None) -> float:
+        return self.lambda_start
+
+
+class _Annealed(RateAnnealing):
+    """From λ_start to λ_end over ``num_steps`` batches after ``start_step``, then held."""
+
+    def __init__(self, lambda_start: float, lambda_end: float, num_steps: int, start_step: int = 0):
+        super().__init__(lambda_start, start_step)
+        self.lambda_end = require_positive("lambda_end", lambda_end)
+        self.num_steps = int(require_positive("num_steps", num_steps))
+
+
+class LinearLambda(_Annealed):
+    def value(self, batch: int | None = None) -> float:
+        return self.lambda_start + (self.lambda_end - self.lambda_start) * self.progress(batch, self.num_steps)
+
+
+class CosineLambda(_Annealed):
+    def value(self, batch: int | None = None) -> float:
+        p = self.progress(batch, self.num_steps)
+        return self.lambda_end + (self.lambda_start - self.lambda_end) * (1 + math.cos(math.pi * p)) / 2
+
+
+class ExponentialLambda(_Annealed):
+    def value(self, batch: int | None = None) -> float:
+        return self.lambda_start * (self.lambda_end / self.lambda_start) ** self.progress(batch, self.num_steps)
+
+
+class StepLambda(RateAnnealing):
+    def __init__(self, lambda_start: float, lambda_end: float, milestones: Sequence[int], start_step: int = 0):
+        super().__init__(lambda_start, start_step)
+        self.lambda_end = require_positive("lambda_end", lambda_end)
+        self.milestones = [int(m) for m in milestones]
+        if not self.milestones or self.milestones != sorted(set(self.milestones)):
+            raise ConfigError("milestones", f"needs strictly increasing batch counts, got {list(milestones)}")
+
+    def value(self, batch: int | None = None) -> float:
+        batch = self.batches_seen if batch is None else batch
+        passed = sum(batch - self.start_step >= m for m in self.milestones)
+        return self.lambda_start * (self.lambda_end / self.lambda_start) ** (passed / len(self.milestones))
+
+
+class _MeasuresTrainingRate(RateAnnealing):
+    """Schedules that react to the training rate: an EMA of ``train/bpp`` over batches,
+    averaged over ranks first so every rank takes the same decision."""
+
+    def __init__(self, lambda_start: float, bpp_ema: float, start_step: int = 0):
+        super().__init__(lambda_start, start_step)
+        if not 0 <= bpp_ema < 1:
+            raise ConfigError("bpp_ema", f"must be in [0, 1), got {bpp_ema}")
+        self.bpp_ema = bpp_ema
+        self.measured_bpp: float | None = None
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        bpp = trainer.callback_metrics.get("train/bpp")
+        if bpp is None:
+            raise RuntimeError(f"{type(self).__name__} needs the module to log train/bpp every step")
+        bpp = float(trainer.strategy.reduce(torch.as_tensor(bpp, device=pl_module.device).float(), reduce_op="mean"))
+        previous = bpp if self.measured_bpp is None else self.measured_bpp
+        self.measured_bpp = self.bpp_ema * previous + (1 - self.bpp_ema) * bpp
+        self.observe(self.measured_bpp)
+        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+
+    def observe(self, measured_bpp: float) -> None:
+        """Called after every batch with the smoothed training rate."""
+
+    def state_dict(self) -> dict:
+        return {**super().state_dict(), "measured_bpp": self.measured_bpp}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        super().load_state_dict(state_dict)
         self.measured_bpp = state_dict["measured_bpp"]
+
+
+class TwoLevelTargetRate(_MeasuresTrainingRate):
+    """HiFiC / MS-ILLM: λ_above while the measured training bpp is above ``target_bpp``,
+    λ_below otherwise. Where it lands depends on λ_above/λ_below; :class:`TargetRate` lands."""
+
+    def __init__(self, target_bpp: float, lambda_above: float, lambda_below: float, bpp_ema: float = 0.9,
+                 start_step: int = 0):
+        super().__init__(require_positive("lambda_above", lambda_above), bpp_ema, start_step)
+        self.target_bpp = require_positive("target_bpp", target_bpp)
+        self.lambda_below = require_positive("lambda_below", lambda_below)
+
+    def value(self, batch: int | None = None) -> float:
+        above = self.measured_bpp is None or self.measured_bpp > self.target_bpp
+        return self.lambda_start if above else self.lambda_below
+
+
+def read_target_bpp(target: float | str) -> float:
+    """A bpp, or a run directory (or its final_metrics.json) whose final ``val/bpp_real`` is the
+    target — how the "joint training at matched bpp" ablation matches another run."""
+    if isinstance(target, (int, float)):
+        return require_positive("target_bpp", float(target))
+    path = Path(target)
+    path = path / "final_metrics.json" if path.is_dir() or not path.suffix else path
+    if not path.is_file():
+        raise ConfigError("target_bpp", f"{target} is neither a bpp nor a finished run: {path} does not exist "
+                                        f"(run the run to match first)")
+    metrics = json.loads(path.read_text())
+    if "val/bpp_real" not in metrics:
+        raise ConfigError("target_bpp", f"{path} has no val/bpp_real to match")
+    return require_positive("target_bpp", float(metrics["val/bpp_real"]))
+
+
+class TargetRate(_MeasuresTrainingRate):
+    """A λ controller that makes a run end at ``target_bpp`` of the **real files** of its
+    validation set, without λ tuning by hand.
+
+    Inner loop, every batch: log λ moves by ``gain``·log(measured / goal), where measured is the
+    EMA of the training rate estimate and goal = target_bpp / c; λ is kept in [λ_min, λ_max].
+    Outer loop, every validation: c = val/bpp_real ÷ measured — how much the real files of the
+    validation images (whole images, header and coder overhead included) exceed the training
+    crops' estimate. So the inner loop steers the quantity it sees every batch to the value that
+    puts the validation files on target. λ_start is the initial λ."""
+
+    def __init__(self, target_bpp: float | str, lambda_start: float = 1.0, gain: float = 0.02,
+                 lambda_min: float = 1e-4, lambda_max: float = 1e4, bpp_ema: float = 0.9, start_step: int = 0):
+        super().__init__(lambda_start, bpp_ema, start_step)
+        self.target_bpp = read_target_bpp(target_bpp)
+        self.gain = require_positive("gain", gain)
+        self.lambda_min, self.lambda_max = require_positive("lambda_min", lambda_min), lambda_max
+        if not lambda_max > lambda_min:
+            raise ConfigError("lambda_max", f"must be > lambda_min ({lambda_min}), got {lambda_max}")
+        self.log_lambda = math.log(lambda_start)
+        self.real_over_estimate = 1.0
+
+    @property
+    def training_goal(self) -> float:
+        """The training-crop rate estimate that corresponds to the target on the real files."""
+        return self.target_bpp / self.real_over_estimate
+
+    def value(self, batch: int | None = None) -> float:
+        return math.exp(self.log_lambda)
+
+    def observe(self, measured_bpp: float) -> None:
+        if self.batches_seen < self.start_step:
+            return
+        step = self.gain * math.log(max(measured_bpp, 1e-9) / self.training_goal)
+        self.log_lambda = min(max(self.log_lambda + step, math.log(self.lambda_min)), math.log(self.lambda_max))
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        real = trainer.callback_metrics.get("val/bpp_real")
+        if trainer.sanity_checking or real is None or self.measured_bpp is None:
+            return
+        self.real_over_estimate = float(real) / self.measured_bpp
+
+    def state_dict(self) -> dict:
+        return {**super().state_dict(), "log_lambda": self.log_lambda, "real_over_estimate": self.real_over_estimate}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        super().load_state_dict(state_dict)
+        self.log_lambda, self.real_over_estimate = state_dict["log_lambda"], state_dict["real_over_estimate"]

@@ -47,7 +47,6 @@ def test_demo_experiment_builds_its_model(tmp_path):
     [
         ("callbacks.rate_annealing.lambda_start=0", "callbacks.rate_annealing.lambda_start"),
         ("callbacks.rate_annealing.lambda_start=-1", "callbacks.rate_annealing.lambda_start"),
-        ("callbacks.rate_annealing.schedule=sawtooth", "callbacks.rate_annealing.schedule"),
         ("data.crop_size=100", "data.crop_size"),
         ("+data.train_dirs=[/nonexistent/dataset]", "data.train_dirs"),
         ("model.distortion.lpips_weight=-1", "model.distortion.lpips_weight"),

@@ -13,50 +13,66 @@ from train import train
 from utils.config import ConfigError
 
 
+from callbacks.rate_annealing import (ConstantLambda, CosineLambda, ExponentialLambda, LinearLambda, StepLambda,
+                                      TargetRate, TwoLevelTargetRate)
+
+
 @pytest.mark.parametrize(
-    "kwargs, expected",
+    "schedule, expected",
     [
-        (dict(schedule="constant", lambda_start=2.0), {0: 2.0, 50: 2.0}),
-        (dict(schedule="linear", lambda_start=1.0, lambda_end=3.0, num_steps=10), {0: 1.0, 5: 2.0, 10: 3.0, 99: 3.0}),
-        (dict(schedule="cosine", lambda_start=1.0, lambda_end=3.0, num_steps=10), {0: 1.0, 5: 2.0, 10: 3.0}),
-        (dict(schedule="exponential", lambda_start=1.0, lambda_end=16.0, num_steps=8), {0: 1.0, 2: 2.0, 4: 4.0, 8: 16.0}),
-        (dict(schedule="step", lambda_start=1.0, lambda_end=16.0, milestones=[10, 20]), {9: 1.0, 10: 4.0, 20: 16.0}),
-        (dict(schedule="linear", lambda_start=1.0, lambda_end=3.0, num_steps=10, start_step=5), {5: 1.0, 10: 2.0}),
+        (ConstantLambda(lambda_start=2.0), {0: 2.0, 50: 2.0}),
+        (LinearLambda(lambda_start=1.0, lambda_end=3.0, num_steps=10), {0: 1.0, 5: 2.0, 10: 3.0, 99: 3.0}),
+        (CosineLambda(lambda_start=1.0, lambda_end=3.0, num_steps=10), {0: 1.0, 5: 2.0, 10: 3.0}),
+        (ExponentialLambda(lambda_start=1.0, lambda_end=16.0, num_steps=8), {0: 1.0, 2: 2.0, 4: 4.0, 8: 16.0}),
+        (StepLambda(lambda_start=1.0, lambda_end=16.0, milestones=[10, 20]), {9: 1.0, 10: 4.0, 20: 16.0}),
+        (LinearLambda(lambda_start=1.0, lambda_end=3.0, num_steps=10, start_step=5), {5: 1.0, 10: 2.0}),
     ],
+    ids=lambda v: type(v).__name__ if not isinstance(v, dict) else "",
 )
-def test_schedule_values(kwargs, expected):
-    annealing = RateAnnealing(**kwargs)
+def test_schedule_values(schedule, expected):
     for batch, value in expected.items():
-        assert annealing.value(batch) == pytest.approx(value), batch
+        assert schedule.value(batch) == pytest.approx(value), batch
 
 
-def test_target_bpp_switches_on_the_measured_rate():
-    annealing = RateAnnealing(schedule="target_bpp", target_bpp=0.1, lambda_above=4.0, lambda_below=0.5, bpp_ema=0.0)
-    assert annealing.value() == 4.0  # nothing measured yet: push the rate down
-    annealing.measured_bpp = 0.05
-    assert annealing.value() == 0.5
-    annealing.measured_bpp = 0.2
-    assert annealing.value() == 4.0
+def test_two_level_target_switches_on_the_measured_rate():
+    schedule = TwoLevelTargetRate(target_bpp=0.1, lambda_above=4.0, lambda_below=0.5, bpp_ema=0.0)
+    assert schedule.value() == 4.0  # nothing measured yet: push the rate down
+    schedule.measured_bpp = 0.05
+    assert schedule.value() == 0.5
+    schedule.measured_bpp = 0.2
+    assert schedule.value() == 4.0
+
+
+def test_target_rate_controller_raises_lambda_above_the_goal_and_corrects_for_real_files():
+    controller = TargetRate(target_bpp=0.1, lambda_start=1.0, gain=0.1)
+    controller.observe(0.2)  # above the goal: λ up
+    assert controller.value() > 1.0
+    raised = controller.value()
+    controller.observe(0.05)  # below: λ down
+    assert controller.value() < raised
+    controller.real_over_estimate = 1.25  # the real files run 25 % above the training estimate
+    assert controller.training_goal == pytest.approx(0.08)
 
 
 @pytest.mark.parametrize(
-    "kwargs, key",
+    "build, key",
     [
-        (dict(schedule="linear", lambda_end=2.0, num_steps=0), "num_steps"),
-        (dict(schedule="exponential", num_steps=10), "lambda_end"),
-        (dict(schedule="step", lambda_end=2.0, milestones=[5, 3]), "milestones"),
-        (dict(schedule="target_bpp", lambda_above=1.0, lambda_below=0.1), "target_bpp"),
-        (dict(schedule="sawtooth"), "schedule"),
+        (lambda: LinearLambda(lambda_start=1.0, lambda_end=2.0, num_steps=0), "num_steps"),
+        (lambda: ExponentialLambda(lambda_start=1.0, lambda_end=0.0, num_steps=10), "lambda_end"),
+        (lambda: StepLambda(lambda_start=1.0, lambda_end=2.0, milestones=[5, 3]), "milestones"),
+        (lambda: TwoLevelTargetRate(target_bpp=0, lambda_above=1.0, lambda_below=0.1), "target_bpp"),
+        (lambda: TargetRate(target_bpp="/nonexistent/run"), "target_bpp"),
+        (lambda: ConstantLambda(lambda_start=-1.0), "lambda_start"),
     ],
 )
-def test_invalid_schedules_name_the_key(kwargs, key):
+def test_invalid_schedules_name_the_key(build, key):
     with pytest.raises(ConfigError) as error:
-        RateAnnealing(**kwargs)
+        build()
     assert error.value.key == key
 
 
 LINEAR = [
-    "callbacks.rate_annealing.schedule=linear",
+    "callbacks/rate_annealing=linear",
     "callbacks.rate_annealing.lambda_start=1.0",
     "callbacks.rate_annealing.lambda_end=2.0",
     "callbacks.rate_annealing.num_steps=10",

@@ -38,7 +38,7 @@ def test_stages_chain_from_checkpoints(tmp_path):
 
     s2_ckpt = tmp_path / "s2" / "checkpoints" / "last.ckpt"
     metrics3, t3 = train(compose_config(["model=sodec_stage3", *TINY_SODEC, f"model.init_from={s2_ckpt}",
-                                          "callbacks/rate_annealing=anneal", "callbacks.rate_annealing.num_steps=4"],
+                                          "callbacks/rate_annealing=exponential", "callbacks.rate_annealing.num_steps=4"],
                                          tmp_path / "s3"))
     assert metrics3["train/lambda"] > 0.5 and "train/align_mse" in metrics3
 
