@@ -18,7 +18,8 @@ from pytorch_lightning.loggers import WandbLogger
 
 from utils.config import instantiate_collection, instantiate_node
 from utils.loggers import describe_wandb_run, finish_wandb
-from utils.run import isolate_multirun_job, resume_checkpoint
+from utils.pipeline import run_pipeline
+from utils.run import isolate_multirun_job, job_overrides, resume_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +62,10 @@ def metric_for_sweep(cfg: DictConfig, metrics: dict[str, float]) -> float | None
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
+    if cfg.get("pipeline"):  # a chain of stages, each its own `python train.py` run
+        stages = OmegaConf.to_container(cfg.pipeline.stages, resolve=True)
+        metrics = run_pipeline(Path(__file__).resolve(), stages, job_overrides(), cfg.paths.output_dir)
+        return metric_for_sweep(cfg, metrics)
     metrics, trainer = train(cfg)
     if trainer.is_global_zero:
         log.info("final metrics: %s", {k: round(v, 5) for k, v in sorted(metrics.items())})

@@ -7,14 +7,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig
 
 import train
+from utils.run import CONF_DIR as _CONF_DIR, compose_run_config
 
-CONF_DIR = str(Path(train.__file__).resolve().parent / "conf")
+CONF_DIR = str(_CONF_DIR)
 KODAK_DIR = Path(os.environ.get("KODAK_DIR", Path(train.__file__).resolve().parent.parent / "shared" / "data" / "kodak"))
 
 #: a run small enough for a test: 64² crops, a few steps, on the CPU, no LPIPS weights, no logger.
@@ -41,17 +39,7 @@ def _offline_environment(tmp_path_factory):
 
 def compose_config(overrides: list[str], output_dir: Path, config_name: str = "train") -> DictConfig:
     """Compose like ``python train.py <overrides>`` would, with this test's output dir."""
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        cfg = compose(config_name=config_name, overrides=overrides, return_hydra_config=True)
-    HydraConfig.instance().set_config(cfg)
-    with open_dict(cfg):
-        cfg.paths.output_dir = str(output_dir)
-        cfg.paths.log_dir = str(output_dir / "logs")
-        cfg.paths.cache_dir = str(output_dir.parent / "cache")
-        cfg.paths.root_dir = str(output_dir)
-        del cfg.hydra
-    return cfg
+    return compose_run_config(overrides, output_dir, config_name)
 
 
 @pytest.fixture

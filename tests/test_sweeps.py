@@ -117,3 +117,37 @@ def test_a_relaunched_job_resumes_its_checkpoint_and_wandb_run(tmp_path):
     assert second.global_step == 4, "continued from the job's last.ckpt (ckpt_path=auto)"
     run_ids = {p.name.rsplit("-", 1)[-1] for p in (out / "wandb").glob("offline-run-*")}
     assert len(run_ids) == 1 and (first_id is None or first_id in run_ids)
+
+
+@pytest.mark.slow
+def test_pipeline_chains_the_stages_of_a_rate_point_and_resumes_after_the_finished_ones(tmp_path):
+    """`pipeline=sodec_rd_point`: stage 1 at λ_3/2 → stage 2 from stage 1 → stage 3 annealed to
+    λ_3 from stage 2, each in its own directory; a relaunch skips the finished stages."""
+    tiny_sodec = [o for o in TINY_SODEC if not o.startswith(("trainer", "data.", "debug", "logger"))]
+    stages = {
+        "stage1": ["model/vae_codec=hific_tiny", "model.distortion.lpips_weight=0",
+                   "callbacks.rate_annealing.lambda_start=${pipeline.stage1_lambda}"],
+        "stage2": ["model=sodec_stage2", *tiny_sodec],
+        "stage3": ["model=sodec_stage3", *tiny_sodec, "callbacks/rate_annealing=exponential",
+                   "callbacks.rate_annealing.num_steps=4",
+                   "callbacks.rate_annealing.lambda_start=${pipeline.stage1_lambda}",
+                   "callbacks.rate_annealing.lambda_end=${pipeline.rate_point}"],
+    }
+    stages_override = "pipeline.stages={" + ",".join(
+        f"{name}:[" + ",".join(f"'{o}'" for o in overrides) + "]" for name, overrides in stages.items()) + "}"
+    run_dir = tmp_path / "chain"
+    common = ["pipeline=sodec_rd_point", "pipeline.rate_point=4", stages_override, "trainer=cpu", "data.crop_size=64",
+              "data.batch_size=2", "data.num_workers=0", "debug=fast", "logger=none", "model.val_metrics=[psnr]",
+              f"hydra.run.dir={run_dir}", f"paths.cache_dir={tmp_path / 'cache'}"]
+    first = _run(common, tmp_path)
+    assert first.stdout.count("[pipeline] stage") == 3
+    config = {s: yaml.safe_load((run_dir / s / ".hydra" / "config.yaml").read_text()) for s in stages}
+    assert config["stage1"]["callbacks"]["rate_annealing"]["lambda_start"] == 2.0
+    assert (config["stage3"]["callbacks"]["rate_annealing"]["lambda_start"],
+            config["stage3"]["callbacks"]["rate_annealing"]["lambda_end"]) == (2.0, 4.0)
+    for stage, previous in [("stage2", "stage1"), ("stage3", "stage2")]:
+        assert config[stage]["model"]["init_from"] == str(run_dir / previous / "checkpoints" / "last.ckpt")
+    assert (run_dir / "stage3" / "codec" / "codec.json").is_file()
+
+    again = _run(common, tmp_path)
+    assert again.stdout.count("finished earlier") == 3

@@ -6,7 +6,10 @@ import re
 from typing import Any
 
 import hydra
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
+
+# `${mul:${a},0.5}` in configs (e.g. SODEC's stage-1 λ = half the stage-3 λ of a rate point)
+OmegaConf.register_new_resolver("mul", lambda a, b: float(a) * float(b), replace=True)
 
 
 class ConfigError(ValueError):

@@ -16,6 +16,30 @@ from omegaconf import OmegaConf, read_write
 _LOCATING = ("hydra.", "paths.", "ckpt_path", "logger", "trainer.devices", "trainer.num_nodes")
 
 
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+
+
+def compose_run_config(overrides: list[str], output_dir: str | Path, config_name: str = "train"):
+    """Compose a config as ``python train.py <overrides>`` would, for a run in ``output_dir``
+    (benchmarks and tests call ``train()`` on it without Hydra's command line)."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from omegaconf import open_dict
+
+    output_dir = Path(output_dir)
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(config_name=config_name, overrides=overrides, return_hydra_config=True)
+    HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(output_dir)
+        cfg.paths.log_dir = str(output_dir / "logs")
+        cfg.paths.cache_dir = str(output_dir.parent / "cache")
+        cfg.paths.root_dir = str(output_dir)
+        del cfg.hydra
+    return cfg
+
+
 def hydra_config():
     return HydraConfig.get() if HydraConfig.initialized() else None
 

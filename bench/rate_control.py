@@ -1,0 +1,67 @@
+"""Where the λ controller lands: stage-1 runs asked for a bpp, measured on the real files.
+
+    python bench/rate_control.py [--targets 0.25 0.5] [--steps 1200] [--kodak DIR]
+
+Trains the demo's stage-1 codec (experiment=demo) on Kodak images 1–18 with
+``callbacks/rate_annealing=target_bpp`` for each target, validating on Kodak 19–24 (whole
+images, real files: header and coder overhead included), and prints the final val/bpp_real
+against the target. No λ is set by hand: every run starts from the same λ.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+from pathlib import Path
+
+from train import train
+from utils.run import compose_run_config
+
+KODAK = Path(os.environ.get("KODAK_DIR", Path(__file__).resolve().parents[2] / "shared" / "data" / "kodak"))
+
+
+def split_kodak(kodak: Path, root: Path) -> tuple[Path, Path]:
+    """Kodak 1–18 for training, 19–24 for validation, as symlinked folders."""
+    train_dir, val_dir = root / "train", root / "val"
+    for folder in (train_dir, val_dir):
+        folder.mkdir(parents=True, exist_ok=True)
+    for i in range(1, 25):
+        source = kodak / f"kodim{i:02d}.png"
+        (train_dir if i <= 18 else val_dir).joinpath(source.name).symlink_to(source)
+    return train_dir, val_dir
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--targets", type=float, nargs="+", default=[0.25, 0.5])
+    parser.add_argument("--steps", type=int, default=1200)
+    parser.add_argument("--val-every", type=int, default=200)
+    parser.add_argument("--kodak", type=Path, default=KODAK)
+    parser.add_argument("--lambda-start", type=float, default=1.0, help="initial λ of every run")
+    args = parser.parse_args()
+    os.environ.setdefault("WANDB_MODE", "offline")
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        train_dir, val_dir = split_kodak(args.kodak, Path(tmp) / "kodak")
+        for target in args.targets:
+            cfg = compose_run_config([
+                "experiment=demo", "data=folder", f"data.train_dirs=[{train_dir}]", f"data.val_dirs=[{val_dir}]",
+                "data.num_workers=2", "data.pin_memory=false", "logger=none",
+                "callbacks/rate_annealing=target_bpp", f"callbacks.rate_annealing.target_bpp={target}",
+                f"callbacks.rate_annealing.lambda_start={args.lambda_start}",
+                f"trainer.max_steps={args.steps}", f"trainer.val_check_interval={args.val_every}",
+                "+trainer.enable_progress_bar=false",
+            ], Path(tmp) / f"target_{target}")
+            metrics, _ = train(cfg)
+            real = metrics["val/bpp_real"]
+            results.append((target, real, metrics["train/lambda"]))
+            print(f"target {target:.3f} bpp → val/bpp_real {real:.4f} ({100 * (real / target - 1):+.1f} %), "
+                  f"final λ {metrics['train/lambda']:.4g}", flush=True)
+    print("\n| target bpp | val/bpp_real (Kodak 19–24, real files) | error | final λ |\n|---|---|---|---|")
+    for target, real, lam in results:
+        print(f"| {target:.3f} | {real:.4f} | {100 * (real / target - 1):+.1f} % | {lam:.4g} |")
+
+
+if __name__ == "__main__":
+    main()
