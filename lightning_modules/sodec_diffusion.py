@@ -17,7 +17,7 @@ from lightning_modules.losses import DistortionLoss, rate_bpp
 from models.backbone import DiffusionBackbone
 from models.hific import HiFiCCompressor
 from models.sodec import SODEC
-from utils.config import require_choice, require_non_negative
+from utils.config import config_section, require_choice, require_non_negative
 
 #: SODEC's alignment-loss ablation: none | mse (ours, α·MSE(x, x̂_f)) | mse_lpips (α·(MSE + LPIPS))
 #: | merged (d(x, x̂_f) with the main loss's k_M, k_P, no separate α)
@@ -38,7 +38,9 @@ class SODECDiffusionModule(CompressionLightningModule):
         alignment_weight: float = 30.0,
         **kwargs,
     ):
-        super().__init__(codec=SODEC(vae_codec, backbone, guidance, **sodec), **kwargs)
+        with config_section("sodec"):
+            codec = SODEC(vae_codec, backbone, guidance, **sodec)
+        super().__init__(codec=codec, **kwargs)
         self.distortion = distortion
         self.train_vae_module, self.rate_term = train_vae_module, rate_term
         self.rate_in_loss = rate_term

@@ -29,7 +29,7 @@ from torch import Tensor, nn
 
 from models.backbone import DiffusionBackbone
 from models.entropy import HyperpriorCodec, MeanScaleHyperprior
-from utils.config import require_choice
+from utils.config import require_choice, require_int
 
 STARTS = ("noise", "noised_condition", "noised_clean")
 
@@ -48,6 +48,7 @@ class OSDiff(HyperpriorCodec):
     ):
         super().__init__()
         self.start = require_choice("start", start, STARTS)
+        require_int("timestep", timestep, minimum=0, below=backbone.num_train_timesteps)
         self.backbone, self.timestep, self.noise_seed = backbone, timestep, noise_seed
         sd_channels = backbone.unet.config.in_channels
         self.analysis = nn.Sequential(  # G_a: y_0 (H/8) → y (H/16)
