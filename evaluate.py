@@ -22,22 +22,26 @@ from metrics import baselines
 from metrics.evaluation import Evaluator, bd_rate_table, compressai_json, write_atomically
 from metrics.latency import decode_breakdown
 from metrics.plots import plot_metric, published_points, sample_grid
+from lightning_modules import MODEL_CONFIG_TARGETS
 from utils.config import instantiate_node
+from utils.untrusted import build, load_checkpoint
 
 log = logging.getLogger(__name__)
 
 
 def load_codec(path: str):
     """A codec package directory, or a Lightning checkpoint of a run of train.py (its Hydra
-    config is read from the run's .hydra/config.yaml and the codec exported on the fly)."""
+    config is read from the run's .hydra/config.yaml and the codec exported on the fly). Both
+    files are data: the config builds only this project's classes, the checkpoint only tensors."""
     path = Path(path)
     if path.suffix != ".ckpt":
         return load_package(path)
     run_config = path.parent.parent / ".hydra" / "config.yaml"
     if not run_config.is_file():
         raise FileNotFoundError(f"{path}: no run config at {run_config}; export a codec package instead")
-    module = hydra.utils.instantiate(OmegaConf.load(run_config).model)
-    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    model_config = OmegaConf.to_container(OmegaConf.load(run_config).model, resolve=True)
+    checkpoint = load_checkpoint(path)
+    module = build(model_config, MODEL_CONFIG_TARGETS, str(run_config), partial=True)
     module.on_load_checkpoint(checkpoint)
     module.load_state_dict(checkpoint["state_dict"])
     return load_package(export_package(module.codec.eval(), tempfile.mkdtemp(prefix="codec-")))

@@ -16,7 +16,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.loggers import WandbLogger
 
-from utils.config import instantiate_collection, instantiate_node
+from utils.config import check_train_config, instantiate_collection, instantiate_node
 from utils.loggers import describe_wandb_run, finish_wandb
 from utils.pipeline import run_pipeline
 from utils.run import isolate_multirun_job, job_overrides, resume_checkpoint
@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 
 def train(cfg: DictConfig) -> tuple[dict[str, float], pl.Trainer]:
     """Fit the configured module; return (final callback metrics, trainer)."""
+    check_train_config(cfg)
     isolate_multirun_job(Path(__file__).resolve())
     pl.seed_everything(cfg.seed, workers=True)
     datamodule = instantiate_node(cfg.data, "data")
@@ -39,7 +40,8 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], pl.Trainer]:
             logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
             if isinstance(logger, WandbLogger) and trainer.is_global_zero:
                 describe_wandb_run(logger, cfg.paths.output_dir)
-        trainer.fit(module, datamodule=datamodule, ckpt_path=resume_checkpoint(cfg.get("ckpt_path"), cfg.paths.output_dir))
+        trainer.fit(module, datamodule=datamodule, ckpt_path=resume_checkpoint(cfg.get("ckpt_path"), cfg.paths.output_dir),
+                    weights_only=True)  # a checkpoint is data: tensors and plain containers only
         exit_code = 0
     finally:
         finish_wandb(exit_code)

@@ -19,6 +19,7 @@ from codec.bitstream import BitstreamError, unpack
 from codec.image_codec import bits_per_pixel, compress_image, decompress_bytes
 from codec.package import load_package
 from datamodules.images import UnreadableImage, open_rgb, to_tensor
+from utils.untrusted import UntrustedFileError
 
 
 def _device(name: str) -> torch.device:
@@ -41,9 +42,21 @@ def _parser(description: str, output_help: str) -> argparse.ArgumentParser:
     return parser
 
 
+def _load_package(program: str, args: argparse.Namespace):
+    """(codec, fingerprint), or None after saying why the package is refused."""
+    try:
+        return load_package(args.codec, _device(args.device))
+    except UntrustedFileError as exc:
+        print(f"{program}: {exc}", file=sys.stderr)
+        return None
+
+
 def compress_main(argv: list[str] | None = None) -> int:
     args = _parser("Compress an image to a file.", "compressed file to write").parse_args(argv)
-    codec, fingerprint = load_package(args.codec, _device(args.device))
+    package = _load_package("compress", args)
+    if package is None:
+        return 2
+    codec, fingerprint = package
     try:
         image = to_tensor(open_rgb(args.input).image)
     except UnreadableImage as exc:
@@ -61,7 +74,10 @@ def compress_main(argv: list[str] | None = None) -> int:
 
 def decompress_main(argv: list[str] | None = None) -> int:
     args = _parser("Decompress a file to a PNG.", "PNG to write").parse_args(argv)
-    codec, fingerprint = load_package(args.codec, _device(args.device))
+    package = _load_package("decompress", args)
+    if package is None:
+        return 2
+    codec, fingerprint = package
     data = args.input.read_bytes()
     start = time.perf_counter()
     try:

@@ -3,7 +3,8 @@
 A package is what ``compress``, ``decompress`` and evaluation load. ``codec.json`` holds the
 instantiation config of the codec (``_target_`` + its constructor arguments; a pretrained
 backbone is named by id/path with its LoRA rank and targets, never stored) and the package's
-fingerprint, which every file it writes repeats in its header.
+fingerprint, which every file it writes repeats in its header. The fingerprint tells packages
+apart; it is no signature, so ``codec.json`` may only name the classes of :data:`CODEC_CLASSES`.
 """
 
 from __future__ import annotations
@@ -13,17 +14,29 @@ import json
 import os
 from pathlib import Path
 
-import hydra
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
 from codec.bitstream import FINGERPRINT_BYTES
 from utils.modules import load_portable_state_dict, module_config, portable_state_dict
+from utils.untrusted import build
 
 CONFIG_FILE = "codec.json"
 WEIGHTS_FILE = "weights.safetensors"
 PACKAGE_FORMAT = 1
+#: What a package's config may build: the codecs and the modules their constructors take.
+CODEC_CLASSES = frozenset({
+    "models.hific.HiFiCCompressor",
+    "models.sodec.SODEC",
+    "models.osdiff.OSDiff",
+    "models.backbone.DiffusionBackbone",
+    "models.guidance.NullGuidance",
+    "models.guidance.TextGuidance",
+    "models.guidance.HyperpriorGuidance",
+    "models.guidance.FidelityGuidance",
+    "models.guidance.VisionEncoder",
+})
 
 
 def _fingerprint(config: dict, weights: bytes) -> bytes:
@@ -71,6 +84,6 @@ def load_package(directory: str | os.PathLike, device: str | torch.device = "cpu
     fingerprint = _fingerprint(manifest["codec"], weights_path.read_bytes())
     if fingerprint.hex() != manifest["fingerprint"]:
         raise ValueError(f"{directory}: weights do not match the fingerprint in {CONFIG_FILE} (modified package?)")
-    codec = hydra.utils.instantiate(manifest["codec"], _convert_="all")
+    codec = build(manifest["codec"], CODEC_CLASSES, str(config_path))
     load_portable_state_dict(codec, load_file(str(weights_path)), str(weights_path))
     return codec.to(device).eval(), fingerprint

@@ -10,7 +10,7 @@ import pytorch_lightning as pl
 from torch.utils.data import DataLoader
 
 from datamodules.images import CenterCrop, EpochShuffle, ImageFolder, RandomCrop
-from utils.config import ConfigError, require_positive
+from utils.config import ConfigError, require_int, require_positive
 
 #: the codecs pad to multiples of 64 (z is at H/64); training crops must already be.
 CROP_MULTIPLE = 64
@@ -54,6 +54,7 @@ class ImageFolderDataModule(pl.LightningDataModule):
         if val_crop_size is None and val_batch_size != 1:
             raise ConfigError("val_batch_size", "full-size validation images differ in size: use 1 or set val_crop_size")
         require_positive("batch_size", batch_size)
+        require_int("num_workers", num_workers, minimum=0)
         self.train_dirs = _folders("train_dirs", train_dirs)
         self.val_dirs = _folders("val_dirs", val_dirs)
         self.test_dirs = _folders("test_dirs", test_dirs)

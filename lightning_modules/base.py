@@ -20,8 +20,9 @@ from torchmetrics.image import MultiScaleStructuralSimilarityIndexMeasure, PeakS
 
 from codec.bitstream import CompressedImage, pack
 from metrics.perceptual import LPIPS
-from utils.config import ConfigError
+from utils.config import ConfigError, require_supported_precision
 from utils.modules import external_keys, resize_buffers_like
+from utils.untrusted import load_checkpoint
 
 VAL_METRICS = ("psnr", "ms_ssim", "lpips")
 log = logging.getLogger(__name__)
@@ -101,7 +102,7 @@ class CompressionLightningModule(pl.LightningModule):
         """Initialise from an earlier stage's checkpoint: keys renamed by ``prefix_map`` (e.g.
         stage 1's ``codec.`` → ``codec.vae_codec.``), only keys this module has; a key the
         checkpoint has but this module lacks is an error, keys this stage adds are reported."""
-        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+        checkpoint = load_checkpoint(path)
         state = {}
         for key, value in checkpoint.get("state_dict", checkpoint).items():
             old = next((p for p in prefix_map if key.startswith(p)), None)
@@ -126,10 +127,7 @@ class CompressionLightningModule(pl.LightningModule):
 
     def on_fit_start(self) -> None:
         self._run_seed = torch.initial_seed()
-        if str(self.trainer.precision).startswith("16"):
-            raise ConfigError(
-                "trainer.precision", "fp16 needs a loss scaler the multi-optimizer step does not use: use bf16-mixed or 32-true"
-            )
+        require_supported_precision("trainer.precision", self.trainer.precision)
 
     def configure_optimizers(self):
         optimizers = [self.optimizer_factory(list(self.trainable_parameters()))]

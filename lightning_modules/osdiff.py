@@ -13,7 +13,7 @@ from lightning_modules.base import CompressionLightningModule
 from lightning_modules.losses import rate_bpp
 from models.backbone import DiffusionBackbone
 from models.osdiff import OSDiff
-from utils.config import require_non_negative
+from utils.config import config_section, require_non_negative
 
 
 class OSDiffModule(AdversarialMixin, CompressionLightningModule):
@@ -31,7 +31,9 @@ class OSDiffModule(AdversarialMixin, CompressionLightningModule):
         discriminator_clip_val: float | None = None,
         **kwargs,
     ):
-        super().__init__(codec=OSDiff(backbone, **osdiff), **kwargs)
+        with config_section("osdiff"):
+            codec = OSDiff(backbone, **osdiff)
+        super().__init__(codec=codec, **kwargs)
         self.diffusion_weight = require_non_negative("diffusion_weight", diffusion_weight)
         self.feature_weight = require_non_negative("feature_weight", feature_weight)
         self.init_adversarial(discriminator, discriminator_optimizer, adversarial_weight, adversarial_start,

@@ -28,7 +28,7 @@ from lightning_modules.losses import Alignment, DistortionLoss, NoAlignment, rat
 from models.backbone import DiffusionBackbone
 from models.hific import HiFiCCompressor
 from models.sodec import SODEC
-from utils.config import ConfigError
+from utils.config import ConfigError, config_section
 
 
 class SODECDiffusionModule(CompressionLightningModule):
@@ -45,7 +45,9 @@ class SODECDiffusionModule(CompressionLightningModule):
         rate_term: bool,
         **kwargs,
     ):
-        super().__init__(codec=SODEC(vae_codec, backbone, guidance, **sodec), **kwargs)
+        with config_section("sodec"):
+            codec = SODEC(vae_codec, backbone, guidance, **sodec)
+        super().__init__(codec=codec, **kwargs)
         self.distortion, self.alignment = distortion, alignment
         self.train_vae_module, self.train_fidelity_decoder = train_vae_module, train_fidelity_decoder
         self.rate_in_loss = rate_term

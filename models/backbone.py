@@ -15,7 +15,7 @@ from peft import LoraConfig
 from torch import Tensor
 
 from metrics.perceptual import MissingWeightsError
-from utils.config import ConfigError, require_choice
+from utils.config import ConfigError, require_choice, require_int
 from utils.modules import ExternalWeights, plain
 
 PREDICTION_TYPES = ("epsilon", "v_prediction")
@@ -78,8 +78,8 @@ class DiffusionBackbone(ExternalWeights):
         configs = (unet_config, vae_config, scheduler_config)
         if pretrained is None and any(c is None for c in configs):
             raise ConfigError("pretrained", "give a model id/path, or unet_config, vae_config and scheduler_config")
-        if lora_rank is not None and lora_rank <= 0:
-            raise ConfigError("lora_rank", f"must be > 0 (or null for no LoRA), got {lora_rank}")
+        if lora_rank is not None:  # null: no LoRA
+            require_int("lora_rank", lora_rank, minimum=1)
         self.hparams: dict[str, Any] = dict(
             pretrained=pretrained, revision=revision,
             unet_config=unet_config, vae_config=vae_config,

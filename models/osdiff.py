@@ -33,7 +33,7 @@ from torch import Tensor, nn
 
 from models.backbone import DiffusionBackbone
 from models.entropy import HyperpriorCodec, MeanScaleHyperprior
-from utils.config import require_choice
+from utils.config import require_choice, require_int
 
 STARTS = ("noise", "noised_condition", "noised_clean")
 
@@ -53,6 +53,7 @@ class OSDiff(HyperpriorCodec):
     ):
         super().__init__()
         self.start = require_choice("start", start, STARTS)
+        require_int("timestep", timestep, minimum=0, below=backbone.num_train_timesteps)
         self.backbone, self.timestep, self.noise_seed = backbone, timestep, noise_seed
         # a config gives a partial (the width comes from the backbone); a package gives a module
         self.context = context if isinstance(context, nn.Module) else context(context_dim=backbone.cross_attention_dim)

@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from models.backbone import DiffusionBackbone
 from models.entropy import hyper_synthesis
 from models.hific import HiFiCCompressor, ResidualBlock
+from utils.config import require_int
 
 
 class TransformModule(nn.Module):
@@ -63,8 +64,7 @@ class SODEC(nn.Module):
         noise_seed: int = 0,
     ):
         super().__init__()
-        if not 0 <= timestep < backbone.num_train_timesteps:
-            raise ValueError(f"timestep must be in [0, {backbone.num_train_timesteps}), got {timestep}")
+        require_int("timestep", timestep, minimum=0, below=backbone.num_train_timesteps)
         self.vae_codec, self.backbone = vae_codec, backbone
         hyper_channels, latent_channels = vae_codec.hparams["hyper_channels"], vae_codec.hparams["latent_channels"]
         # a config gives a partial (the widths come from the backbone); a package gives a module

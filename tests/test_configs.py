@@ -6,9 +6,10 @@ from pathlib import Path
 
 import hydra
 import pytest
+import pytorch_lightning as pl
 from omegaconf import OmegaConf, open_dict
 
-from tests.conftest import CONF_DIR, TINY_STAGE1, compose_config
+from tests.conftest import CONF_DIR, TINY_OSDIFF, TINY_SODEC, TINY_STAGE1, compose_config
 from train import train
 from utils.config import ConfigError
 
@@ -73,3 +74,31 @@ def test_missing_dataset_dir_is_reported_before_training(tmp_path):
         cfg.paths.data_dir = str(tmp_path / "no-data-here")
     with pytest.raises(ConfigError, match=r"data\.train_dirs: dataset directory .*no-data-here/LSDIR/train"):
         train(cfg)
+
+
+STAGE2 = ["model=sodec_stage2", *TINY_SODEC]
+INVALID = [
+    (TINY_STAGE1, "trainer.val_check_interval=0", "trainer.val_check_interval"),  # was ZeroDivisionError in fit
+    (TINY_STAGE1, "trainer.val_check_interval=1.5", "trainer.val_check_interval"),
+    (TINY_STAGE1, "trainer.val_check_interval=0.5", "trainer.val_check_interval"),  # no check_val_every_n_epoch
+    (TINY_STAGE1, "trainer.precision=16-mixed", "trainer.precision"),  # Lightning made it bf16 on a CPU
+    (TINY_STAGE1, "seed=abc", "seed"),
+    (TINY_STAGE1, "data.num_workers=-1", "data.num_workers"),
+    (TINY_STAGE1, "model.optimizer.lr=-1", "model.optimizer.lr"),
+    (TINY_STAGE1, "model.aux_optimizer.lr=0", "model.aux_optimizer.lr"),
+    (STAGE2, "model.backbone.lora_rank=abc", "model.backbone.lora_rank"),
+    (STAGE2, "model.sodec.timestep=1000", "model.sodec.timestep"),
+    (TINY_OSDIFF, "model.osdiff.timestep=1000", "model.osdiff.timestep"),
+]
+
+
+@pytest.mark.parametrize("base, override, key", INVALID, ids=[override for _, override, _ in INVALID])
+def test_invalid_values_stop_before_training_naming_the_full_key(base, override, key, tmp_path, monkeypatch):
+    fits = []
+    monkeypatch.setattr(pl.Trainer, "fit", lambda *args, **kwargs: fits.append(args))
+    cfg = compose_config([*base, override], tmp_path / "run")
+    with pytest.raises(ConfigError) as error:
+        train(cfg)
+    assert error.value.key == key, str(error.value)
+    assert str(error.value).startswith(f"{key}: ")
+    assert not fits and not (tmp_path / "run" / "checkpoints").exists()

@@ -92,7 +92,7 @@ def test_lambda_is_keyed_on_batches_and_restored_on_resume(tmp_path):
     assert annealing.batches_seen == 4 and trainer.global_step == 4
     assert metrics["train/lambda"] == pytest.approx(annealing.value(3))  # λ used by the 4th batch
     checkpoint = tmp_path / "first" / "checkpoints" / "last.ckpt"
-    assert torch.load(checkpoint, weights_only=False)["callbacks"]  # λ state is in the checkpoint
+    assert torch.load(checkpoint, weights_only=True)["callbacks"]  # λ state is in the checkpoint
 
     resumed_cfg = compose_config([*TINY_STAGE1, *LINEAR, "trainer.max_steps=6", f"ckpt_path={checkpoint}"], tmp_path / "resumed")
     metrics, trainer = train(resumed_cfg)

@@ -28,7 +28,7 @@ def test_stages_chain_from_checkpoints(tmp_path):
     codec into its VAE compression module; stage 3 takes stage 2's keys unchanged."""
     _, t1 = train(compose_config(TINY_STAGE1, tmp_path / "s1"))
     s1_ckpt = tmp_path / "s1" / "checkpoints" / "last.ckpt"
-    s1_encoder = torch.load(s1_ckpt, weights_only=False)["state_dict"]["codec.encoder.net.1.weight"]
+    s1_encoder = torch.load(s1_ckpt, weights_only=True)["state_dict"]["codec.encoder.net.1.weight"]
 
     metrics2, t2 = train(compose_config(["model=sodec_stage2", *TINY_SODEC, f"model.init_from={s1_ckpt}"], tmp_path / "s2"))
     stage2 = t2.lightning_module

@@ -104,7 +104,7 @@ def test_resume_mid_stage4_continues_exactly(tmp_path):
     train(compose_config([*common, "trainer.max_steps=6"], tmp_path / "straight"))
     train(compose_config([*common, "trainer.max_steps=4"], tmp_path / "first"))
     checkpoint = tmp_path / "first" / "checkpoints" / "last.ckpt"
-    assert len(torch.load(checkpoint, weights_only=False)["optimizer_states"]) == 3  # G, aux, D
+    assert len(torch.load(checkpoint, weights_only=True)["optimizer_states"]) == 3  # G, aux, D
     train(compose_config([*common, "trainer.max_steps=6", f"ckpt_path={checkpoint}"], tmp_path / "resumed"))
     straight, resumed = _losses(tmp_path / "straight"), _losses(tmp_path / "resumed")
     assert sorted(resumed) == [4, 5]
@@ -122,4 +122,4 @@ def test_stage4_ddp_on_cpu_with_two_processes(tmp_path):
         capture_output=True, text=True, env=env, cwd=tmp_path, timeout=900,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 4
+    assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 4

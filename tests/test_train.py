@@ -50,7 +50,7 @@ def test_stage1_fit_logs_to_wandb_offline_and_exports_a_codec(tmp_path):
         assert key in summary, (key, sorted(summary))
     assert summary["train/lambda"] == pytest.approx(1.0)
 
-    checkpoint = torch.load(out / "checkpoints" / "last.ckpt", weights_only=False)
+    checkpoint = torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)
     assert not any(".lpips." in key for key in checkpoint["state_dict"]), "frozen LPIPS weights not checkpointed"
     assert any(key.startswith("codec.") for key in checkpoint["state_dict"])
     assert len(checkpoint["optimizer_states"]) == 2  # main + aux
@@ -86,7 +86,7 @@ def test_ddp_on_cpu_with_two_processes(tmp_path):
         capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)
+    checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
     assert checkpoint["global_step"] == 4
     metrics = (run_dir / "csv" / "version_0" / "metrics.csv").read_text()
     assert "val/bpp_real" in metrics and "train/lambda" in metrics

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import numbers
 import re
-from typing import Any
+from contextlib import contextmanager
+from typing import Any, Iterator
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
@@ -66,19 +68,82 @@ def instantiate_collection(node: DictConfig | None, path: str) -> list[Any]:
     ]
 
 
+@contextmanager
+def config_section(key: str) -> Iterator[None]:
+    """ConfigErrors raised inside name their key under ``key``: for a config dict spread into a
+    constructor (``model.sodec`` → ``SODEC(**sodec)``)."""
+    try:
+        yield
+    except ConfigError as error:
+        raise error.under(key) from None
+
+
+def _require_number(key: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ConfigError(key, f"must be a number, got {value!r}")
+
+
 def require_positive(key: str, value: float) -> float:
-    if value is None or not value > 0:
+    _require_number(key, value)
+    if not value > 0:
         raise ConfigError(key, f"must be > 0, got {value!r}")
     return value
 
 
 def require_non_negative(key: str, value: float) -> float:
-    if value is None or value < 0:
+    _require_number(key, value)
+    if value < 0:
         raise ConfigError(key, f"must be >= 0, got {value!r}")
     return value
+
+
+def require_int(key: str, value: int, minimum: int | None = None, below: int | None = None) -> int:
+    """An integer (not a bool, float or string) with ``minimum <= value < below``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise ConfigError(key, f"must be an integer, got {value!r}")
+    if (minimum is not None and value < minimum) or (below is not None and value >= below):
+        bounds = [f">= {minimum}"] * (minimum is not None) + [f"< {below}"] * (below is not None)
+        raise ConfigError(key, f"must be {' and '.join(bounds)}, got {value}")
+    return int(value)
 
 
 def require_choice(key: str, value: str, choices) -> str:
     if value not in choices:
         raise ConfigError(key, f"unknown value {value!r}; choose one of {sorted(choices)}")
     return value
+
+
+def require_supported_precision(key: str, precision: Any) -> None:
+    """fp16 needs a loss scaler, which the multi-optimizer manual step does not use (and
+    Lightning silently turns ``16-mixed`` into bf16 on a CPU)."""
+    if str(precision).startswith("16"):
+        raise ConfigError(key, f"{precision!r}: fp16 needs a loss scaler the multi-optimizer step does not use; "
+                               f"use bf16-mixed or 32-true")
+
+
+def _learning_rates(node: DictConfig, key: str) -> Iterator[tuple[str, Any]]:
+    for name, child in node.items_ex(resolve=False):
+        if name == "lr":
+            yield f"{key}.lr", node.lr
+        elif isinstance(child, DictConfig):
+            yield from _learning_rates(child, f"{key}.{name}")
+
+
+def check_train_config(cfg: DictConfig) -> None:
+    """Values of the composed config that Lightning or torch would refuse only once training
+    runs (an optimizer is built at fit, the validation interval divides the step count) or
+    would silently change: checked before anything is built."""
+    require_int("seed", cfg.seed)
+    trainer = cfg.trainer
+    require_supported_precision("trainer.precision", trainer.get("precision"))
+    interval = trainer.get("val_check_interval")
+    if isinstance(interval, float):
+        if not 0 < interval <= 1:
+            raise ConfigError("trainer.val_check_interval", f"a fraction of an epoch must be in (0, 1], got {interval}")
+        if trainer.get("check_val_every_n_epoch") is None:
+            raise ConfigError("trainer.val_check_interval", f"a fraction of an epoch ({interval}) needs "
+                                                            f"trainer.check_val_every_n_epoch; or give a number of batches")
+    elif interval is not None:
+        require_int("trainer.val_check_interval", interval, minimum=1)
+    for key, lr in _learning_rates(cfg.model, "model"):
+        require_positive(key, lr)

@@ -51,7 +51,8 @@ def plain(value):
 
 def module_config(module: nn.Module) -> dict:
     """The instantiation config of a module that records its constructor arguments in
-    ``hparams`` (nested modules become nested configs), for hydra.utils.instantiate."""
+    ``hparams`` (nested modules become nested configs): ``_target_`` + keyword arguments only,
+    what :func:`utils.untrusted.build` takes back."""
     cls = type(module)
     config: dict = {"_target_": f"{cls.__module__}.{cls.__qualname__}"}
     for key, value in module.hparams.items():

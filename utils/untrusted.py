@@ -1,0 +1,93 @@
+"""Files made elsewhere (checkpoints, codec packages, run configs) are data, never code.
+
+Weights are read with ``torch.load(weights_only=True)``: tensors and plain containers only, no
+pickled callables. A config's ``_target_`` is an import path that Hydra calls with whatever
+arguments the file gives, at any depth (``{"_target_": "pandas.read_pickle", ...}`` nested in a
+constructor argument runs a pickle), so configs read from files may only name the classes of an
+allow-list. A package's fingerprint is an unkeyed hash anyone can recompute: it catches
+accidents, not tampering, and is no reason to trust a file.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import os
+import pickle
+import re
+from typing import Any, Collection, Iterator
+
+import torch
+
+
+class UntrustedFileError(ValueError):
+    """A file asks for something that loading it could execute; it is refused, not loaded."""
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict:
+    """A checkpoint's tensors and plain containers; a file that pickles anything else (a
+    callable, an arbitrary class) is refused before any of it runs."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        # torch's message also suggests weights_only=False; keep only what the file asked for
+        found = re.search(r"GLOBAL ([\w.]+)", str(exc))
+        raise UntrustedFileError(
+            f"{path}: refused: the checkpoint pickles objects other than tensors and plain containers, "
+            f"which could run code when loaded" + (f" (it asks for {found.group(1)})" if found else "")
+        ) from None
+
+
+def _is_hydra_key(key: Any) -> bool:
+    return isinstance(key, str) and len(key) > 2 and key.startswith("_") and key.endswith("_")
+
+
+def _nodes(config: Any, key: str) -> Iterator[tuple[str, dict]]:
+    """Every mapping in ``config`` at any depth (inside lists too), with its dotted key."""
+    if isinstance(config, dict):
+        yield key, config
+        for name, value in config.items():
+            yield from _nodes(value, f"{key}.{name}" if key else str(name))
+    elif isinstance(config, list):
+        for index, value in enumerate(config):
+            yield from _nodes(value, f"{key}[{index}]")
+
+
+def check_targets(config: Any, allowed: Collection[str], where: str, partial: bool = False) -> None:
+    """Refuse any ``_target_`` outside ``allowed``, at any depth, and every other Hydra key
+    (``_args_``, ``_recursive_``, …) but ``_partial_`` where ``partial`` allows it."""
+    nodes = list(_nodes(config, ""))
+    for key, node in nodes:
+        target = node.get("_target_")
+        if "_target_" in node and not (isinstance(target, str) and target in allowed):
+            raise UntrustedFileError(f"{where}: refused _target_ {target!r} at {key or 'the top level'}: only "
+                                     f"this project's own classes may be built from a file")
+    permitted = {"_target_", "_partial_"} if partial else {"_target_"}
+    for key, node in nodes:
+        extra = sorted(k for k in node if _is_hydra_key(k) and k not in permitted)
+        if extra:
+            raise UntrustedFileError(f"{where}: refused {extra} at {key or 'the top level'}: a config read from "
+                                     f"a file holds only {sorted(permitted)} and arguments")
+
+
+def build(config: Any, allowed: Collection[str], where: str, partial: bool = False) -> Any:
+    """Build a constructor config (``_target_`` + keyword arguments, nested; with ``partial``,
+    ``_partial_: true`` gives a :func:`functools.partial`) whose targets are all in ``allowed``;
+    every other value is passed on as data. Unlike Hydra, no interpolation is resolved here."""
+    if not isinstance(config, dict) or "_target_" not in config:
+        raise UntrustedFileError(f"{where}: expected a constructor config with a _target_, got {type(config).__name__}")
+    check_targets(config, allowed, where, partial)  # all of it before any constructor runs
+    return _build(config)
+
+
+def _build(config: Any) -> Any:
+    if isinstance(config, list):
+        return [_build(value) for value in config]
+    if not isinstance(config, dict):
+        return config
+    arguments = {name: _build(value) for name, value in config.items() if name not in ("_target_", "_partial_")}
+    if "_target_" not in config:
+        return arguments
+    module, _, name = config["_target_"].rpartition(".")
+    target = getattr(importlib.import_module(module), name)
+    return functools.partial(target, **arguments) if config.get("_partial_") else target(**arguments)
