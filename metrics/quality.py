@@ -104,7 +104,7 @@ class CLIPIQA(nn.Module):
                     f"CLIPIQA needs the CLIP model {model!r} in the Hugging Face cache: "
                     f"`huggingface-cli download {model}` (or set HF_HOME to a cache holding it)"
                 ) from None
-            from models.guidance import _byte_level_clip_tokenizer
+            from models.guidance import byte_level_clip_tokenizer
 
             config = CLIPConfig(
                 text_config=dict(vocab_size=514, bos_token_id=512, eos_token_id=513, pad_token_id=513, hidden_size=32,
@@ -114,7 +114,7 @@ class CLIPIQA(nn.Module):
                                    image_size=64, patch_size=16),
                 projection_dim=16,
             )
-            self.model, tokenizer, self.random_weights = CLIPModel(config), _byte_level_clip_tokenizer(), True
+            self.model, tokenizer, self.random_weights = CLIPModel(config), byte_level_clip_tokenizer(), True
         self.model.eval().requires_grad_(False)
         tokens = tokenizer(list(self.PROMPTS), padding=True, return_tensors="pt")
         with torch.no_grad():

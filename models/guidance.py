@@ -143,7 +143,7 @@ def _byte_symbols() -> list[str]:
     return [chr(b) if b in printable else chr(next(shifted)) for b in range(256)]
 
 
-def _byte_level_clip_tokenizer():
+def byte_level_clip_tokenizer():
     """A real CLIPTokenizer over the 256 byte symbols and no merges (tiny text encoders have
     no vocabulary files to download)."""
     from transformers import CLIPTokenizer
@@ -176,7 +176,7 @@ class TextGuidance(nn.Module):
         self.hparams = dict(context_dim=context_dim, prompt=prompt, pretrained=pretrained,
                             text_config=text_config, num_tokens=num_tokens)
         if text_config is not None:
-            tokenizer, encoder = _byte_level_clip_tokenizer(), CLIPTextModel(CLIPTextConfig(**plain(text_config)))
+            tokenizer, encoder = byte_level_clip_tokenizer(), CLIPTextModel(CLIPTextConfig(**plain(text_config)))
         else:
             try:
                 tokenizer = CLIPTokenizer.from_pretrained(pretrained, subfolder="tokenizer")
