@@ -121,8 +121,9 @@ class ShardsDataModule(ImageFolderDataModule):
                  train_dirs: None = None, **kwargs):
         if train_dirs is not None:
             raise ConfigError("train_dirs", "training reads train_shards here; leave train_dirs null")
+        location = _shards_location("train_shards", train_shards)
         super().__init__(**kwargs)
-        self.train_shards = _shards_location("train_shards", train_shards)
+        self.train_shards = location
         self.cache_dir, self.max_cache_size = cache_dir, max_cache_size
         self.train_stream: CropStream | None = None
 
@@ -195,7 +196,7 @@ def prepare_shards(
     sources: Sequence[str | os.PathLike],
     output: str | os.PathLike,
     *,
-    tile: int = 256,
+    tile: int = 128,
     codec: str = "png",
     compress_level: int = 6,
     chunk_bytes: str = "64MB",

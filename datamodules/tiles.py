@@ -1,9 +1,9 @@
 """A whole image stored as a grid of independently coded tiles, so that a crop decodes only the
-tiles it touches (4 of the ~45 of a 2K photo for a 256² crop) instead of the whole photo.
+tiles it touches (9 of the 176 128² tiles of a 2K photo for a 256² crop), not the whole photo.
 
 Layout (little-endian): ``TILE``, then version, height, width, tile side, codec, tile count as
 uint32, then (length, CRC-32) per tile in row-major order, then the tiles' bytes. Both codecs are
-lossless: ``png`` (about the size of the source PNGs) and ``raw`` (8-bit RGB pixels, about 2.5×
+lossless: ``png`` (about the size of the source PNGs) and ``raw`` (8-bit RGB pixels, about 3×
 larger, no decoding). The CRC catches a damaged shard whichever the codec.
 """
 

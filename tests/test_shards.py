@@ -17,6 +17,7 @@ import pytest
 import pytorch_lightning as pl
 import torch
 from litdata import StreamingDataset
+from omegaconf import open_dict
 from PIL import Image
 
 import train as train_module
@@ -26,6 +27,7 @@ from datamodules.shards import prepare_shards, random_crop
 from datamodules.tiles import TiledImage, encode_tiles
 from tests.conftest import TINY_STAGE1, compose_config
 from train import train
+from utils.config import ConfigError, instantiate_node
 
 GOOD = 8
 SETTINGS = dict(tile=32, images_per_part=3, chunk_bytes="40KB", workers=1)
@@ -122,6 +124,17 @@ def test_interrupted_preparation_continues_where_it_stopped(photos, prepared, tm
         assert (output / chunk.name).read_bytes() == chunk.read_bytes(), chunk.name
 
 
+@pytest.mark.slow
+def test_parallel_preparation_writes_the_same_shards(photos, prepared, tmp_path):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        report = prepare_shards([photos], tmp_path / "shards", **{**SETTINGS, "workers": 2})
+    assert report == prepared[1]["report"]
+    assert sorted(str(w.message) for w in caught if w.category is RuntimeWarning) == sorted(prepared[1]["warnings"])
+    for chunk in prepared[0].glob("chunk-*.bin"):
+        assert (tmp_path / "shards" / chunk.name).read_bytes() == chunk.read_bytes(), chunk.name
+
+
 @pytest.mark.parametrize("codec", ["png", "raw"])
 def test_crops_are_the_image_folder_crops_and_exact_copies_at_scale_one(tmp_path, codec):
     source = np.random.default_rng(1).integers(0, 256, (150, 200, 3), dtype=np.uint8)
@@ -175,6 +188,14 @@ class BatchRecorder(pl.Callback):
 
 def _batches(trainer) -> list[torch.Tensor]:
     return next(cb for cb in trainer.callbacks if isinstance(cb, BatchRecorder)).batches
+
+
+def test_missing_shards_are_reported_before_training(tmp_path):
+    cfg = compose_config([*TINY_STAGE1, "data=lsdir_shards"], tmp_path / "run")
+    with open_dict(cfg):
+        cfg.paths.data_dir = str(tmp_path / "no-data-here")
+    with pytest.raises(ConfigError, match=r"data\.train_shards: no prepared shards at .*no-data-here/LSDIR/shards"):
+        instantiate_node(cfg.data, "data")
 
 
 def test_two_training_steps_from_shards(prepared, val_folder, tmp_path):
