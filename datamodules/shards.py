@@ -188,6 +188,20 @@ def _remove_partial_part(output: Path, part: int) -> None:
         leftover.unlink(missing_ok=True)
 
 
+def _start_or_continue(parts_dir: Path, settings: dict) -> None:
+    """Record the settings of a new preparation, or check that they are those of the unfinished one."""
+    parts_dir.mkdir(parents=True, exist_ok=True)
+    settings_file = parts_dir / "settings.json"
+    if not settings_file.exists():
+        _write_json(settings_file, settings)
+        return
+    started = json.loads(settings_file.read_text())
+    if started != settings:
+        changed = ", ".join(sorted(k for k in settings if started.get(k) != settings[k]))
+        raise ValueError(f"{parts_dir.parent} holds an unfinished preparation with other settings or files ({changed}): "
+                         "continue it with the same ones, or use a new output folder")
+
+
 def default_workers() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
@@ -233,17 +247,7 @@ def prepare_shards(
         "seed": seed,
     }
     parts_dir = output / _PARTS
-    parts_dir.mkdir(parents=True, exist_ok=True)
-    settings_file = parts_dir / "settings.json"
-    if settings_file.exists():
-        started = json.loads(settings_file.read_text())
-        if started != settings:
-            changed = sorted(k for k in settings if started.get(k) != settings[k])
-            raise ValueError(f"{output} holds an unfinished preparation with other settings or files ({', '.join(changed)}): "
-                             "continue it with the same ones, or use a new output folder")
-    else:
-        _write_json(settings_file, settings)
-
+    _start_or_continue(parts_dir, settings)
     order = list(range(len(files)))
     random.Random(seed).shuffle(order)
     parts = [[files[i] for i in order[start : start + images_per_part]] for start in range(0, len(files), images_per_part)]
