@@ -11,7 +11,8 @@ import torch
 from PIL import Image
 
 from datamodules import ImageFolderDataModule
-from datamodules.images import CenterCrop, ImageFolder, RandomCrop, open_rgb
+from datamodules import images
+from datamodules.images import CenterCrop, ImageFolder, RandomCrop, UnreadableImage, decode_png, open_rgb
 
 rng = np.random.default_rng(0)
 
@@ -114,3 +115,23 @@ def test_a_crop_at_scale_one_is_an_exact_copy_of_source_pixels(tmp_path):
         found = [np.array_equal(windows[top, left], c) for c in (crop, crop[:, ::-1])
                  for top in range(windows.shape[0]) for left in range(windows.shape[1])]
         assert any(found), f"epoch {epoch}: the crop is not a copy of source pixels"
+
+
+def test_fast_png_decoder_matches_pillow_and_still_rejects_damaged_files(tmp_path, monkeypatch):
+    """pyspng ignores checksums: a bit flipped inside the image data must still make the file
+    unreadable (skipped and warned), never a silently different training image."""
+    pytest.importorskip("pyspng")
+    pixels = _rgb(120, 90)
+    Image.fromarray(pixels).save(tmp_path / "photo.png")
+    data = (tmp_path / "photo.png").read_bytes()
+    assert np.array_equal(decode_png(data), pixels)
+    assert np.array_equal(np.asarray(open_rgb(tmp_path / "photo.png").image), pixels)
+    flipped = bytearray(data)
+    flipped[len(data) // 2] ^= 1
+    (tmp_path / "flipped.png").write_bytes(bytes(flipped))
+    with pytest.raises(UnreadableImage):
+        open_rgb(tmp_path / "flipped.png")
+    monkeypatch.setattr(images, "pyspng", None)  # the fallback where pyspng has no wheel
+    assert np.array_equal(decode_png(data), pixels)
+    with pytest.raises(UnreadableImage):
+        open_rgb(tmp_path / "flipped.png")
