@@ -62,6 +62,8 @@ class ImageFolderDataModule(pl.LightningDataModule):
         self.batch_size, self.val_batch_size = batch_size, val_batch_size
         self.num_workers, self.pin_memory, self.seed = num_workers, pin_memory, seed
         self.datasets: dict[str, ImageFolder] = {}
+        self.train_sampler: EpochShuffle | None = None
+        self._resume = (0, 0)  # (epoch, batches of it already trained on), from a checkpoint
 
     def setup(self, stage: str | None = None) -> None:
         for split, folders, view in [
@@ -72,28 +74,45 @@ class ImageFolderDataModule(pl.LightningDataModule):
             if folders and split not in self.datasets:
                 self.datasets[split] = ImageFolder(folders, view, seed=self.seed)
 
-    def _loader(self, split: str, batch_size: int, shuffle: bool) -> DataLoader:
+    def _dataset(self, split: str) -> ImageFolder:
         if split not in self.datasets:
             raise ConfigError(f"{split}_dirs", f"no {split} folders configured")
-        dataset = self.datasets[split]
+        return self.datasets[split]
+
+    def _loader(self, dataset: ImageFolder, batch_size: int, sampler: EpochShuffle | None = None) -> DataLoader:
         return DataLoader(
             dataset,
             batch_size=batch_size,
-            sampler=EpochShuffle(len(dataset), self.seed) if shuffle else None,
-            drop_last=shuffle,
+            sampler=sampler,
+            drop_last=sampler is not None,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.num_workers > 0,
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader("train", self.batch_size, shuffle=True)
+        dataset = self._dataset("train")
+        world, rank = (self.trainer.world_size, self.trainer.global_rank) if self.trainer else (1, 0)
+        epoch, batches = self._resume
+        self.train_sampler = EpochShuffle(len(dataset), self.seed, world, rank, resume=(epoch, batches * self.batch_size))
+        return self._loader(dataset, self.batch_size, self.train_sampler)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader("val", self.val_batch_size, shuffle=False)
+        return self._loader(self._dataset("val"), self.val_batch_size)
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader("test", self.val_batch_size, shuffle=False)
+        return self._loader(self._dataset("test"), self.val_batch_size)
+
+    def state_dict(self) -> dict[str, int]:
+        """Where training stands in its pass over the data (saved in every checkpoint): a resumed
+        run skips the batches of that pass it already trained on instead of replaying them."""
+        if self.train_sampler is None or self.trainer is None:
+            return {}
+        done = self.trainer.fit_loop.epoch_loop.batch_progress.current.processed
+        return {"epoch": self.train_sampler.epoch, "batches": done}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self._resume = (state["epoch"], state["batches"])
 
     def input_report(self) -> dict[str, int]:
         """Files skipped and converted so far, summed over the splits."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import warnings
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import torch
 from PIL import Image
 
 from datamodules import ImageFolderDataModule
-from datamodules.images import CenterCrop, ImageFolder, RandomCrop, open_rgb
+from datamodules.images import CenterCrop, EpochShuffle, ImageFolder, RandomCrop, open_rgb
 
 rng = np.random.default_rng(0)
 
@@ -40,11 +41,16 @@ def messy_folder(tmp_path_factory) -> Path:
     full.unlink()
     (root / "empty.png").write_bytes(b"")
     (root / "notes.jpg").write_text("this is not an image")
+    frames = [Image.fromarray(_rgb(200, 300)).convert("P") for _ in range(2)]
+    frames[0].save(root / "animated.gif", save_all=True, append_images=frames[1:])
+    (root / "dangling.png").symlink_to(root / "deleted.png")
+    (root / "loop.png").symlink_to(root / "loop.png")
+    os.mkfifo(root / "fifo.png")  # opening it would block forever
     return root
 
 
-CONVERTED = {"grey.png", "alpha.png", "palette.png", "cmyk.jpg", "deep16.png"}
-SKIPPED = {"truncated.jpg", "empty.png", "notes.jpg"}
+CONVERTED = {"grey.png", "alpha.png", "palette.png", "cmyk.jpg", "deep16.png", "rotated.jpg", "animated.gif"}
+SKIPPED = {"truncated.jpg", "empty.png", "notes.jpg", "dangling.png", "loop.png", "fifo.png"}
 
 
 def test_every_item_is_an_rgb_crop_and_each_bad_file_warns_once(messy_folder):
@@ -71,8 +77,9 @@ def test_exif_orientation_and_bit_depth_are_honoured(messy_folder):
 
 def test_validation_view_keeps_whole_images(messy_folder):
     dataset = ImageFolder([messy_folder], CenterCrop(None))
-    shapes = {dataset.files[i].name: dataset[i].shape for i in range(len(dataset)) if dataset.files[i].name == "rotated.jpg"}
-    assert shapes["rotated.jpg"] == (3, 200, 100)
+    with pytest.warns(RuntimeWarning, match="rotated.jpg: EXIF orientation 6 applied"):
+        shape = dataset[[f.name for f in dataset.files].index("rotated.jpg")].shape
+    assert shape == (3, 200, 100)
 
 
 def test_datamodule_loads_batches_with_workers_and_reports_counts(messy_folder):
@@ -100,3 +107,16 @@ def test_jpeg_draft_decoding_covers_the_crop(tmp_path):
         assert tensor.shape == (3, 256, 256)
         scales.append(crop.draw_scale(1600, 1200, random.Random(seed)))
     assert min(scales) < 0.5, "some crops took the draft (reduced-size) JPEG path"
+
+
+def test_epoch_shuffle_resumes_mid_epoch_and_splits_epochs_across_ranks():
+    epoch2 = list(EpochShuffle(10, seed=3, resume=(2, 0)))
+    assert {epoch for _, epoch in epoch2} == {2} and sorted(i for i, _ in epoch2) == list(range(10))
+    assert list(EpochShuffle(10, seed=3, resume=(2, 4))) == epoch2[4:], "a resumed pass skips what was trained on"
+    moved_on = EpochShuffle(10, seed=3, resume=(2, 4))
+    moved_on.set_epoch(3)  # the checkpoint was taken at the end of epoch 2
+    assert list(moved_on) == list(EpochShuffle(10, seed=3, resume=(3, 0)))
+    ranks = [list(EpochShuffle(10, seed=3, num_replicas=3, rank=r, resume=(2, 0))) for r in range(3)]
+    assert all(len(indices) == 4 for indices in ranks)  # 10 padded to 12
+    assert {i for indices in ranks for i, _ in indices} == set(range(10))
+    assert list(EpochShuffle(10, seed=3, num_replicas=3, rank=1, resume=(2, 2))) == ranks[1][2:]
