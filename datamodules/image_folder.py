@@ -94,7 +94,8 @@ class ImageFolderDataModule(pl.LightningDataModule):
         dataset = self._dataset("train")
         world, rank = (self.trainer.world_size, self.trainer.global_rank) if self.trainer else (1, 0)
         epoch, batches = self._resume
-        self.train_sampler = EpochShuffle(len(dataset), self.seed, world, rank, resume=(epoch, batches * self.batch_size))
+        self.train_sampler = EpochShuffle(len(dataset), self.seed, world, rank,
+                                          resume=(epoch, batches * self.batch_size))
         return self._loader(dataset, self.batch_size, self.train_sampler)
 
     def val_dataloader(self) -> DataLoader:

@@ -41,6 +41,7 @@ from utils.files import write_atomically
 
 TIMING_KEYS = ("encoding_time", "decoding_time")
 
+
 def synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)

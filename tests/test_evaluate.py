@@ -158,7 +158,8 @@ def test_an_unreadable_image_is_skipped_named_and_listed(tmp_path, packages):
     with pytest.warns(RuntimeWarning, match=r"skipping unreadable image .*broken\.png"):
         rows, report = _evaluate_folder(tmp_path, root, packages, "psnr")
     assert list(rows) == ["a.png"]
-    assert list(report["skipped_images"]) == ["broken.png"] and "cannot identify" in report["skipped_images"]["broken.png"]
+    assert list(report["skipped_images"]) == ["broken.png"]
+    assert "cannot identify" in report["skipped_images"]["broken.png"]
 
 
 def test_ms_ssim_is_not_available_under_its_minimum_size_and_other_metrics_are_kept(tmp_path, packages):
@@ -177,6 +178,7 @@ def test_same_file_name_in_a_subfolder_keeps_its_own_results(tmp_path, packages)
     rows, _ = _evaluate_folder(tmp_path, root, packages, "psnr")
     assert {name: row["width"] for name, row in rows.items()} == {"a.png": "64", "sub/a.png": "128"}
     reconstructions = tmp_path / "eval" / "reconstructions" / "tiny:point0"
-    assert Image.open(reconstructions / "a.png").width == 64 and Image.open(reconstructions / "sub" / "a.png").width == 128
+    assert Image.open(reconstructions / "a.png").width == 64
+    assert Image.open(reconstructions / "sub" / "a.png").width == 128
     resumed, _ = _evaluate_folder(tmp_path, root, packages, "psnr")  # every image done: nothing recomputed
     assert resumed == rows
