@@ -252,20 +252,23 @@ class EpochShuffle(DistributedSampler):
 
     Under DDP, rank r takes every ``num_replicas``-th index of the permutation (padded to a
     multiple by repeating its start, like torch's DistributedSampler, which it is so that
-    Lightning does not wrap it). ``resume=(epoch, n)`` starts at ``epoch`` after this rank's
-    first n indices: a run resumed mid-epoch draws exactly what the interrupted one would have.
-    Lightning calls ``set_epoch`` before every epoch; without it each pass is the next epoch.
-    :attr:`epoch` is the epoch of the pass in progress."""
+    Lightning does not wrap it). Lightning calls ``set_epoch`` before every epoch; without it
+    each pass is the next epoch. :attr:`epoch` is the epoch of the pass in progress."""
 
-    def __init__(self, size: int, seed: int = 0, num_replicas: int = 1, rank: int = 0,
-                 resume: tuple[int, int] = (0, 0)):
+    def __init__(self, size: int, seed: int = 0, num_replicas: int = 1, rank: int = 0):
         super().__init__(range(size), num_replicas=num_replicas, rank=rank, shuffle=False, seed=seed)
         self.size = size
-        self.epoch = self._next_epoch = resume[0]
-        self._resume = resume
+        self.epoch = self._next_epoch = 0
+        self._resume = (-1, 0)
 
     def set_epoch(self, epoch: int) -> None:
         self._next_epoch = epoch
+
+    def resume(self, epoch: int, position: int) -> None:
+        """The next pass is ``epoch``, after this rank's first ``position`` indices: a run
+        resumed mid-epoch draws exactly what the interrupted one would have."""
+        self.epoch = self._next_epoch = epoch
+        self._resume = (epoch, position)
 
     def __iter__(self):
         self.epoch, self._next_epoch = self._next_epoch, self._next_epoch + 1

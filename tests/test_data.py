@@ -109,14 +109,20 @@ def test_jpeg_draft_decoding_covers_the_crop(tmp_path):
     assert min(scales) < 0.5, "some crops took the draft (reduced-size) JPEG path"
 
 
+def _pass(epoch: int, position: int = 0, set_epoch: int | None = None, **ranks) -> list[tuple[int, int]]:
+    sampler = EpochShuffle(10, seed=3, **ranks)
+    sampler.resume(epoch, position)
+    if set_epoch is not None:
+        sampler.set_epoch(set_epoch)
+    return list(sampler)
+
+
 def test_epoch_shuffle_resumes_mid_epoch_and_splits_epochs_across_ranks():
-    epoch2 = list(EpochShuffle(10, seed=3, resume=(2, 0)))
+    epoch2 = _pass(2)
     assert {epoch for _, epoch in epoch2} == {2} and sorted(i for i, _ in epoch2) == list(range(10))
-    assert list(EpochShuffle(10, seed=3, resume=(2, 4))) == epoch2[4:], "a resumed pass skips what was trained on"
-    moved_on = EpochShuffle(10, seed=3, resume=(2, 4))
-    moved_on.set_epoch(3)  # the checkpoint was taken at the end of epoch 2
-    assert list(moved_on) == list(EpochShuffle(10, seed=3, resume=(3, 0)))
-    ranks = [list(EpochShuffle(10, seed=3, num_replicas=3, rank=r, resume=(2, 0))) for r in range(3)]
+    assert _pass(2, 4) == epoch2[4:], "a resumed pass skips what was trained on"
+    assert _pass(2, 4, set_epoch=3) == _pass(3), "taken at the end of epoch 2: epoch 3 is whole"
+    ranks = [_pass(2, num_replicas=3, rank=r) for r in range(3)]
     assert all(len(indices) == 4 for indices in ranks)  # 10 padded to 12
     assert {i for indices in ranks for i, _ in indices} == set(range(10))
-    assert list(EpochShuffle(10, seed=3, num_replicas=3, rank=1, resume=(2, 2))) == ranks[1][2:]
+    assert _pass(2, 2, num_replicas=3, rank=1) == ranks[1][2:]
