@@ -19,12 +19,13 @@ from PIL import Image
 from codec.package import export_package, load_package
 from datamodules.images import to_tensor
 from metrics import baselines
-from metrics.evaluation import Evaluator, bd_rate_table, compressai_json, write_atomically
+from metrics.evaluation import Evaluator, bd_rate_table, compressai_json
 from metrics.latency import decode_breakdown
 from metrics.plots import plot_metric, published_points, sample_grid
 from lightning_modules import MODEL_CONFIG_TARGETS
 from utils.config import instantiate_node
 from utils.untrusted import build, load_checkpoint
+from utils.files import write_atomically
 
 log = logging.getLogger(__name__)
 
@@ -72,8 +73,10 @@ def benchmark(cfg: DictConfig, images: list) -> dict:
 
 
 def evaluate(cfg: DictConfig) -> dict:
-    images = instantiate_node(cfg.dataset, "dataset")
-    images = list(images)  # decoded once; evaluation sets are small
+    dataset = instantiate_node(cfg.dataset, "dataset")
+    images = list(dataset)  # decoded once (evaluation sets are small); unreadable files are skipped
+    if not images:
+        raise FileNotFoundError(f"no readable image under {cfg.dataset.root}: {dataset.skipped}")
     if cfg.benchmark:
         return benchmark(cfg, images)
     metrics = list(cfg.metrics)
@@ -100,10 +103,12 @@ def evaluate(cfg: DictConfig) -> dict:
     device = torch.cuda.get_device_name() if evaluator.device.type == "cuda" else "CPU"
     description = (f"{cfg.dataset.name}: real files, bpp = file bytes × 8 / original pixels "
                    f"(bpp_padded: over pixels padded to 64); metrics on 8-bit reconstructions; times in s at "
-                   f"batch 1 on {device} (float32), entropy coding included, after {cfg.warmup} warm-up")
+                   f"batch 1 on {device} (float32), entropy coding included, after {cfg.warmup} warm-up; "
+                   f"{len(images)} images, a per-image metric averaged over those where it is defined "
+                   f"(not_available lists the others), unreadable files listed in skipped_images")
     curves = {}
     for model, model_points in points.items():
-        report = compressai_json(model, model_points, description, evaluator.random_weights)
+        report = compressai_json(model, model_points, description, evaluator.random_weights, dataset.skipped)
         write_atomically(out / f"{model}.json", json.dumps(report, indent=2).encode())
         curves[model] = report["results"]
     quality = [m for m in metrics if any(m in c for c in curves.values())]
@@ -123,7 +128,7 @@ def evaluate(cfg: DictConfig) -> dict:
                 columns[f"{p.label} x̂_f"] = Image.open(fidelity)
             columns[p.label] = Image.open(evaluator.recon_path(p.label, name))
     sample_grid(original, columns, out / "samples.png")
-    print_table(curves, quality, table, out, warning)
+    print_table(curves, quality, table, out, warning, dataset.skipped)
     if cfg.wandb.enabled:
         log_to_wandb(cfg, evaluator, out, quality)
     return curves
@@ -152,7 +157,8 @@ def log_to_wandb(cfg: DictConfig, evaluator: Evaluator, out: Path, metrics: list
         wandb.finish()
 
 
-def print_table(curves: dict, metrics: list[str], bd_table: list[dict], out: Path, warning: str | None) -> None:
+def print_table(curves: dict, metrics: list[str], bd_table: list[dict], out: Path, warning: str | None,
+                skipped: dict[str, str]) -> None:
     columns = ["bpp", *metrics, "encoding_time", "decoding_time"]
     print("\n| model | " + " | ".join(columns) + " |\n|" + "---|" * (len(columns) + 1))
     for model, results in curves.items():
@@ -163,6 +169,8 @@ def print_table(curves: dict, metrics: list[str], bd_table: list[dict], out: Pat
               + ", ".join(f"{m} {row[m]:+.1f}%" if isinstance(row[m], float) else f"{m} {row[m]}" for m in metrics))
     if warning:
         print(f"WARNING: {warning}")
+    if skipped:
+        print(f"WARNING: {len(skipped)} unreadable image(s) skipped: " + ", ".join(skipped))
     print(f"\nper-image CSV: {out / 'per_image.csv'}\nJSON per model: {out}/<model>.json\n"
           f"plots: {out}/rd_<metric>.png, samples: {out / 'samples.png'}, BD-rates: {out / 'bd_rate.json'}")
 

@@ -1,13 +1,16 @@
 """Training entry point: `python train.py experiment=... [overrides]` (see README).
 
 Thin on purpose: everything is instantiated from the Hydra config; the metric named by
-``optimized_metric`` is returned for sweeps; the W&B run is always closed.
+``optimized_metric`` is returned for sweeps; the W&B run is always closed. A SIGTERM
+(preemption) ends the run with exit status 143 after checkpointing the current batch
+(callbacks.preemption).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import signal
 from pathlib import Path
 
 import hydra
@@ -15,6 +18,7 @@ import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.loggers import WandbLogger
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from utils.config import check_train_config, instantiate_collection, instantiate_node
 from utils.loggers import describe_wandb_run, finish_wandb
@@ -22,6 +26,9 @@ from utils.pipeline import run_pipeline
 from utils.run import isolate_multirun_job, job_overrides, resume_checkpoint
 
 log = logging.getLogger(__name__)
+
+#: what a shell reports for a process ended by SIGTERM: schedulers see a job that did not finish
+PREEMPTED_EXIT_STATUS = 128 + signal.SIGTERM
 
 
 def train(cfg: DictConfig) -> tuple[dict[str, float], pl.Trainer]:
@@ -43,6 +50,9 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], pl.Trainer]:
         trainer.fit(module, datamodule=datamodule, ckpt_path=resume_checkpoint(cfg.get("ckpt_path"), cfg.paths.output_dir),
                     weights_only=True)  # a checkpoint is data: tensors and plain containers only
         exit_code = 0
+    except SIGTERMException:  # a SystemExit with status 0: the job would pass for finished
+        exit_code = PREEMPTED_EXIT_STATUS
+        raise SystemExit(exit_code) from None
     finally:
         finish_wandb(exit_code)
         if torch.distributed.is_initialized():  # the next job of a multirun starts its own group

@@ -15,10 +15,11 @@ import os
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 from torch import nn
 
 from codec.bitstream import FINGERPRINT_BYTES
+from utils.files import write_atomically
 from utils.modules import load_portable_state_dict, module_config, portable_state_dict
 from utils.untrusted import build
 
@@ -45,29 +46,20 @@ def _fingerprint(config: dict, weights: bytes) -> bytes:
     return digest.digest()[:FINGERPRINT_BYTES]
 
 
-def _write_atomically(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
 def export_package(codec: nn.Module, directory: str | os.PathLike) -> Path:
-    """Write ``codec`` (after refreshing its entropy-coder tables) as a package directory."""
+    """Write ``codec`` (after refreshing its entropy-coder tables) as a package directory.
+
+    Each file is replaced atomically, so a failed export (a full disk) leaves the previous
+    package loadable; an export killed between the two renames leaves weights that do not match
+    the fingerprint, which loading reports."""
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
     codec.update(force=True)
     state = {k: v.detach().to("cpu").contiguous() for k, v in portable_state_dict(codec).items()}
-    weights_path = directory / WEIGHTS_FILE
-    tmp = weights_path.with_name(WEIGHTS_FILE + ".tmp")
-    save_file(state, str(tmp))
-    os.replace(tmp, weights_path)
+    weights = save(state)
     config = module_config(codec)
-    manifest = {
-        "format": PACKAGE_FORMAT,
-        "codec": config,
-        "fingerprint": _fingerprint(config, weights_path.read_bytes()).hex(),
-    }
-    _write_atomically(directory / CONFIG_FILE, json.dumps(manifest, indent=2).encode())
+    manifest = {"format": PACKAGE_FORMAT, "codec": config, "fingerprint": _fingerprint(config, weights).hex()}
+    write_atomically(directory / WEIGHTS_FILE, weights)
+    write_atomically(directory / CONFIG_FILE, json.dumps(manifest, indent=2).encode())
     return directory
 
 
@@ -83,7 +75,8 @@ def load_package(directory: str | os.PathLike, device: str | torch.device = "cpu
         raise ValueError(f"{config_path}: unsupported package format {manifest.get('format')!r}")
     fingerprint = _fingerprint(manifest["codec"], weights_path.read_bytes())
     if fingerprint.hex() != manifest["fingerprint"]:
-        raise ValueError(f"{directory}: weights do not match the fingerprint in {CONFIG_FILE} (modified package?)")
+        raise ValueError(f"{directory}: weights do not match the fingerprint in {CONFIG_FILE} "
+                         "(modified package, or an interrupted export: export it again)")
     codec = build(manifest["codec"], CODEC_CLASSES, str(config_path))
     load_portable_state_dict(codec, load_file(str(weights_path)), str(weights_path))
     return codec.to(device).eval(), fingerprint

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import pytorch_lightning as pl
 from torch.utils.data import DataLoader
@@ -14,6 +14,23 @@ from utils.config import ConfigError, require_int, require_positive
 
 #: the codecs pad to multiples of 64 (z is at H/64); training crops must already be.
 CROP_MULTIPLE = 64
+
+
+class ResumableLoader(DataLoader):
+    """The training loader (over an :class:`EpochShuffle`), resumable mid-epoch: Lightning saves
+    :meth:`state_dict` in every checkpoint and hands it to :meth:`load_state_dict` before
+    iterating, so a resumed run skips the batches of the epoch it already trained on instead of
+    replaying them."""
+
+    def __init__(self, *args, batches_done: Callable[[], int], **kwargs):
+        super().__init__(*args, **kwargs)
+        self.batches_done = batches_done
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self.sampler.epoch, "batches": self.batches_done()}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.sampler.resume(state["epoch"], state["batches"] * self.batch_size)
 
 
 def _folders(key: str, folders: str | Sequence[str] | None) -> list[str]:
@@ -73,28 +90,38 @@ class ImageFolderDataModule(pl.LightningDataModule):
             if folders and split not in self.datasets:
                 self.datasets[split] = ImageFolder(folders, view, seed=self.seed)
 
-    def _loader(self, split: str, batch_size: int, shuffle: bool) -> DataLoader:
+    def _dataset(self, split: str) -> ImageFolder:
         if split not in self.datasets:
             raise ConfigError(f"{split}_dirs", f"no {split} folders configured")
-        dataset = self.datasets[split]
-        return DataLoader(
+        return self.datasets[split]
+
+    def _loader(self, dataset: ImageFolder, batch_size: int, loader_class=DataLoader, **kwargs) -> DataLoader:
+        return loader_class(
             dataset,
             batch_size=batch_size,
-            sampler=EpochShuffle(len(dataset), self.seed) if shuffle else None,
-            drop_last=shuffle,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.num_workers > 0,
+            **kwargs,
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader("train", self.batch_size, shuffle=True)
+        dataset = self._dataset("train")
+        world, rank = (self.trainer.world_size, self.trainer.global_rank) if self.trainer else (1, 0)
+        sampler = EpochShuffle(len(dataset), self.seed, world, rank)
+        return self._loader(dataset, self.batch_size, ResumableLoader, sampler=sampler, drop_last=True,
+                            batches_done=self._batches_done)
+
+    def _batches_done(self) -> int:
+        """Training batches finished in the current epoch (processed, whether or not the hooks
+        after them have run: what a checkpoint taken now has trained on)."""
+        return self.trainer.fit_loop.epoch_loop.batch_progress.current.processed
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader("val", self.val_batch_size, shuffle=False)
+        return self._loader(self._dataset("val"), self.val_batch_size)
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader("test", self.val_batch_size, shuffle=False)
+        return self._loader(self._dataset("test"), self.val_batch_size)
 
     def input_report(self) -> dict[str, int]:
         """Files skipped and converted so far, summed over the splits."""

@@ -2,9 +2,11 @@
 
 Every file is decoded by PIL (JPEG through its draft mode when the crop will be down-scaled
 anyway; an RGB PNG by libspng through pyspng when installed, about 2× faster), EXIF-rotated, and
-converted to 8-bit RGB. A file that cannot be decoded is skipped; a file that needed converting is
-used. Either way it gets exactly one warning over the whole run (across DataLoader workers) and is
-counted, so bad data neither kills a run nor goes unnoticed.
+converted to 8-bit RGB. A file that cannot be decoded is skipped; a file that needed converting
+(EXIF rotation included) is used. Either way it gets exactly one warning over the whole run
+(across DataLoader workers) and is counted, so bad data neither kills a run nor goes unnoticed.
+Every name with an image extension counts, so a broken or looping symlink or a FIFO named like an
+image is skipped with a warning too, never dropped silently.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import math
 import multiprocessing
 import os
 import random
+import stat
 import warnings
 import zlib
 from pathlib import Path
@@ -23,14 +26,14 @@ import numpy as np
 import torch
 from PIL import Image, ImageFile, ImageOps
 from torch import Tensor
-from torch.utils.data import Dataset, Sampler
+from torch.utils.data import Dataset, DistributedSampler
 
 try:
     import pyspng
 except ImportError:  # no wheel for this platform: Pillow decodes PNGs too, only slower
     pyspng = None
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".gif")
 # Decoding must fail loudly on a truncated file, never pad it with grey.
 ImageFile.LOAD_TRUNCATED_IMAGES = False
 # A decompression bomb is a bad input like any other.
@@ -42,11 +45,28 @@ class UnreadableImage(Exception):
 
 
 def list_images(roots: Iterable[str | os.PathLike]) -> list[Path]:
+    """Every path under ``roots`` named like an image that is not a directory, sorted per root:
+    broken symlinks and FIFOs too, which decoding then skips with a warning."""
     files: list[Path] = []
     for root in roots:
         root = Path(root)
-        files += sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+        files += sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and not p.is_dir())
     return files
+
+
+def _require_regular_file(path: Path) -> None:
+    """Raise UnreadableImage, before anything opens it (a FIFO would block), for what is not a
+    non-empty regular file."""
+    try:
+        info = path.stat()
+    except OSError as exc:
+        if path.is_symlink():
+            raise UnreadableImage(f"symlink to {os.readlink(path)} does not resolve ({exc.strerror})") from None
+        raise
+    if not stat.S_ISREG(info.st_mode):
+        raise UnreadableImage("not a regular file (a FIFO, socket or device)")
+    if info.st_size == 0:
+        raise UnreadableImage("empty file (0 bytes)")
 
 
 def _to_rgb(image: Image.Image) -> tuple[Image.Image, str | None]:
@@ -110,6 +130,18 @@ def _png_without_exif(path: Path) -> bytes | None:
     return data if b"eXIf" not in data and b"exif" not in data else None
 
 
+def _layout_notes(image: Image.Image) -> list[str]:
+    """What the header says will change beyond the pixel format: EXIF rotation, extra frames."""
+    notes = []
+    orientation = image.getexif().get(_EXIF_ORIENTATION, 1)
+    if orientation != 1:
+        notes.append(f"EXIF orientation {orientation} applied")
+    frames = getattr(image, "n_frames", 1)
+    if frames > 1:
+        notes.append(f"first of {frames} frames")
+    return notes
+
+
 class Decoded(NamedTuple):
     image: Image.Image  # upright 8-bit RGB
     note: str | None  # what was converted, None when nothing was
@@ -126,14 +158,14 @@ def open_rgb(path: str | os.PathLike, choose_scale=None) -> Decoded:
     anything that is not a decodable image."""
     path = Path(path)
     try:
-        if path.stat().st_size == 0:
-            raise UnreadableImage("empty file (0 bytes)")
+        _require_regular_file(path)
         with Image.open(path) as image:
+            notes = _layout_notes(image)
             png = _png_without_exif(path) if image.format == "PNG" and image.mode == "RGB" else None
             full_width, full_height = image.size if png is not None else upright_size(image)
             scale = choose_scale(full_width, full_height) if choose_scale is not None else 1.0
             if png is not None:
-                return Decoded(Image.fromarray(decode_png(png)), None, scale, full_width)
+                return Decoded(Image.fromarray(decode_png(png)), "; ".join(notes) or None, scale, full_width)
             if scale < 1.0 and image.format == "JPEG":
                 w, h = image.size
                 image.draft("RGB", (max(1, math.ceil(w * scale)), max(1, math.ceil(h * scale))))
@@ -141,7 +173,8 @@ def open_rgb(path: str | os.PathLike, choose_scale=None) -> Decoded:
             image = ImageOps.exif_transpose(image)
             image, note = _to_rgb(image)
             image.load()
-            return Decoded(image, note, scale, full_width)
+            notes += [note] if note else []
+            return Decoded(image, "; ".join(notes) or None, scale, full_width)
     except UnreadableImage:
         raise
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
@@ -278,25 +311,35 @@ class ImageFolder(Dataset):
         return {"skipped": status.count(_SKIPPED), "converted": status.count(_CONVERTED)}
 
 
-class EpochShuffle(Sampler):
+class EpochShuffle(DistributedSampler):
     """A shuffle that depends on (seed, epoch) only and yields (index, epoch) pairs.
 
-    Lightning calls ``set_epoch`` before every epoch (restored epochs included); when wrapped
-    for DDP, the epoch advances by itself on every pass instead."""
+    Under DDP, rank r takes every ``num_replicas``-th index of the permutation (padded to a
+    multiple by repeating its start, like torch's DistributedSampler, which it is so that
+    Lightning does not wrap it). Lightning calls ``set_epoch`` before every epoch; without it
+    each pass is the next epoch. :attr:`epoch` is the epoch of the pass in progress."""
 
-    def __init__(self, size: int, seed: int = 0):
-        self.size, self.seed = size, seed
-        self.epoch, self._epoch_set = -1, False
+    def __init__(self, size: int, seed: int = 0, num_replicas: int = 1, rank: int = 0):
+        super().__init__(range(size), num_replicas=num_replicas, rank=rank, shuffle=False, seed=seed)
+        self.size = size
+        self.epoch = self._next_epoch = 0
+        self._resume = (-1, 0)
 
     def set_epoch(self, epoch: int) -> None:
-        self.epoch, self._epoch_set = epoch, True
+        self._next_epoch = epoch
 
-    def __len__(self) -> int:
-        return self.size
+    def resume(self, epoch: int, position: int) -> None:
+        """The next pass is ``epoch``, after this rank's first ``position`` indices: a run
+        resumed mid-epoch draws exactly what the interrupted one would have."""
+        self.epoch = self._next_epoch = epoch
+        self._resume = (epoch, position)
 
     def __iter__(self):
-        if not self._epoch_set:
-            self.epoch += 1
-        self._epoch_set = False
+        self.epoch, self._next_epoch = self._next_epoch, self._next_epoch + 1
         generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-        return iter([(int(i), self.epoch) for i in torch.randperm(self.size, generator=generator)])
+        order = torch.randperm(self.size, generator=generator).tolist()
+        order = (order * math.ceil(self.total_size / self.size))[: self.total_size]
+        mine = order[self.rank :: self.num_replicas]
+        start = self._resume[1] if self.epoch == self._resume[0] else 0
+        self._resume = (-1, 0)
+        return iter([(i, self.epoch) for i in mine[start:]])

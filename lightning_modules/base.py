@@ -10,16 +10,18 @@ pass: they touch disjoint parameters, and one backward keeps DDP's gradient redu
 from __future__ import annotations
 
 import logging
+import warnings
 from typing import Any, Callable, Iterable, Sequence
 
 import pytorch_lightning as pl
 import torch
 from torch import Tensor, nn
-from torchmetrics import MeanMetric, MetricCollection
-from torchmetrics.image import MultiScaleStructuralSimilarityIndexMeasure, PeakSignalNoiseRatio
+from torchmetrics import MeanMetric
+from torchmetrics.image import PeakSignalNoiseRatio
 
 from codec.bitstream import CompressedImage, pack
 from metrics.perceptual import LPIPS
+from metrics.quality import MS_SSIM_MIN_SIDE, MetricNotAvailable, ms_ssim
 from utils.config import ConfigError, require_supported_precision
 from utils.modules import external_keys, resize_buffers_like
 from utils.untrusted import load_checkpoint
@@ -58,13 +60,12 @@ class CompressionLightningModule(pl.LightningModule):
         self.scheduler_factory = scheduler
         self.gradient_clip_val = gradient_clip_val
         self.num_logged_images = num_logged_images
-        quality = {
-            "psnr": lambda: PeakSignalNoiseRatio(data_range=1.0, dim=(1, 2, 3)),
-            "ms_ssim": lambda: MultiScaleStructuralSimilarityIndexMeasure(data_range=1.0),
-        }
-        self.val_quality = MetricCollection({k: quality[k]() for k in val_metrics if k in quality})
+        self.val_psnr = PeakSignalNoiseRatio(data_range=1.0, dim=(1, 2, 3)) if "psnr" in val_metrics else None
         self.val_lpips = LPIPS(lpips_net, allow_random_weights) if "lpips" in val_metrics else None
-        self.val_means = nn.ModuleDict({k: MeanMetric() for k in ("lpips", "bpp_real")})
+        # per-image means; MS-SSIM's over the images large enough for it (NaN when none is)
+        self.val_means = nn.ModuleDict({k: MeanMetric() for k in ("lpips", "ms_ssim", "bpp_real")})
+        self.val_ms_ssim = "ms_ssim" in val_metrics
+        self._ms_ssim_skip_warned = False
         #: λ, owned and set every batch by the RateAnnealing callback.
         self.rate_lambda: float | None = None
         self.init_from, self.init_prefix_map = init_from, dict(init_prefix_map or {})
@@ -196,23 +197,38 @@ class CompressionLightningModule(pl.LightningModule):
         losses, images = self.compute_losses(batch)
         self.log_terms("val", losses, batch_size=batch.shape[0])
         x_hat = quantize_8bit(images["x_hat"])
-        if len(self.val_quality):
-            self.val_quality.update(x_hat, batch)
+        if self.val_psnr is not None:
+            self.val_psnr.update(x_hat, batch)
+        if self.val_ms_ssim:
+            self._update_ms_ssim(x_hat, batch)
         if self.val_lpips is not None:
             self.val_means["lpips"].update(self.val_lpips(x_hat, batch))
         self.val_means["bpp_real"].update(self.real_bpp(batch))
         if batch_idx == 0:
             self.log_images("val", {"original": batch, **images})
 
+    def _update_ms_ssim(self, x_hat: Tensor, x: Tensor) -> None:
+        try:
+            self.val_means["ms_ssim"].update(ms_ssim(x_hat, x.float()))
+        except MetricNotAvailable as exc:
+            # weight 0: counted as an update on this rank, adds nothing to the mean
+            self.val_means["ms_ssim"].update(x.new_zeros(x.shape[0]), weight=0.0)
+            if not self._ms_ssim_skip_warned:
+                self._ms_ssim_skip_warned = True
+                warnings.warn(f"val/ms_ssim leaves out validation images under {MS_SSIM_MIN_SIDE} px on a side "
+                              f"({exc}): it is the mean over the others, NaN when none is large enough", RuntimeWarning)
+
     def on_validation_epoch_end(self) -> None:
-        results = {f"val/{k}": v for k, v in self.val_quality.compute().items()}
-        if self.val_lpips is not None:
-            results["val/lpips"] = self.val_means["lpips"].compute()
-        results["val/bpp_real"] = self.val_means["bpp_real"].compute()
+        results = {}
+        if self.val_psnr is not None:
+            results["val/psnr"] = self.val_psnr.compute()
+        for name, enabled in [("ms_ssim", self.val_ms_ssim), ("lpips", self.val_lpips is not None), ("bpp_real", True)]:
+            if enabled:
+                results[f"val/{name}"] = self.val_means[name].compute()
         self.log_dict(results, sync_dist=False)  # torchmetrics already synced across ranks
-        self.val_quality.reset()
-        for metric in self.val_means.values():
-            metric.reset()
+        for metric in [self.val_psnr, *self.val_means.values()]:
+            if metric is not None:
+                metric.reset()
 
     def real_bpp(self, batch: Tensor) -> Tensor:
         """Bits per pixel of the real files (header included) for each image of the batch."""

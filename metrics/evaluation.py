@@ -7,7 +7,11 @@ after a warm-up, with device synchronisation.
 
 Outputs (under ``output_dir``), all written atomically, so an interrupted run resumes without
 recomputing finished images: ``per_image.csv``; reconstructions as PNG (FID/KID are computed
-from them at the end); one CompressAI-format JSON per model; plots; a BD-rate table.
+from them at the end); one CompressAI-format JSON per model; plots; a BD-rate table. Images are
+named by their path relative to the dataset folder. A per-image metric that is not defined for
+an image (MS-SSIM under its minimum size) is NaN there, with the reason in ``not_available``;
+the model's mean is over the images where it is defined — the same images for every model and
+baseline, since it depends only on the image size.
 """
 
 from __future__ import annotations
@@ -15,8 +19,8 @@ from __future__ import annotations
 import csv
 import io
 import math
-import os
 import time
+import warnings
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,15 +35,11 @@ from datamodules.images import to_tensor
 from lightning_modules.base import quantize_8bit
 from metrics import baselines
 from metrics.bdrate import bd_rate
-from metrics.quality import DISTRIBUTION, PER_IMAGE, PatchDistribution, build_per_image, higher_is_better
+from metrics.quality import (DISTRIBUTION, PER_IMAGE, MetricNotAvailable, PatchDistribution, build_per_image,
+                             higher_is_better)
+from utils.files import write_atomically
 
 TIMING_KEYS = ("encoding_time", "decoding_time")
-
-
-def write_atomically(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 def synchronize(device: torch.device) -> None:
@@ -75,6 +75,7 @@ class Evaluator:
                                      + [n for n, metric in self.distribution.items() if metric.random_weights])
         self.csv_path = self.output_dir / "per_image.csv"
         self.rows: list[dict] = list(csv.DictReader(self.csv_path.open())) if self.csv_path.exists() else []
+        self.warned_not_available: set[str] = set()
 
     # ----------------------------------------------------------------------- bookkeeping
     def _done(self, label: str) -> dict[str, dict]:
@@ -90,10 +91,24 @@ class Evaluator:
         writer.writerows(self.rows)
         write_atomically(self.csv_path, buffer.getvalue().encode())
 
-    def _measure(self, x: torch.Tensor, x_hat: torch.Tensor) -> dict[str, float]:
+    def _measure(self, x: torch.Tensor, x_hat: torch.Tensor) -> dict[str, float | str]:
+        """Every per-image metric, and ``not_available``: why some are NaN ("" when none is)."""
         x, x_hat = x.to(self.device), quantize_8bit(x_hat.to(self.device))
+        values: dict[str, float | str] = {}
+        reasons = []
         with torch.inference_mode():
-            return {n: float(fn(x_hat, x)[0]) for n, (fn, _) in self.per_image.items()}
+            for name, (fn, _) in self.per_image.items():
+                try:
+                    values[name] = float(fn(x_hat, x)[0])
+                except MetricNotAvailable as exc:
+                    values[name] = float("nan")
+                    reasons.append(f"{name}: {exc}")
+                    if name not in self.warned_not_available:
+                        self.warned_not_available.add(name)
+                        warnings.warn(f"{name} is not defined for some images ({exc}): NaN in per_image.csv "
+                                      "(not_available says why), averaged over the other images", RuntimeWarning)
+        values["not_available"] = "; ".join(reasons)
+        return values
 
     @staticmethod
     def _save_png(x_hat: torch.Tensor, path: Path) -> None:
@@ -104,7 +119,10 @@ class Evaluator:
         write_atomically(path, buffer.getvalue())
 
     def recon_path(self, label: str, image: str) -> Path:
-        return self.output_dir / "reconstructions" / label / (Path(image).stem + ".png")
+        """``sub/a.png`` → ``reconstructions/<label>/sub/a.png``; another format gets ``.png``
+        appended (``a.jpg.png``), so ``a.jpg`` and ``a.png`` stay apart."""
+        name = image if image.lower().endswith(".png") else image + ".png"
+        return self.output_dir / "reconstructions" / label / name
 
     def _record(self, point: Point, name: str, image: Image.Image, data: bytes, x_hat: torch.Tensor,
                 times: tuple[float, float], extra: dict) -> None:
@@ -184,19 +202,28 @@ class Evaluator:
         return results
 
     def summary(self, point: Point) -> dict[str, float]:
-        keys = ["bpp", "bpp_padded", *TIMING_KEYS, *self.per_image]
-        summary = {k: float(np.mean([float(r[k]) for r in point.rows])) for k in keys}
+        """Means over the images; a per-image metric's over the images where it is defined (NaN
+        when it is defined for none)."""
+        summary = {k: float(np.mean([float(r[k]) for r in point.rows])) for k in ["bpp", "bpp_padded", *TIMING_KEYS]}
+        for name in self.per_image:
+            values = [v for v in (float(r[name]) for r in point.rows) if not math.isnan(v)]
+            summary[name] = float(np.mean(values)) if values else float("nan")
         summary.update(self.distribution_metrics(point))
         return summary
 
 
-def compressai_json(model: str, points: list[tuple[Point, dict]], description: str, random_weights: list[str]) -> dict:
-    """CompressAI's results format, extended with every metric and the protocol."""
+def compressai_json(model: str, points: list[tuple[Point, dict]], description: str, random_weights: list[str],
+                    skipped: dict[str, str]) -> dict:
+    """CompressAI's results format, extended with every metric and the protocol, the images
+    whose file could not be read (``skipped_images``) and the metrics not defined for some
+    images (``not_available``), each image with the reason."""
     results: dict[str, list] = defaultdict(list)
     for _, summary in sorted(points, key=lambda p: p[1]["bpp"]):
         for key, value in summary.items():
             results[key].append(value)
-    out = {"name": model, "description": description, "results": dict(results)}
+    not_available = {r["image"]: r["not_available"] for p, _ in points for r in p.rows if r.get("not_available")}
+    out = {"name": model, "description": description, "results": dict(results),
+           "skipped_images": skipped, "not_available": not_available}
     if random_weights:
         out["WARNING"] = f"metrics on RANDOM weights (allow_random_weights), not comparable: {random_weights}"
     return out

@@ -8,6 +8,9 @@ kid256 on 256×256 patches with HiFiC's half-shifted second pass (:func:`fid_pat
 Every metric with a pretrained backbone checks that its weights are on disk and otherwise stops
 with :class:`MissingWeightsError` naming the file; ``allow_random_weights`` (tests only) runs it
 on random weights instead and its ``random_weights`` flag makes every output say so.
+
+A metric that is not defined for an image raises :class:`MetricNotAvailable` with the reason;
+it is never replaced by a different computation under the same name (MS-SSIM on fewer scales).
 """
 
 from __future__ import annotations
@@ -25,6 +28,12 @@ from metrics.perceptual import LPIPS, MissingWeightsError, torchvision_weights_p
 PER_IMAGE = ("psnr", "ms_ssim", "ms_ssim_y", "lpips_alex", "lpips_vgg", "dists", "clipiqa")
 DISTRIBUTION = ("fid256", "kid256")
 PATCH = 256
+#: MS-SSIM's 5 scales with an 11-px window: torchmetrics needs side // 16 > 10 on both sides.
+MS_SSIM_MIN_SIDE = 176
+
+
+class MetricNotAvailable(ValueError):
+    """The metric is not defined for this input; the message says why."""
 
 
 def rgb_to_y(x: Tensor) -> Tensor:
@@ -39,6 +48,9 @@ def psnr(x_hat: Tensor, x: Tensor) -> Tensor:
 
 
 def ms_ssim(x_hat: Tensor, x: Tensor) -> Tensor:
+    height, width = x.shape[-2:]
+    if min(height, width) < MS_SSIM_MIN_SIDE:
+        raise MetricNotAvailable(f"{height}×{width} is under MS-SSIM's minimum side of {MS_SSIM_MIN_SIDE} px")
     return multiscale_structural_similarity_index_measure(x_hat, x, data_range=1.0, reduction="none")
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import warnings
 from pathlib import Path
 
@@ -12,7 +13,8 @@ from PIL import Image
 
 from datamodules import ImageFolderDataModule
 from datamodules import images
-from datamodules.images import CenterCrop, ImageFolder, RandomCrop, UnreadableImage, decode_png, open_rgb
+from datamodules.images import (CenterCrop, EpochShuffle, ImageFolder, RandomCrop, UnreadableImage, decode_png,
+                                open_rgb)
 
 rng = np.random.default_rng(0)
 
@@ -41,11 +43,16 @@ def messy_folder(tmp_path_factory) -> Path:
     full.unlink()
     (root / "empty.png").write_bytes(b"")
     (root / "notes.jpg").write_text("this is not an image")
+    frames = [Image.fromarray(_rgb(200, 300)).convert("P") for _ in range(2)]
+    frames[0].save(root / "animated.gif", save_all=True, append_images=frames[1:])
+    (root / "dangling.png").symlink_to(root / "deleted.png")
+    (root / "loop.png").symlink_to(root / "loop.png")
+    os.mkfifo(root / "fifo.png")  # opening it would block forever
     return root
 
 
-CONVERTED = {"grey.png", "alpha.png", "palette.png", "cmyk.jpg", "deep16.png"}
-SKIPPED = {"truncated.jpg", "empty.png", "notes.jpg"}
+CONVERTED = {"grey.png", "alpha.png", "palette.png", "cmyk.jpg", "deep16.png", "rotated.jpg", "animated.gif"}
+SKIPPED = {"truncated.jpg", "empty.png", "notes.jpg", "dangling.png", "loop.png", "fifo.png"}
 
 
 def test_every_item_is_an_rgb_crop_and_each_bad_file_warns_once(messy_folder):
@@ -72,8 +79,9 @@ def test_exif_orientation_and_bit_depth_are_honoured(messy_folder):
 
 def test_validation_view_keeps_whole_images(messy_folder):
     dataset = ImageFolder([messy_folder], CenterCrop(None))
-    shapes = {dataset.files[i].name: dataset[i].shape for i in range(len(dataset)) if dataset.files[i].name == "rotated.jpg"}
-    assert shapes["rotated.jpg"] == (3, 200, 100)
+    with pytest.warns(RuntimeWarning, match="rotated.jpg: EXIF orientation 6 applied"):
+        shape = dataset[[f.name for f in dataset.files].index("rotated.jpg")].shape
+    assert shape == (3, 200, 100)
 
 
 def test_datamodule_loads_batches_with_workers_and_reports_counts(messy_folder):
@@ -135,3 +143,22 @@ def test_fast_png_decoder_matches_pillow_and_still_rejects_damaged_files(tmp_pat
     assert np.array_equal(decode_png(data), pixels)
     with pytest.raises(UnreadableImage):
         open_rgb(tmp_path / "flipped.png")
+
+
+def _pass(epoch: int, position: int = 0, set_epoch: int | None = None, **ranks) -> list[tuple[int, int]]:
+    sampler = EpochShuffle(10, seed=3, **ranks)
+    sampler.resume(epoch, position)
+    if set_epoch is not None:
+        sampler.set_epoch(set_epoch)
+    return list(sampler)
+
+
+def test_epoch_shuffle_resumes_mid_epoch_and_splits_epochs_across_ranks():
+    epoch2 = _pass(2)
+    assert {epoch for _, epoch in epoch2} == {2} and sorted(i for i, _ in epoch2) == list(range(10))
+    assert _pass(2, 4) == epoch2[4:], "a resumed pass skips what was trained on"
+    assert _pass(2, 4, set_epoch=3) == _pass(3), "taken at the end of epoch 2: epoch 3 is whole"
+    ranks = [_pass(2, num_replicas=3, rank=r) for r in range(3)]
+    assert all(len(indices) == 4 for indices in ranks)  # 10 padded to 12
+    assert {i for indices in ranks for i, _ in indices} == set(range(10))
+    assert _pass(2, 2, num_replicas=3, rank=1) == ranks[1][2:]

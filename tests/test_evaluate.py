@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import csv
 import json
+import math
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
@@ -127,3 +130,55 @@ def test_benchmark_mode_times_each_decode_module(tmp_path, kodak_dir, packages):
     assert list(figures) == ["entropy decoding (CPU)", "D_a (fidelity decoder)", "total"]
     assert report["resolution"] == [512, 768] and report["device"] == "CPU"
     assert not (tmp_path / "eval" / "per_image.csv").exists(), "benchmark mode measures no quality"
+
+
+def _folder(root: Path, images: dict[str, tuple[int, int]]) -> Path:
+    """Random images of the given (height, width) under ``root``; ``None`` for a text file."""
+    rng = np.random.default_rng(0)
+    for name, size in images.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        if size is None:
+            (root / name).write_text("not an image")
+        else:
+            Image.fromarray(rng.integers(0, 256, (*size, 3), dtype=np.uint8)).save(root / name)
+    return root
+
+
+def _evaluate_folder(tmp_path, root, packages, metrics):
+    cfg = _cfg(tmp_path, root, packages[:1], "dataset=folder", "dataset.max_images=null", f"metrics=[{metrics}]",
+               "baselines=[]")
+    evaluate_module.evaluate(cfg)
+    out = tmp_path / "eval"
+    rows = csv.DictReader((out / "per_image.csv").read_text().splitlines())
+    return {r["image"]: r for r in rows}, json.loads((out / "tiny.json").read_text())
+
+
+def test_an_unreadable_image_is_skipped_named_and_listed(tmp_path, packages):
+    root = _folder(tmp_path / "images", {"a.png": (64, 64), "broken.png": None})
+    with pytest.warns(RuntimeWarning, match=r"skipping unreadable image .*broken\.png"):
+        rows, report = _evaluate_folder(tmp_path, root, packages, "psnr")
+    assert list(rows) == ["a.png"]
+    assert list(report["skipped_images"]) == ["broken.png"]
+    assert "cannot identify" in report["skipped_images"]["broken.png"]
+
+
+def test_ms_ssim_is_not_available_under_its_minimum_size_and_other_metrics_are_kept(tmp_path, packages):
+    root = _folder(tmp_path / "images", {"big.png": (192, 192), "small.png": (64, 96)})
+    with pytest.warns(RuntimeWarning, match="ms_ssim is not defined for some images"):
+        rows, report = _evaluate_folder(tmp_path, root, packages, "psnr,ms_ssim")
+    assert math.isnan(float(rows["small.png"]["ms_ssim"])) and "176 px" in rows["small.png"]["not_available"]
+    assert not math.isnan(float(rows["big.png"]["ms_ssim"])) and rows["big.png"]["not_available"] == ""
+    assert report["results"]["ms_ssim"] == [pytest.approx(float(rows["big.png"]["ms_ssim"]))], "mean over the others"
+    assert report["results"]["psnr"] == [pytest.approx(np.mean([float(r["psnr"]) for r in rows.values()]))]
+    assert list(report["not_available"]) == ["small.png"]
+
+
+def test_same_file_name_in_a_subfolder_keeps_its_own_results(tmp_path, packages):
+    root = _folder(tmp_path / "images", {"a.png": (64, 64), "sub/a.png": (64, 128)})
+    rows, _ = _evaluate_folder(tmp_path, root, packages, "psnr")
+    assert {name: row["width"] for name, row in rows.items()} == {"a.png": "64", "sub/a.png": "128"}
+    reconstructions = tmp_path / "eval" / "reconstructions" / "tiny:point0"
+    assert Image.open(reconstructions / "a.png").width == 64
+    assert Image.open(reconstructions / "sub" / "a.png").width == 128
+    resumed, _ = _evaluate_folder(tmp_path, root, packages, "psnr")  # every image done: nothing recomputed
+    assert resumed == rows

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 import train as train_module
 from codec.package import load_package
@@ -98,3 +102,21 @@ def test_a_partial_scheduler_steps_every_training_batch(tmp_path):
     scheduler = trainer.lr_scheduler_configs[0].scheduler
     assert scheduler.last_epoch == 4, "stepped once per batch"
     assert scheduler.get_last_lr()[0] == pytest.approx(0.0, abs=1e-12), "cosine reached eta_min at max_steps"
+
+
+def test_validation_on_images_under_the_ms_ssim_minimum_warns_once_and_keeps_the_rest(tmp_path):
+    rng = np.random.default_rng(0)
+    for folder, sizes in [("train", [(96, 96)] * 4), ("val", [(64, 96), (192, 192)])]:
+        (tmp_path / folder).mkdir()
+        for i, size in enumerate(sizes):
+            Image.fromarray(rng.integers(0, 256, (*size, 3), dtype=np.uint8)).save(tmp_path / folder / f"{i}.png")
+    cfg = compose_config([*TINY_STAGE1, "data=folder", f"data.train_dirs=[{tmp_path / 'train'}]",
+                          f"data.val_dirs=[{tmp_path / 'val'}]", "data.pin_memory=false", "model.val_metrics=[psnr,ms_ssim]",
+                          "trainer.limit_val_batches=2"], tmp_path / "run")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        metrics, _ = train(cfg)  # validates twice
+    skipped = [w for w in caught if "val/ms_ssim leaves out" in str(w.message)]
+    assert len(skipped) == 1 and "64×96" in str(skipped[0].message)
+    assert 0 < metrics["val/ms_ssim"] <= 1, "the mean over the image large enough"
+    assert math.isfinite(metrics["val/psnr"])

@@ -4,9 +4,13 @@ resume, and for keeping Hydra multirun and Lightning's DDP launcher apart."""
 from __future__ import annotations
 
 import hashlib
+import logging
+import pickle
 import subprocess
 import sys
 from pathlib import Path
+
+import torch
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
@@ -14,6 +18,7 @@ from omegaconf import OmegaConf, read_write
 
 #: overrides that locate a run rather than define it (left out of W&B run names)
 _LOCATING = ("hydra.", "paths.", "ckpt_path", "logger", "trainer.devices", "trainer.num_nodes")
+log = logging.getLogger(__name__)
 
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
@@ -126,11 +131,28 @@ def isolate_multirun_job(script: Path) -> None:
 
 
 def resume_checkpoint(ckpt_path: str | None, output_dir: str) -> str | None:
-    """``ckpt_path: auto``: the job's own last.ckpt if it exists (requeue after preemption)."""
+    """``ckpt_path: auto``: the newest complete checkpoint the job wrote (requeue after a
+    preemption), None when it wrote none. Candidates: ``checkpoints/*.ckpt`` (last.ckpt, the
+    step checkpoints, preempted.ckpt) and Lightning's SLURM ``hpc_ckpt_*.ckpt``; the newest is
+    the last written. One that cannot be read (truncated by a full disk or a kill) is skipped
+    with a warning; if none can be read, the run stops rather than start over."""
     if ckpt_path != "auto":
         return ckpt_path
-    last = Path(output_dir) / "checkpoints" / "last.ckpt"
-    return str(last) if last.is_file() else None
+    out = Path(output_dir)
+    candidates = sorted([*(out / "checkpoints").glob("*.ckpt"), *out.glob("hpc_ckpt_*.ckpt")],
+                        key=lambda path: path.stat().st_mtime_ns, reverse=True)
+    for path in candidates:
+        try:  # the structure and every tensor's record are read; the tensor data is only mapped
+            torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except (RuntimeError, OSError, EOFError, pickle.UnpicklingError) as exc:
+            log.warning("ckpt_path=auto: skipping unreadable checkpoint %s (%s: %s)", path, type(exc).__name__, exc)
+            continue
+        log.info("ckpt_path=auto: resuming from %s", path)
+        return str(path)
+    if candidates:
+        raise RuntimeError(f"ckpt_path=auto: none of the checkpoints of {out} can be read "
+                           f"({', '.join(p.name for p in candidates)}); set ckpt_path=null to start over")
+    return None
 
 
 def write_provenance(output_dir: str) -> list[Path]:

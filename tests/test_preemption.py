@@ -1,0 +1,136 @@
+"""Preemption and faults lose no work: SIGTERM checkpoints the current batch and exits non-zero,
+``ckpt_path: auto`` resumes from the newest readable checkpoint, and a checkpoint save that
+fails part-way leaves the previous one intact."""
+
+from __future__ import annotations
+
+import builtins
+import contextlib
+import csv
+import errno
+import logging
+import os
+import resource
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+import train as train_module
+from tests.conftest import TINY_STAGE1, compose_config
+from train import train
+from utils.run import resume_checkpoint
+
+REPO = Path(train_module.__file__).resolve().parent
+#: 8 steps over 4 batches per epoch, validation every 2: a SIGTERM after step 5 is mid-epoch,
+#: one step after the last validation checkpoint.
+RUN = [*TINY_STAGE1, "logger=csv", "trainer.max_steps=8"]
+
+
+def _losses(run_dir: Path, version: int = 0) -> dict[int, float]:
+    rows = csv.DictReader((run_dir / "csv" / f"version_{version}" / "metrics.csv").read_text().splitlines())
+    return {int(r["step"]): float(r["train/loss"]) for r in rows if r["train/loss"]}
+
+
+@pytest.mark.slow
+def test_sigterm_checkpoints_the_current_batch_exits_non_zero_and_resumes_exactly(tmp_path):
+    run_dir, marker = tmp_path / "run", tmp_path / "step5-done"
+    waiter = "+callbacks.wait_for_sigterm"
+    process = subprocess.Popen(
+        [sys.executable, str(REPO / "train.py"), *RUN, f"hydra.run.dir={run_dir}",
+         f"paths.cache_dir={tmp_path / 'cache'}", f"{waiter}._target_=tests.signal_helpers.WaitForSigterm",
+         f"{waiter}.step=5", f"{waiter}.marker={marker}"],
+        cwd=tmp_path, env={**os.environ, "PYTHONWARNINGS": "ignore"}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        text=True,
+    )
+    deadline = time.monotonic() + 300
+    while not marker.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGTERM)
+    output, _ = process.communicate(timeout=300)
+    assert process.returncode == 128 + signal.SIGTERM, output[-3000:]  # what schedulers read as "killed"
+    preempted = torch.load(run_dir / "checkpoints" / "preempted.ckpt", weights_only=True)
+    assert preempted["global_step"] == 5
+    assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 4
+
+    train(compose_config(RUN, tmp_path / "straight"))
+    train(compose_config(RUN, run_dir))  # ckpt_path: auto
+    straight, interrupted, resumed = _losses(tmp_path / "straight"), _losses(run_dir), _losses(run_dir, version=1)
+    assert sorted(interrupted) == [0, 1, 2, 3, 4] and sorted(resumed) == [5, 6, 7]
+    for step, loss in {**interrupted, **resumed}.items():
+        assert loss == pytest.approx(straight[step], rel=1e-5), step
+
+
+def _checkpoint(path: Path, step: int, age_s: float) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"global_step": step}, path)
+    mtime = time.time() - age_s
+    os.utime(path, (mtime, mtime))
+    return path
+
+
+def test_auto_resume_takes_the_newest_checkpoint_hpc_and_preempted_included(tmp_path):
+    _checkpoint(tmp_path / "checkpoints" / "step0000004.ckpt", 4, age_s=60)
+    _checkpoint(tmp_path / "checkpoints" / "last.ckpt", 4, age_s=60)
+    hpc = _checkpoint(tmp_path / "hpc_ckpt_1.ckpt", 5, age_s=30)  # SLURM's SIGUSR1
+    assert resume_checkpoint("auto", str(tmp_path)) == str(hpc)
+    preempted = _checkpoint(tmp_path / "checkpoints" / "preempted.ckpt", 6, age_s=0)
+    assert resume_checkpoint("auto", str(tmp_path)) == str(preempted)
+    assert resume_checkpoint("auto", str(tmp_path / "fresh")) is None
+    assert resume_checkpoint("some/run.ckpt", str(tmp_path)) == "some/run.ckpt"
+
+
+def test_auto_resume_skips_a_truncated_checkpoint_with_a_warning(tmp_path, caplog):
+    step4 = _checkpoint(tmp_path / "checkpoints" / "step0000004.ckpt", 4, age_s=60)
+    last = _checkpoint(tmp_path / "checkpoints" / "last.ckpt", 6, age_s=0)
+    last.write_bytes(last.read_bytes()[: last.stat().st_size // 2])  # the disk filled up mid-save
+    with caplog.at_level(logging.WARNING):
+        assert resume_checkpoint("auto", str(tmp_path)) == str(step4)
+    assert [r.message for r in caplog.records if "last.ckpt" in r.message and "unreadable" in r.message]
+    step4.write_bytes(b"")
+    with pytest.raises(RuntimeError, match="none of the checkpoints.*ckpt_path=null"):
+        resume_checkpoint("auto", str(tmp_path))
+
+
+@contextlib.contextmanager
+def _disk_fills_up(directory: Path, free_bytes: int, monkeypatch):
+    """From the first file opened for writing in ``directory``, writing there fails past
+    ``free_bytes``; and the temp dir is on another filesystem, as on clusters (node-local /tmp,
+    shared run storage): a rename from another directory fails with EXDEV, so a move copies."""
+    real_open, real_rename = builtins.open, os.rename
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+
+    def open_(file, mode="r", *args, **kwargs):
+        if isinstance(file, (str, os.PathLike)) and set(mode) & set("wxa") and Path(file).parent == directory:
+            resource.setrlimit(resource.RLIMIT_FSIZE, (free_bytes, hard))
+        return real_open(file, mode, *args, **kwargs)
+
+    def rename(src, dst, *args, **kwargs):
+        if Path(src).parent != Path(dst).parent:
+            raise OSError(errno.EXDEV, os.strerror(errno.EXDEV), str(src), None, str(dst))
+        return real_rename(src, dst, *args, **kwargs)
+
+    previous = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # past the limit a write fails, not the process
+    monkeypatch.setattr(builtins, "open", open_)
+    monkeypatch.setattr(os, "rename", rename)
+    try:
+        yield
+    finally:
+        monkeypatch.undo()
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, previous)
+
+
+def test_a_full_disk_during_a_checkpoint_save_keeps_the_previous_checkpoint(tiny_stage1_cfg, monkeypatch):
+    _, trainer = train(tiny_stage1_cfg)
+    checkpoints = Path(tiny_stage1_cfg.paths.output_dir) / "checkpoints"
+    last = checkpoints / "last.ckpt"
+    before = sorted(checkpoints.iterdir())
+    with _disk_fills_up(checkpoints, last.stat().st_size // 2, monkeypatch), pytest.raises(OSError):
+        trainer.save_checkpoint(last)
+    assert torch.load(last, weights_only=True)["global_step"] == 4, "the previous last.ckpt is intact"
+    assert sorted(checkpoints.iterdir()) == before, "no temporary file left behind"
