@@ -246,8 +246,9 @@ def fuzz(files: int, seed: int, jobs: int, max_pixels: int, timeout: float) -> d
     genuine = [compress_image(codec, fingerprint, synthetic_image(image_rng, h, w)) for h, w in IMAGE_SIZES]
     mutated = [mutate(rng, rng.choice(genuine)) for _ in range(files)]
     side = int(max_pixels**0.5)
-    reference_file = ("genuine at the budget", compress_image(codec, fingerprint, synthetic_image(image_rng, side, side)))
-    (reference,) = run_files(codec, fingerprint, [reference_file], max_pixels, 1, timeout, progress=False)
+    at_budget = compress_image(codec, fingerprint, synthetic_image(image_rng, side, side))
+    (reference,) = run_files(codec, fingerprint, [("genuine at the budget", at_budget)], max_pixels, 1, timeout,
+                             progress=False)
     start = time.perf_counter()
     results = run_files(codec, fingerprint, mutated, max_pixels, jobs, timeout)
     elapsed = time.perf_counter() - start

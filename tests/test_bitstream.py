@@ -156,7 +156,8 @@ def test_padding_covers_every_read_of_the_rans_decoder(package_dir):
     for string in [b"\xff" * longest, b"\xff" * 8, bytes(8) + b"\xff" * (longest - 8), rng.randbytes(longest)]:
         padded = guarded_string(string, n)
         # index 0, the narrowest scale: escapes are likeliest
-        decoded = [decoder.decode_with_indexes(padded + tail, [0] * n, *tables) for tail in (b"", b"\xff" * 4096, rng.randbytes(4096))]
+        tails = [b"", b"\xff" * 4096, rng.randbytes(4096)]
+        decoded = [decoder.decode_with_indexes(padded + tail, [0] * n, *tables) for tail in tails]
         assert decoded[0] == decoded[1] == decoded[2]
 
 
