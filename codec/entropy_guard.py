@@ -28,7 +28,8 @@ end, so padding leaves its symbols unchanged.
 How a codec gets this: :func:`guard_entropy_coders` replaces the coder of every compressai
 ``EntropyModel`` in a module (``EntropyBottleneck``, ``GaussianConditional`` and everything
 built on them: the hyperprior, and ``compressai.latent_codecs``' channel groups and checkerboard,
-which decode through ``GaussianConditional.decompress``). ``decompress_outputs`` calls it on
+which decode through ``GaussianConditional.decompress``), as long as it is a registered submodule.
+``decompress_outputs`` calls it on
 every codec before decoding a file, so a new entropy model made of those parts is covered
 without any change. compressai's serial autoregressive decoders (``RasterScanLatentCodec``,
 ``JointAutoregressiveHierarchicalPriors``) build their own ``RansDecoder``; a model using one
@@ -38,6 +39,7 @@ must pass its string through :func:`guarded_string` (with the total number of sy
 
 from __future__ import annotations
 
+from compressai.entropy_models import EntropyModel
 from torch import nn
 
 from codec.bitstream import BitstreamError
@@ -96,8 +98,6 @@ class GuardedEntropyCoder:
 def guard_entropy_coders(module: nn.Module) -> nn.Module:
     """Install a :class:`GuardedEntropyCoder` on every compressai ``EntropyModel`` in ``module``
     (idempotent); returns ``module``."""
-    from compressai.entropy_models import EntropyModel
-
     for entropy_model in module.modules():
         if isinstance(entropy_model, EntropyModel) and not isinstance(entropy_model.entropy_coder, GuardedEntropyCoder):
             entropy_model.entropy_coder = GuardedEntropyCoder(entropy_model.entropy_coder)

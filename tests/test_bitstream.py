@@ -17,9 +17,10 @@ from PIL import Image
 
 from codec.bitstream import DEFAULT_MAX_PIXELS, MAGIC, BitstreamError, CompressedImage, pack, unpack
 from codec.cli import compress_main, decompress_main
-from codec.entropy_guard import guarded_string
+from codec.entropy_guard import guard_entropy_coders, guarded_string
 from codec.image_codec import decompress_bytes
 from codec.package import export_package, load_package
+from models.entropy import scale_table
 from models.hific import HiFiCCompressor
 
 TINY = dict(latent_channels=8, encoder_channels=[4, 8, 8, 16, 16], hyper_channels=8, residual_blocks=1)
@@ -159,6 +160,29 @@ def test_padding_covers_every_read_of_the_rans_decoder(package_dir):
         tails = [b"", b"\xff" * 4096, rng.randbytes(4096)]
         decoded = [decoder.decode_with_indexes(padded + tail, [0] * n, *tables) for tail in tails]
         assert decoded[0] == decoded[1] == decoded[2]
+
+
+def test_compressai_latent_codecs_get_the_guard():
+    """An ELIC-style checkerboard latent codec (compressai.latent_codecs) is guarded by
+    guard_entropy_coders alone: genuine strings decode as before, hostile ones are refused."""
+    from compressai.latent_codecs import CheckerboardLatentCodec, GaussianConditionalLatentCodec
+    from compressai.layers import CheckerboardMaskedConv2d
+
+    torch.manual_seed(0)
+    c = 4
+    latent_codec = CheckerboardLatentCodec(
+        latent_codec={"y": GaussianConditionalLatentCodec(quantizer="ste")},
+        entropy_parameters=torch.nn.Conv2d(4 * c, 2 * c, 1),
+        context_prediction=CheckerboardMaskedConv2d(c, 2 * c, 5, padding=2),
+    ).eval()
+    latent_codec.y.gaussian_conditional.update_scale_table(scale_table(), force=True)
+    side_params = torch.randn(1, 2 * c, 8, 8)
+    strings = latent_codec.compress(torch.randn(1, c, 8, 8) * 3, side_params)["strings"]
+    unguarded = latent_codec.decompress(strings, (c, 8, 8), side_params)["y_hat"]
+    guard_entropy_coders(latent_codec)
+    assert torch.equal(latent_codec.decompress(strings, (c, 8, 8), side_params)["y_hat"], unguarded)
+    with pytest.raises(BitstreamError, match="string of 0 bytes"):
+        latent_codec.decompress([[b""], strings[1]], (c, 8, 8), side_params)
 
 
 def test_declared_size_over_the_budget_is_refused_before_decoding(package_dir, encoded, monkeypatch):
