@@ -28,10 +28,9 @@ end, so padding leaves its symbols unchanged.
 How a codec gets this: :func:`guard_entropy_coders` replaces the coder of every compressai
 ``EntropyModel`` in a module (``EntropyBottleneck``, ``GaussianConditional`` and everything
 built on them: the hyperprior, and ``compressai.latent_codecs``' channel groups and checkerboard,
-which decode through ``GaussianConditional.decompress``), as long as it is a registered submodule.
-``decompress_outputs`` calls it on
-every codec before decoding a file, so a new entropy model made of those parts is covered
-without any change. compressai's serial autoregressive decoders (``RasterScanLatentCodec``,
+which decode through ``GaussianConditional.decompress``) that is a registered submodule.
+``decompress_outputs`` calls it on every codec before decoding a file, so a new entropy model
+made of those parts is covered without any change. compressai's serial autoregressive decoders (``RasterScanLatentCodec``,
 ``JointAutoregressiveHierarchicalPriors``) build their own ``RansDecoder``; a model using one
 must pass its string through :func:`guarded_string` (with the total number of symbols) before
 ``set_stream``.
