@@ -3,7 +3,8 @@
     python bench/entropy_coding.py --codec logs/demo/latest/codec [--kodak DIR]
 
 For each image: the real file (header included) against the rate estimated from the
-likelihoods, and the time of the entropy coder alone (ŷ, ẑ ⇄ strings) and of the whole
+likelihoods, and the time of the entropy coder alone (ŷ, ẑ ⇄ strings; decoding with and
+without codec.entropy_guard's checks and padding) and of the whole
 compress / decompress on the CPU.
 """
 
@@ -18,6 +19,7 @@ from pathlib import Path
 import torch
 
 from codec.bitstream import unpack
+from codec.entropy_guard import guard_entropy_coders
 from codec.image_codec import compress_image, decompress_bytes
 from codec.package import load_package
 from datamodules.images import open_rgb, to_tensor
@@ -43,6 +45,8 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(os.cpu_count() or 1)
     codec, fingerprint = load_package(args.codec)
+    guard_entropy_coders(codec)  # as decompress_bytes does
+    unguarded, _ = load_package(args.codec)  # compressai's decoder without the guard's checks and padding
     rows = []
     for path in sorted(args.kodak.glob("*.png")):
         x = to_tensor(open_rgb(path).image)[None]
@@ -54,17 +58,20 @@ def main() -> None:
         strings = unpack(data).strings
         shape = codec.latent_shape(*x.shape[-2:])
         _, t_entropy_decode = timed(lambda: codec.decode_latents([[s] for s in strings], shape))
+        _, t_unguarded = timed(lambda: unguarded.decode_latents([[s] for s in strings], shape))
         real = len(data) * 8 / pixels
-        rows.append((path.name, estimated, real, t_compress, t_decompress, t_entropy_decode))
+        rows.append((path.name, estimated, real, t_compress, t_decompress, t_entropy_decode, t_unguarded))
         print(f"{path.name}: est {estimated:.4f} bpp, real {real:.4f} bpp ({(real / estimated - 1) * 100:+.2f}%), "
               f"compress {t_compress * 1e3:.0f} ms, decompress {t_decompress * 1e3:.0f} ms, "
-              f"entropy decoding {t_entropy_decode * 1e3:.0f} ms")
+              f"entropy decoding {t_entropy_decode * 1e3:.0f} ms ({t_unguarded * 1e3:.0f} ms unguarded)")
     est, real = statistics.mean(r[1] for r in rows), statistics.mean(r[2] for r in rows)
     print(f"\nKodak mean over {len(rows)} images: estimated {est:.4f} bpp, real {real:.4f} bpp "
           f"(gap {(real / est - 1) * 100:+.2f}%, header+checksum included); "
           f"compress {statistics.mean(r[3] for r in rows) * 1e3:.0f} ms, "
           f"decompress {statistics.mean(r[4] for r in rows) * 1e3:.0f} ms, "
-          f"entropy decoding {statistics.mean(r[5] for r in rows) * 1e3:.0f} ms per image (CPU, {torch.get_num_threads()} threads)")
+          f"entropy decoding {statistics.mean(r[5] for r in rows) * 1e3:.0f} ms "
+          f"({statistics.mean(r[6] for r in rows) * 1e3:.0f} ms unguarded) per image "
+          f"(CPU, {torch.get_num_threads()} threads)")
 
 
 if __name__ == "__main__":

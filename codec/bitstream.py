@@ -15,7 +15,8 @@ Layout (big-endian):
 bpp is counted on the whole file (header and checksum included) over the original pixels.
 Every field is checked before anything is allocated from it, so a damaged, truncated or foreign
 file raises :class:`BitstreamError` with a readable message, never a crash, a hang or a huge
-allocation.
+allocation. A declared size over the caller's pixel budget is refused here, before decoding
+spends anything on it; the entropy-coded strings are checked by ``codec.entropy_guard``.
 """
 
 from __future__ import annotations
@@ -30,6 +31,9 @@ FINGERPRINT_BYTES = 8
 #: The largest image side a file may declare (well above any benchmark image).
 MAX_SIDE = 1 << 15
 MAX_STRINGS = 16
+#: Default decoding budget: 4096² pixels covers every benchmark set (≤ 3 MP), 12 MP photos and
+#: 4K UHD frames, while decoding time and memory grow with the declared size, whatever the file's.
+DEFAULT_MAX_PIXELS = 4096 * 4096
 
 _HEADER = struct.Struct(">4sBII8sB")
 _LENGTH = struct.Struct(">I")
@@ -66,8 +70,11 @@ def pack(image: CompressedImage) -> bytes:
     return body + _CRC.pack(zlib.crc32(body))
 
 
-def unpack(data: bytes, expected_fingerprint: bytes | None = None) -> CompressedImage:
-    """Parse and validate a file; refuse one written by another codec package."""
+def unpack(
+    data: bytes, expected_fingerprint: bytes | None = None, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> CompressedImage:
+    """Parse and validate a file; refuse one written by another codec package or declaring
+    more than ``max_pixels`` pixels."""
     data = bytes(data)
     if len(data) < _HEADER.size + _CRC.size:
         raise BitstreamError(f"file too short to be a compressed image ({len(data)} bytes)")
@@ -81,6 +88,11 @@ def unpack(data: bytes, expected_fingerprint: bytes | None = None) -> Compressed
         raise BitstreamError("checksum mismatch: the file is damaged or truncated")
     if not (0 < height <= MAX_SIDE and 0 < width <= MAX_SIDE):
         raise BitstreamError(f"declared image size {height}×{width} outside 1..{MAX_SIDE}")
+    if height * width > max_pixels:
+        raise BitstreamError(
+            f"declared image size {height}×{width} ({height * width} pixels) is over the decoding budget of "
+            f"{max_pixels} pixels (raise max_pixels / --max-pixels to decode it)"
+        )
     if not 0 < n_strings <= MAX_STRINGS:
         raise BitstreamError(f"declared {n_strings} strings, expected 1..{MAX_STRINGS}")
     offset = _HEADER.size

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from codec.bitstream import BitstreamError, unpack
+from codec.bitstream import DEFAULT_MAX_PIXELS, BitstreamError, unpack
 from codec.image_codec import bits_per_pixel, compress_image, decompress_bytes
 from codec.package import load_package
 from datamodules.images import UnreadableImage, open_rgb, to_tensor
@@ -73,7 +73,12 @@ def compress_main(argv: list[str] | None = None) -> int:
 
 
 def decompress_main(argv: list[str] | None = None) -> int:
-    args = _parser("Decompress a file to a PNG.", "PNG to write").parse_args(argv)
+    parser = _parser("Decompress a file to a PNG.", "PNG to write")
+    parser.add_argument(
+        "--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
+        help=f"refuse files declaring more pixels than this (default {DEFAULT_MAX_PIXELS}, 4096²)",
+    )
+    args = parser.parse_args(argv)
     package = _load_package("decompress", args)
     if package is None:
         return 2
@@ -81,12 +86,12 @@ def decompress_main(argv: list[str] | None = None) -> int:
     data = args.input.read_bytes()
     start = time.perf_counter()
     try:
-        image = decompress_bytes(codec, fingerprint, data)
+        image = decompress_bytes(codec, fingerprint, data, args.max_pixels)
     except BitstreamError as exc:
         print(f"decompress: {args.input}: {exc}", file=sys.stderr)
         return 2
     elapsed = time.perf_counter() - start
     save_png(image, args.output)
-    header = unpack(data)
+    header = unpack(data, max_pixels=args.max_pixels)
     print(f"{args.input} → {args.output} ({header.width}×{header.height}), {elapsed * 1000:.0f} ms")
     return 0

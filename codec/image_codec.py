@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from codec.bitstream import BitstreamError, CompressedImage, pack, unpack
+from codec.bitstream import DEFAULT_MAX_PIXELS, BitstreamError, CompressedImage, pack, unpack
+from codec.entropy_guard import guard_entropy_coders
 
 
 def compress_image(codec: nn.Module, fingerprint: bytes, image: Tensor) -> bytes:
@@ -19,20 +20,27 @@ def compress_image(codec: nn.Module, fingerprint: bytes, image: Tensor) -> bytes
     return pack(CompressedImage(x.shape[-2], x.shape[-1], fingerprint, strings))
 
 
-def decompress_outputs(codec: nn.Module, fingerprint: bytes, data: bytes) -> dict[str, Tensor]:
+def decompress_outputs(
+    codec: nn.Module, fingerprint: bytes, data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> dict[str, Tensor]:
     """The bytes of a compressed file → the codec's decoded images (``x_hat``, and SODEC's
-    preliminary ``x_hat_f``), 1×3×H×W in [0, 1]. Raises BitstreamError."""
-    image = unpack(data, expected_fingerprint=fingerprint)
+    preliminary ``x_hat_f``), 1×3×H×W in [0, 1]. Raises BitstreamError, at once for a file
+    declaring more than ``max_pixels`` pixels. Any file, however hostile, decodes the same on
+    every call, within the time and memory its declared size needs."""
+    image = unpack(data, expected_fingerprint=fingerprint, max_pixels=max_pixels)
     if len(image.strings) != codec.NUM_STRINGS:
         raise BitstreamError(f"file holds {len(image.strings)} strings, this codec needs {codec.NUM_STRINGS}")
     shape = codec.latent_shape(image.height, image.width)
+    guard_entropy_coders(codec)
     with torch.inference_mode():
         return codec.decompress([[s] for s in image.strings], shape, (image.height, image.width))
 
 
-def decompress_bytes(codec: nn.Module, fingerprint: bytes, data: bytes) -> Tensor:
+def decompress_bytes(
+    codec: nn.Module, fingerprint: bytes, data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> Tensor:
     """The bytes of a compressed file → the 1×3×H×W reconstruction in [0, 1]."""
-    return decompress_outputs(codec, fingerprint, data)["x_hat"]
+    return decompress_outputs(codec, fingerprint, data, max_pixels)["x_hat"]
 
 
 def bits_per_pixel(data: bytes, height: int, width: int) -> float:
