@@ -12,6 +12,7 @@ import tempfile
 from pathlib import Path
 
 import hydra
+import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 from PIL import Image
@@ -97,7 +98,10 @@ def evaluate(cfg: DictConfig) -> dict:
         if not baselines.available(codec_name):
             log.warning("baseline %s is not available here (missing plugin); skipped", codec_name)
             continue
-        pts = [evaluator.evaluate_baseline(codec_name, p) for p in learned[first_model]]
+        if cfg.match_baselines:  # at each image's bpp of every learned point
+            pts = [evaluator.evaluate_baseline_matched(codec_name, p) for ps in learned.values() for p in ps]
+        else:  # a quality grid, as compressai.utils.bench runs it
+            pts = [evaluator.evaluate_baseline(codec_name, quality) for quality in cfg.baseline_qualities]
         points[codec_name.upper()] = [(p, evaluator.summary(p)) for p in pts]
 
     device = torch.cuda.get_device_name() if evaluator.device.type == "cuda" else "CPU"
@@ -119,19 +123,34 @@ def evaluate(cfg: DictConfig) -> dict:
     for metric in quality:
         plot_metric(curves, metric, cfg.dataset.name, out / f"rd_{metric}.png",
                     published_points(cfg.published_points, cfg.dataset.name, metric), warning)
-    name, original = images[0]
-    columns = {}
-    for pts in points.values():
-        for p, _ in pts:
-            fidelity = evaluator.recon_path(f"{p.label}_fidelity", name)
-            if fidelity.is_file():  # SODEC: original | x̂_f | x̂
-                columns[f"{p.label} x̂_f"] = Image.open(fidelity)
-            columns[p.label] = Image.open(evaluator.recon_path(p.label, name))
-    sample_grid(original, columns, out / "samples.png")
+    sample_columns(evaluator, points, images[0], out / "samples.png")
     print_table(curves, quality, table, out, warning, dataset.skipped)
     if cfg.wandb.enabled:
         log_to_wandb(cfg, evaluator, out, quality)
     return curves
+
+
+def sample_columns(evaluator: Evaluator, points: dict, sample: tuple[str, Image.Image], out: Path) -> Path:
+    """The sample grid of the first image: every learned point (SODEC's x̂_f beside its x̂) and,
+    per baseline, the grid point closest in bpp to the learned points' median on that image."""
+    name, original = sample
+    bpp_of = lambda point: next(float(r["bpp"]) for r in point.rows if r["image"] == name)  # noqa: E731
+    columns, learned_bpps = [], []
+    for model, model_points in points.items():
+        if model.lower() in baselines.CODECS:
+            continue
+        for point, _ in model_points:
+            fidelity = evaluator.recon_path(f"{point.label}_fidelity", name)
+            if fidelity.is_file():
+                columns.append((f"{point.label} x̂_f", bpp_of(point), Image.open(fidelity).convert("RGB")))
+            columns.append((point.label, bpp_of(point), Image.open(evaluator.recon_path(point.label, name)).convert("RGB")))
+            learned_bpps.append(bpp_of(point))
+    target = float(np.median(learned_bpps))
+    for model, model_points in points.items():
+        if model.lower() in baselines.CODECS:
+            point = min((p for p, _ in model_points), key=lambda p: abs(bpp_of(p) - target))
+            columns.append((point.label, bpp_of(point), Image.open(evaluator.recon_path(point.label, name)).convert("RGB")))
+    return sample_grid(original, columns, out)
 
 
 def log_to_wandb(cfg: DictConfig, evaluator: Evaluator, out: Path, metrics: list[str]) -> None:

@@ -47,7 +47,13 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], pl.Trainer]:
             logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
             if isinstance(logger, WandbLogger) and trainer.is_global_zero:
                 describe_wandb_run(logger, cfg.paths.output_dir)
-        trainer.fit(module, datamodule=datamodule, ckpt_path=resume_checkpoint(cfg.get("ckpt_path"), cfg.paths.output_dir),
+        ckpt_path = resume_checkpoint(cfg.get("ckpt_path"), cfg.paths.output_dir)
+        if cfg.get("validate_before_training") and ckpt_path is None:
+            # where the stage starts from: its first validation, beside final_metrics.json
+            initial = trainer.validate(module, datamodule=datamodule, verbose=False)[0]
+            if trainer.is_global_zero:
+                write_metrics(Path(cfg.paths.output_dir) / "initial_metrics.json", initial)
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path,
                     weights_only=True)  # a checkpoint is data: tensors and plain containers only
         exit_code = 0
     except SIGTERMException:  # a SystemExit with status 0: the job would pass for finished
@@ -59,8 +65,12 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], pl.Trainer]:
             torch.distributed.destroy_process_group()
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     if trainer.is_global_zero:  # what the offline comparison command reads
-        (Path(cfg.paths.output_dir) / "final_metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
+        write_metrics(Path(cfg.paths.output_dir) / "final_metrics.json", metrics)
     return metrics, trainer
+
+
+def write_metrics(path: Path, metrics: dict) -> None:
+    path.write_text(json.dumps({k: float(v) for k, v in metrics.items()}, indent=2, sort_keys=True))
 
 
 def metric_for_sweep(cfg: DictConfig, metrics: dict[str, float]) -> float | None:

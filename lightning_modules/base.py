@@ -17,16 +17,13 @@ import pytorch_lightning as pl
 import torch
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
-from torchmetrics.image import PeakSignalNoiseRatio
 
 from codec.bitstream import CompressedImage, pack
-from metrics.perceptual import LPIPS
-from metrics.quality import MS_SSIM_MIN_SIDE, MetricNotAvailable, ms_ssim
+from metrics.quality import MetricNotAvailable, metric_spec
 from utils.config import ConfigError, require_supported_precision
 from utils.modules import external_keys, resize_buffers_like
 from utils.untrusted import load_checkpoint
 
-VAL_METRICS = ("psnr", "ms_ssim", "lpips")
 log = logging.getLogger(__name__)
 
 
@@ -43,8 +40,7 @@ class CompressionLightningModule(pl.LightningModule):
         aux_optimizer: Callable[..., torch.optim.Optimizer],
         scheduler: Callable[..., Any] | None = None,
         gradient_clip_val: float | None = 1.0,
-        val_metrics: Sequence[str] = VAL_METRICS,
-        lpips_net: str = "alex",
+        val_metrics: Sequence[str] = ("psnr", "ms_ssim"),
         allow_random_weights: bool = False,
         num_logged_images: int = 4,
         init_from: str | None = None,
@@ -52,23 +48,26 @@ class CompressionLightningModule(pl.LightningModule):
     ):
         super().__init__()
         self.automatic_optimization = False
-        unknown = set(val_metrics) - set(VAL_METRICS)
-        if unknown:
-            raise ConfigError("val_metrics", f"unknown metrics {sorted(unknown)}; choose from {list(VAL_METRICS)}")
         self.codec = codec
         self.optimizer_factory, self.aux_optimizer_factory = optimizer, aux_optimizer
         self.scheduler_factory = scheduler
         self.gradient_clip_val = gradient_clip_val
         self.num_logged_images = num_logged_images
-        self.val_psnr = PeakSignalNoiseRatio(data_range=1.0, dim=(1, 2, 3)) if "psnr" in val_metrics else None
-        self.val_lpips = LPIPS(lpips_net, allow_random_weights) if "lpips" in val_metrics else None
-        # per-image means; MS-SSIM's over the images large enough for it (NaN when none is)
-        self.val_means = nn.ModuleDict({k: MeanMetric() for k in ("lpips", "ms_ssim", "bpp_real")})
-        self.val_ms_ssim = "ms_ssim" in val_metrics
-        self._ms_ssim_skip_warned = False
+        try:
+            metrics = {name: metric_spec(name).build(allow_random_weights) for name in val_metrics}
+        except ConfigError as error:
+            raise ConfigError("val_metrics", error.message) from None
+        self.val_metrics = metrics
+        self.val_metric_networks = nn.ModuleDict({n: m for n, m in metrics.items() if isinstance(m, nn.Module)})
+        # per-image means, of x̂ and (SODEC) of the fidelity image x̂_f: `val/<metric>`, `val/fidelity_<metric>`
+        self.val_means = nn.ModuleDict({key: MeanMetric() for key in
+                                        [*metrics, *(f"fidelity_{name}" for name in metrics), "bpp_real"]})
+        self._val_updated: set[str] = set()
+        self._not_available_warned: set[str] = set()
         #: λ, owned and set every batch by the RateAnnealing callback.
         self.rate_lambda: float | None = None
         self.init_from, self.init_prefix_map = init_from, dict(init_prefix_map or {})
+        self._initialised_from_previous_stage = False
 
     # ------------------------------------------------------------------ stage interface
     def compute_losses(self, x: Tensor) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
@@ -95,9 +94,11 @@ class CompressionLightningModule(pl.LightningModule):
 
     # ----------------------------------------------------------------------- training
     def setup(self, stage: str) -> None:
-        # before the optimizers exist; a resumed run (ckpt_path) then overwrites these weights
-        if stage == "fit" and self.init_from:
+        # before the optimizers exist (and before a validation that precedes training); a
+        # resumed run (ckpt_path) then overwrites these weights
+        if stage in ("fit", "validate") and self.init_from and not self._initialised_from_previous_stage:
             self.load_previous_stage(self.init_from, self.init_prefix_map)
+            self._initialised_from_previous_stage = True
 
     def load_previous_stage(self, path: str, prefix_map: dict[str, str]) -> dict[str, list[str]]:
         """Initialise from an earlier stage's checkpoint: keys renamed by ``prefix_map`` (e.g.
@@ -196,39 +197,35 @@ class CompressionLightningModule(pl.LightningModule):
     def validation_step(self, batch: Tensor, batch_idx: int) -> None:
         losses, images = self.compute_losses(batch)
         self.log_terms("val", losses, batch_size=batch.shape[0])
-        x_hat = quantize_8bit(images["x_hat"])
-        if self.val_psnr is not None:
-            self.val_psnr.update(x_hat, batch)
-        if self.val_ms_ssim:
-            self._update_ms_ssim(x_hat, batch)
-        if self.val_lpips is not None:
-            self.val_means["lpips"].update(self.val_lpips(x_hat, batch))
-        self.val_means["bpp_real"].update(self.real_bpp(batch))
+        self._update_quality("", quantize_8bit(images["x_hat"]), batch)
+        if "x_hat_f" in images:
+            self._update_quality("fidelity_", quantize_8bit(images["x_hat_f"]), batch)
+        self._update_mean("bpp_real", self.real_bpp(batch))
         if batch_idx == 0:
             self.log_images("val", {"original": batch, **images})
 
-    def _update_ms_ssim(self, x_hat: Tensor, x: Tensor) -> None:
-        try:
-            self.val_means["ms_ssim"].update(ms_ssim(x_hat, x.float()))
-        except MetricNotAvailable as exc:
-            # weight 0: counted as an update on this rank, adds nothing to the mean
-            self.val_means["ms_ssim"].update(x.new_zeros(x.shape[0]), weight=0.0)
-            if not self._ms_ssim_skip_warned:
-                self._ms_ssim_skip_warned = True
-                warnings.warn(f"val/ms_ssim leaves out validation images under {MS_SSIM_MIN_SIDE} px on a side "
-                              f"({exc}): it is the mean over the others, NaN when none is large enough", RuntimeWarning)
+    def _update_mean(self, key: str, values: Tensor, weight: float = 1.0) -> None:
+        self.val_means[key].update(values, weight=weight)
+        self._val_updated.add(key)
+
+    def _update_quality(self, prefix: str, x_hat: Tensor, x: Tensor) -> None:
+        for name, metric in self.val_metrics.items():
+            try:
+                self._update_mean(prefix + name, metric(x_hat, x.float()).float())
+            except MetricNotAvailable as exc:
+                # weight 0: counted as an update on this rank, adds nothing to the mean
+                self._update_mean(prefix + name, x.new_zeros(x.shape[0]), weight=0.0)
+                if name not in self._not_available_warned:
+                    self._not_available_warned.add(name)
+                    warnings.warn(f"val/{name} leaves out validation images it is not defined for ({exc}): it is "
+                                  f"the mean over the others, NaN when there is none", RuntimeWarning)
 
     def on_validation_epoch_end(self) -> None:
-        results = {}
-        if self.val_psnr is not None:
-            results["val/psnr"] = self.val_psnr.compute()
-        for name, enabled in [("ms_ssim", self.val_ms_ssim), ("lpips", self.val_lpips is not None), ("bpp_real", True)]:
-            if enabled:
-                results[f"val/{name}"] = self.val_means[name].compute()
+        results = {f"val/{key}": self.val_means[key].compute() for key in sorted(self._val_updated)}
         self.log_dict(results, sync_dist=False)  # torchmetrics already synced across ranks
-        for metric in [self.val_psnr, *self.val_means.values()]:
-            if metric is not None:
-                metric.reset()
+        for metric in self.val_means.values():
+            metric.reset()
+        self._val_updated.clear()
 
     def real_bpp(self, batch: Tensor) -> Tensor:
         """Bits per pixel of the real files (header included) for each image of the batch."""

@@ -1,6 +1,6 @@
 """Build a sweep's ablation table from its local outputs (no W&B needed):
 
-    python -m metrics.compare logs/<task>/multiruns/<date_time> [--metrics val/bpp_real val/lpips ...]
+    python -m metrics.compare logs/<task>/multiruns/<date_time> [--metrics val/bpp_real val/lpips_alex ...]
 
 Rows are the swept values (the overrides that differ between the sweep's jobs), columns the
 final metrics each job wrote to ``final_metrics.json``. Writes ``ablation.md``, ``ablation.csv``
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import yaml
 
-DEFAULT_COLUMNS = ("val/bpp_real", "val/bpp", "val/lpips", "val/dists", "val/ms_ssim", "val/psnr", "val/clipiqa",
+DEFAULT_COLUMNS = ("val/bpp_real", "val/bpp", "val/lpips_alex", "val/dists", "val/ms_ssim", "val/psnr", "val/clipiqa",
                    "val/loss")
 
 

@@ -35,8 +35,7 @@ from datamodules.images import to_tensor
 from lightning_modules.base import quantize_8bit
 from metrics import baselines
 from metrics.bdrate import bd_rate
-from metrics.quality import (DISTRIBUTION, PER_IMAGE, MetricNotAvailable, PatchDistribution, build_per_image,
-                             higher_is_better)
+from metrics.quality import DISTRIBUTION, MetricNotAvailable, PatchDistribution, higher_is_better, metric_spec
 from utils.files import write_atomically
 
 TIMING_KEYS = ("encoding_time", "decoding_time")
@@ -56,22 +55,23 @@ class Point:
     rows: list[dict] = field(default_factory=list)
 
 
+def _on(metric, device: torch.device):
+    return metric.to(device) if isinstance(metric, torch.nn.Module) else metric
+
+
 class Evaluator:
     def __init__(self, images, metrics: list[str], output_dir: str, device: str = "auto",
                  allow_random_weights: bool = False):
-        unknown = set(metrics) - set(PER_IMAGE + DISTRIBUTION)
-        if unknown:
-            raise ValueError(f"unknown metrics {sorted(unknown)}; choose from {PER_IMAGE + DISTRIBUTION}")
         self.images, self.metric_names = images, list(metrics)
         self.device = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
                                    "cpu" if device == "auto" else device)
         self.output_dir = Path(output_dir)
         self.output_dir.mkdir(parents=True, exist_ok=True)
-        self.per_image = {n: build_per_image(n, allow_random_weights, self.device)
-                          for n in metrics if n in PER_IMAGE}
+        self.per_image = {n: _on(metric_spec(n).build(allow_random_weights), self.device)
+                          for n in metrics if n not in DISTRIBUTION}
         self.distribution = {n: PatchDistribution(n, allow_random_weights, self.device)
                              for n in metrics if n in DISTRIBUTION}  # built now: fail before any work
-        self.random_weights = sorted([n for n, (_, random) in self.per_image.items() if random]
+        self.random_weights = sorted([n for n, metric in self.per_image.items() if metric.random_weights]
                                      + [n for n, metric in self.distribution.items() if metric.random_weights])
         self.csv_path = self.output_dir / "per_image.csv"
         self.rows: list[dict] = list(csv.DictReader(self.csv_path.open())) if self.csv_path.exists() else []
@@ -97,7 +97,7 @@ class Evaluator:
         values: dict[str, float | str] = {}
         reasons = []
         with torch.inference_mode():
-            for name, (fn, _) in self.per_image.items():
+            for name, fn in self.per_image.items():
                 try:
                     values[name] = float(fn(x_hat, x)[0])
                 except MetricNotAvailable as exc:
@@ -169,23 +169,33 @@ class Evaluator:
         return point
 
     # ---------------------------------------------------------------------- baselines
-    def evaluate_baseline(self, codec: str, matched_to: Point) -> Point:
-        """``codec`` at each image's bpp of the learned point ``matched_to``."""
-        label = f"{codec}@{matched_to.label}"
-        point, done = Point(codec.upper(), label), self._done(label)
+    def evaluate_baseline(self, codec: str, quality: int) -> Point:
+        """``codec`` at one quality setting on every image (a point of its quality grid)."""
+        return self._baseline(codec, f"{codec}@q{quality}", lambda name, image: baselines.Coded(
+            baselines.encode(image, codec, quality), quality), {})
+
+    def evaluate_baseline_matched(self, codec: str, matched_to: Point) -> Point:
+        """``codec`` at each image's bpp of the learned point ``matched_to`` (quality searched
+        per image; the encoding time includes the search)."""
         targets = {r["image"]: float(r["bpp"]) for r in matched_to.rows}
+        return self._baseline(codec, f"{codec}@{matched_to.label}",
+                              lambda name, image: baselines.encode_at_bpp(image, codec, targets[name]),
+                              {"target_bpp": targets})
+
+    def _baseline(self, codec: str, label: str, encode, extra: dict[str, dict]) -> Point:
+        point, done = Point(codec.upper(), label), self._done(label)
         for name, image in self.images:
             if name in done:
                 point.rows.append(done[name])
                 continue
             start = time.perf_counter()
-            coded = baselines.encode_at_bpp(image, codec, targets[name])
-            encode_time = time.perf_counter() - start  # includes the quality search
+            coded = encode(name, image)
+            encode_time = time.perf_counter() - start
             start = time.perf_counter()
             x_hat = to_tensor(baselines.decode(coded.data))[None]
             decode_time = time.perf_counter() - start
             self._record(point, name, image, coded.data, x_hat, (encode_time, decode_time),
-                         {"quality": coded.quality, "target_bpp": targets[name]})
+                         {"quality": coded.quality, **{key: values[name] for key, values in extra.items()}})
         return point
 
     # ---------------------------------------------------------------------- summaries

@@ -3,7 +3,7 @@
 LPIPS needs an ImageNet backbone (AlexNet or VGG16 from torchvision) on disk. When the file is
 missing we stop with a message naming it and where it goes; only an explicit
 ``allow_random_weights=True`` (tests) builds the backbone with random weights, and that
-instance says so in ``random_backbone`` so no number it produces can pass for the real metric.
+instance says so in ``random_weights`` so no number it produces can pass for the real metric.
 """
 
 from __future__ import annotations
@@ -45,19 +45,19 @@ class LPIPS(ExternalWeights):
         if net not in _BACKBONE_WEIGHTS:
             raise ValueError(f"LPIPS backbone must be one of {sorted(_BACKBONE_WEIGHTS)}, got {net!r}")
         path, url = torchvision_weights_path(net)
-        self.random_backbone = not path.is_file()
-        if self.random_backbone and not allow_random_weights:
+        self.random_weights = not path.is_file()
+        if self.random_weights and not allow_random_weights:
             raise MissingWeightsError(
                 f"LPIPS-{net} needs the torchvision backbone weights {path.name}, not found at {path}. "
                 f"Download {url} into {path.parent} (or set TORCH_HOME to a directory holding "
                 f"hub/checkpoints/{path.name}). Tests may pass allow_random_weights=true instead; "
                 f"the values are then not LPIPS."
             )
-        if self.random_backbone:
+        if self.random_weights:
             warnings.warn(f"LPIPS-{net} runs on a RANDOM backbone (allow_random_weights): values are not LPIPS")
         self.net_name = net
         # lpips ships its calibrated linear heads; pnet_rand avoids any download of the backbone.
-        self.model = lpips.LPIPS(net=net, pretrained=True, pnet_rand=self.random_backbone, verbose=False)
+        self.model = lpips.LPIPS(net=net, pretrained=True, pnet_rand=self.random_weights, verbose=False)
         self.model.eval().requires_grad_(False)
 
     def train(self, mode: bool = True) -> "LPIPS":

@@ -9,6 +9,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
 #: our metric names → the names in shared/reference/published_rd_points.csv
@@ -46,16 +47,38 @@ def plot_metric(curves: dict[str, dict[str, list]], metric: str, dataset: str, o
     return out
 
 
-def sample_grid(original: Image.Image, reconstructions: dict[str, Image.Image], out: Path, crop: int = 256) -> Path:
-    """Original and each reconstruction side by side (a central crop), labelled by column order
-    in ``reconstructions``; written as one PNG."""
+def _psnr(a: Image.Image, b: Image.Image) -> float:
+    mse = np.mean((np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)) ** 2)
+    return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
+
+
+def sample_grid(original: Image.Image, columns: list[tuple[str, float | None, Image.Image]], out: Path,
+                crop: int = 256, zoom: int = 64) -> Path:
+    """A labelled column per method: the central ``crop``² of the image (top) and its central
+    ``zoom``² enlarged (bottom); each titled with its name, the image's bpp and the PSNR of the
+    shown crop. ``columns``: (name, bpp or None, reconstruction). Written as PNG and PDF."""
+    import matplotlib.pyplot as plt
+
     left, top = max(0, (original.width - crop) // 2), max(0, (original.height - crop) // 2)
     box = (left, top, left + min(crop, original.width), top + min(crop, original.height))
-    tiles = [original.crop(box)] + [r.crop(box) for r in reconstructions.values()]
-    grid = Image.new("RGB", (sum(t.width for t in tiles), tiles[0].height), "white")
-    x = 0
-    for tile in tiles:
-        grid.paste(tile, (x, 0))
-        x += tile.width
-    grid.save(out)
+    zoom_left, zoom_top = (box[2] - box[0] - zoom) // 2, (box[3] - box[1] - zoom) // 2
+    zoom_box = (zoom_left, zoom_top, zoom_left + zoom, zoom_top + zoom)
+    reference = original.crop(box)
+    tiles = [("original", None, reference)] + [(name, bpp, image.crop(box)) for name, bpp, image in columns]
+    fig, axes = plt.subplots(2, len(tiles), figsize=(2.2 * len(tiles), 5.0), squeeze=False)
+    for column, (name, bpp, tile) in enumerate(tiles):
+        title = name if bpp is None else f"{name}\n{bpp:.3f} bpp, {_psnr(tile, reference):.2f} dB"
+        axes[0, column].imshow(tile)
+        axes[0, column].set_title(title, fontsize=7)
+        axes[1, column].imshow(tile.crop(zoom_box), interpolation="nearest")
+        for row in range(2):
+            axes[row, column].set_xticks([])
+            axes[row, column].set_yticks([])
+    axes[1, 0].set_ylabel(f"centre {zoom}² enlarged", fontsize=7)
+    fig.suptitle(f"central {box[2] - box[0]}×{box[3] - box[1]} crop; bpp of the whole image, PSNR of the crop",
+                 fontsize=8)
+    fig.tight_layout()
+    for suffix in (".png", ".pdf"):
+        fig.savefig(out.with_suffix(suffix), dpi=150)
+    plt.close(fig)
     return out

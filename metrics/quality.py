@@ -16,6 +16,7 @@ it is never replaced by a different computation under the same name (MS-SSIM on 
 from __future__ import annotations
 
 import contextlib
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -24,8 +25,9 @@ from torch import Tensor, nn
 from torchmetrics.functional.image import multiscale_structural_similarity_index_measure
 
 from metrics.perceptual import LPIPS, MissingWeightsError, torchvision_weights_path
+from utils.config import ConfigError
+from utils.modules import ExternalWeights
 
-PER_IMAGE = ("psnr", "ms_ssim", "ms_ssim_y", "lpips_alex", "lpips_vgg", "dists", "clipiqa")
 DISTRIBUTION = ("fid256", "kid256")
 PATCH = 256
 #: MS-SSIM's 5 scales with an 11-px window: torchmetrics needs side // 16 > 10 on both sides.
@@ -73,8 +75,10 @@ def _random_vgg16_for_dists():
         dists_module.vgg16 = original
 
 
-class DISTS(nn.Module):
+class DISTS(ExternalWeights):
     """torchmetrics' DISTS network (VGG16 from torchvision + DISTS' α/β shipped in torchmetrics)."""
+
+    reloadable = True  # a metric: always rebuilt, never stored
 
     def __init__(self, allow_random_weights: bool):
         super().__init__()
@@ -97,9 +101,11 @@ def _require_torchvision(net: str, metric: str, allow_random_weights: bool) -> b
     return True
 
 
-class CLIPIQA(nn.Module):
+class CLIPIQA(ExternalWeights):
     """CLIP-IQA (Wang et al. 2023): softmax over the image's similarity to "Good photo." and
     "Bad photo." → P(good). CLIP from the HF cache (``openai/clip-vit-base-patch32``)."""
+
+    reloadable = True  # a metric: always rebuilt, never stored
 
     PROMPTS = ("Good photo.", "Bad photo.")
 
@@ -220,26 +226,52 @@ class _RandomFeatures(nn.Module):
         return self.net(x.float() / 255.0 if x.dtype == torch.uint8 else x)
 
 
-def build_per_image(name: str, allow_random_weights: bool, device: torch.device) -> tuple[Callable, bool]:
-    """→ (fn(x_hat, x) → per-image values, random_weights)."""
-    if name == "psnr":
-        return psnr, False
-    if name == "ms_ssim":
-        return ms_ssim, False
-    if name == "ms_ssim_y":
-        return ms_ssim_y, False
-    if name in ("lpips_alex", "lpips_vgg"):
-        module = LPIPS(name.split("_")[1], allow_random_weights).to(device)
-        return module, module.random_backbone
-    if name == "dists":
-        module = DISTS(allow_random_weights).to(device)
-        return module, module.random_weights
-    if name == "clipiqa":
-        module = CLIPIQA(allow_random_weights).to(device)
-        return module, module.random_weights
-    raise ValueError(f"unknown metric {name!r}; choose from {PER_IMAGE + DISTRIBUTION}")
+class _Plain:
+    """A metric without weights, behind the same interface as the network metrics."""
+
+    random_weights = False
+
+    def __init__(self, fn: Callable[[Tensor, Tensor], Tensor]):
+        self.fn = fn
+
+    def __call__(self, x_hat: Tensor, x: Tensor) -> Tensor:
+        return self.fn(x_hat, x)
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """One per-image metric, as training's validation and evaluate.py both name and use it."""
+
+    name: str  # the project's one spelling: `val/<name>`, evaluate's `metrics=[...]`, the CSV columns
+    display: str  # axis labels and tables
+    unit: str
+    higher_is_better: bool
+    compressai_key: str  # the key in CompressAI's results JSON
+    build: Callable[[bool], Callable[[Tensor, Tensor], Tensor]]  # allow_random_weights → fn(x_hat, x) per image
+
+
+def _lpips(net: str):
+    return lambda allow_random_weights: LPIPS(net, allow_random_weights)
+
+
+#: Every per-image metric. Adding one is an entry here (and its implementation above).
+PER_IMAGE_METRICS: dict[str, MetricSpec] = {spec.name: spec for spec in [
+    MetricSpec("psnr", "PSNR (RGB)", "dB", True, "psnr-rgb", lambda _: _Plain(psnr)),
+    MetricSpec("ms_ssim", "MS-SSIM (RGB)", "", True, "ms-ssim-rgb", lambda _: _Plain(ms_ssim)),
+    MetricSpec("ms_ssim_y", "MS-SSIM (Y)", "", True, "ms-ssim-y", lambda _: _Plain(ms_ssim_y)),
+    MetricSpec("lpips_alex", "LPIPS (AlexNet)", "", False, "lpips-alex", _lpips("alex")),
+    MetricSpec("lpips_vgg", "LPIPS (VGG)", "", False, "lpips-vgg", _lpips("vgg")),
+    MetricSpec("dists", "DISTS", "", False, "dists", lambda allow: DISTS(allow)),
+    MetricSpec("clipiqa", "CLIP-IQA", "", True, "clipiqa", lambda allow: CLIPIQA(allow)),
+]}
+PER_IMAGE = tuple(PER_IMAGE_METRICS)
+
+
+def metric_spec(name: str) -> MetricSpec:
+    if name not in PER_IMAGE_METRICS:
+        raise ConfigError("metrics", f"unknown metric {name!r}; choose from {list(PER_IMAGE + DISTRIBUTION)}")
+    return PER_IMAGE_METRICS[name]
 
 
 def higher_is_better(name: str) -> bool:
-    return name in ("psnr", "ms_ssim", "ms_ssim_y", "clipiqa")
-
+    return PER_IMAGE_METRICS[name].higher_is_better if name in PER_IMAGE_METRICS else False

@@ -53,7 +53,7 @@ def _cfg(tmp_path, kodak_dir, packages, *overrides):
 
 def test_outputs_on_kodak(tmp_path, kodak_dir, packages):
     cfg = _cfg(tmp_path, kodak_dir, packages, "metrics=[psnr,ms_ssim,ms_ssim_y,lpips_alex,fid256]",
-               "allow_random_weights=true", "baselines=[jpeg]", "wandb.enabled=true")
+               "allow_random_weights=true", "baselines=[jpeg]", "match_baselines=true", "wandb.enabled=true")
     evaluate_module.evaluate(cfg)
     out = tmp_path / "eval"
     rows = list(csv.DictReader((out / "per_image.csv").open()))

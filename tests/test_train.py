@@ -41,7 +41,7 @@ def test_stage1_fit_logs_to_wandb_offline_and_exports_a_codec(tmp_path):
             *[o for o in TINY_STAGE1 if not o.startswith(("logger", "model.val_metrics", "model.distortion"))],
             "logger=wandb",
             "allow_random_weights=true",
-            "model.val_metrics=[psnr,ms_ssim,lpips]",
+            "model.val_metrics=[psnr,ms_ssim,lpips_alex]",
         ],
         out,
     )
@@ -50,7 +50,7 @@ def test_stage1_fit_logs_to_wandb_offline_and_exports_a_codec(tmp_path):
 
     summary = _wandb_summary(out)["summary"]
     for key in ["train/loss", "train/bpp", "train/mse", "train/lpips", "train/lambda", "val/bpp", "val/bpp_real",
-                "val/psnr", "val/ms_ssim", "val/lpips", "val/loss", "data/skipped_images"]:
+                "val/psnr", "val/ms_ssim", "val/lpips_alex", "val/loss", "data/skipped_images"]:
         assert key in summary, (key, sorted(summary))
     assert summary["train/lambda"] == pytest.approx(1.0)
 

@@ -22,7 +22,7 @@ def wandb_has_credentials() -> bool:
 
 
 #: summaries a sweep's table and parallel-coordinates views use without manual set-up
-SUMMARIES = {"val/loss": "min", "val/lpips": "min", "val/psnr": "max", "val/ms_ssim": "max",
+SUMMARIES = {"val/loss": "min", "val/lpips_alex": "min", "val/psnr": "max", "val/ms_ssim": "max",
              "val/bpp": "last", "val/bpp_real": "last"}
 
 
