@@ -56,6 +56,7 @@ class ImageFolderDataModule(pl.LightningDataModule):
         random_downscale: bool = False,
         min_downscale: float = 0.5,
         hflip: bool = True,
+        cache_decoded: bool = False,
         batch_size: int = 8,
         val_batch_size: int = 1,
         num_workers: int = 4,
@@ -75,7 +76,7 @@ class ImageFolderDataModule(pl.LightningDataModule):
         self.train_dirs = _folders("train_dirs", train_dirs)
         self.val_dirs = _folders("val_dirs", val_dirs)
         self.test_dirs = _folders("test_dirs", test_dirs)
-        self.train_view = RandomCrop(crop_size, random_downscale, min_downscale, hflip)
+        self.train_view = RandomCrop(crop_size, random_downscale, min_downscale, hflip, cache_decoded)
         self.eval_view = CenterCrop(val_crop_size)
         self.batch_size, self.val_batch_size = batch_size, val_batch_size
         self.num_workers, self.pin_memory, self.seed = num_workers, pin_memory, seed

@@ -195,10 +195,16 @@ class RandomCrop:
     taken as a (size/s)² region of the source resized to size², so a down-scaled crop never
     resizes the whole photo, and a JPEG is decoded at the coarsest DCT scale that still covers it.
     At scale 1 nothing is resampled: the crop is a copy of source pixels at an integer offset.
+
+    ``cache_decoded`` keeps every decoded photo in memory (at full size, so no JPEG draft
+    decoding): for sets of a few photos, where decoding a whole photo for each crop would cost
+    more than the training step (the demo, benchmarks). Each loader worker holds its own copy.
     """
 
-    def __init__(self, size: int, random_downscale: bool = False, min_scale: float = 0.5, hflip: bool = True):
+    def __init__(self, size: int, random_downscale: bool = False, min_scale: float = 0.5, hflip: bool = True,
+                 cache_decoded: bool = False):
         self.size, self.random_downscale, self.min_scale, self.hflip = size, random_downscale, min_scale, hflip
+        self.decoded: dict[Path, Decoded] | None = {} if cache_decoded else None
 
     def draw_scale(self, width: int, height: int, rng: random.Random) -> float:
         needed = self.size / min(width, height)
@@ -229,7 +235,13 @@ class RandomCrop:
         return to_tensor(crop)
 
     def __call__(self, path: Path, rng: random.Random) -> tuple[Tensor, str | None]:
-        image, note, scale, full_width = open_rgb(path, lambda w, h: self.draw_scale(w, h, rng))
+        if self.decoded is None:
+            image, note, scale, full_width = open_rgb(path, lambda w, h: self.draw_scale(w, h, rng))
+        else:
+            if path not in self.decoded:
+                self.decoded[path] = open_rgb(path)
+            image, note, _, full_width = self.decoded[path]
+            scale = self.draw_scale(image.size[0], image.size[1], rng)
         decoded_fraction = image.size[0] / full_width  # < 1 when a JPEG draft decoded smaller
         left, top, region = self.place(image.size[0], image.size[1], scale / decoded_fraction, rng)
         return self.render(image, left, top, region, rng), note

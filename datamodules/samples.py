@@ -1,4 +1,5 @@
-"""The embedded demo set: real photos that scikit-image ships inside its package (no download)."""
+"""The embedded demo set: real photos that scikit-image (and matplotlib) ship inside their
+packages (no download)."""
 
 from __future__ import annotations
 
@@ -10,14 +11,24 @@ from PIL import Image
 from datamodules.image_folder import ImageFolderDataModule
 
 #: scikit-image's bundled photos; ``camera`` is greyscale on purpose (exercises conversion).
-TRAIN_PHOTOS = ("astronaut", "rocket", "hubble_deep_field", "immunohistochemistry", "retina", "camera", "brick", "grass")
-VAL_PHOTOS = ("coffee", "chelsea")
+TRAIN_PHOTOS = ("astronaut", "rocket", "grace_hopper", "hubble_deep_field", "immunohistochemistry", "retina", "camera",
+                "brick", "grass")
+#: held out from training; the motorcycle is the left view of ``stereo_motorcycle``
+VAL_PHOTOS = ("coffee", "chelsea", "motorcycle")
+
+
+def _photo(name: str) -> Image.Image:
+    import skimage.data
+
+    if name == "grace_hopper":  # matplotlib's sample photo
+        from matplotlib import cbook
+
+        return Image.open(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False))
+    return Image.fromarray(skimage.data.stereo_motorcycle()[0] if name == "motorcycle" else getattr(skimage.data, name)())
 
 
 def materialize_samples(root: str | Path) -> tuple[Path, Path]:
     """Write the photos as PNGs under ``root/train`` and ``root/val`` (once)."""
-    import skimage.data
-
     root = Path(root)
     for split, names in [("train", TRAIN_PHOTOS), ("val", VAL_PHOTOS)]:
         folder = root / split
@@ -26,7 +37,7 @@ def materialize_samples(root: str | Path) -> tuple[Path, Path]:
             target = folder / f"{name}.png"
             if not target.exists():
                 tmp = target.with_name(f"{target.stem}.{os.getpid()}.tmp.png")  # concurrent jobs race here
-                Image.fromarray(getattr(skimage.data, name)()).save(tmp)
+                _photo(name).save(tmp)
                 tmp.replace(target)
     return root / "train", root / "val"
 

@@ -206,10 +206,11 @@ def test_the_caller_sets_the_pixel_budget(package_dir, encoded, tmp_path, capsys
 
 @pytest.mark.slow
 def test_fuzzed_files_never_crash_and_decode_deterministically(tmp_path):
-    """2,000 mutated files (bench/fuzz_bitstream.py, CRC recomputed), each decoded twice in its own process."""
+    """300 mutated files (bench/fuzz_bitstream.py, CRC recomputed), each decoded twice in its own process;
+    BENCHMARKS.md records the 2,000-file run."""
     summary_path = tmp_path / "fuzz.json"
     script = Path(__file__).resolve().parents[1] / "bench" / "fuzz_bitstream.py"
-    subprocess.run([sys.executable, str(script), "--files", "2000", "--json", str(summary_path)], check=True)
+    subprocess.run([sys.executable, str(script), "--files", "300", "--json", str(summary_path)], check=True)
     summary = json.loads(summary_path.read_text())
     assert summary["findings"] == []
     assert summary["outcomes"]["refused"] > 0 and summary["outcomes"]["decoded"] > 0

@@ -125,6 +125,22 @@ def test_a_crop_at_scale_one_is_an_exact_copy_of_source_pixels(tmp_path):
         assert any(found), f"epoch {epoch}: the crop is not a copy of source pixels"
 
 
+@pytest.mark.parametrize("downscale", [False, True])
+def test_photos_kept_in_memory_give_the_same_crops_without_rereading_the_files(tmp_path, downscale):
+    for name in ("a", "b"):
+        Image.fromarray(_rgb(150, 200)).save(tmp_path / f"{name}.png")
+    view = dict(size=64, random_downscale=downscale, min_scale=0.5)
+    from_disk = ImageFolder([tmp_path], RandomCrop(**view))
+    cached = ImageFolder([tmp_path], RandomCrop(**view, cache_decoded=True))
+    keys = [(index, epoch) for epoch in range(3) for index in range(2)]
+    expected = [from_disk[key] for key in keys[:2]]
+    assert all(torch.equal(cached[key], crop) for key, crop in zip(keys[:2], expected))
+    for path in tmp_path.glob("*.png"):
+        path.unlink()
+    assert all(torch.equal(cached[key], crop) for key, crop in zip(keys[:2], expected))
+    assert cached.report() == {"skipped": 0, "converted": 0}
+
+
 def test_fast_png_decoder_matches_pillow_and_still_rejects_damaged_files(tmp_path, monkeypatch):
     """pyspng ignores checksums: a bit flipped inside the image data must still make the file
     unreadable (skipped and warned), never a silently different training image."""
