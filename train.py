@@ -70,6 +70,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], pl.Trainer]:
 
 
 def write_metrics(path: Path, metrics: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({k: float(v) for k, v in metrics.items()}, indent=2, sort_keys=True))
 
 

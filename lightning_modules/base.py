@@ -193,6 +193,11 @@ class CompressionLightningModule(pl.LightningModule):
     def on_validation_epoch_start(self) -> None:
         # Real coding needs CDF tables for the current weights.
         self.codec.update(force=True)
+        # A metric reset under trainer.validate()'s inference mode leaves inference tensors that
+        # a later validation inside fit() (no inference mode) could not update in place.
+        with torch.inference_mode(False):
+            for metric in self.val_means.values():
+                metric.reset()
 
     def validation_step(self, batch: Tensor, batch_idx: int) -> None:
         losses, images = self.compute_losses(batch)

@@ -68,6 +68,18 @@ def test_returns_the_optimized_metric_for_sweeps(tiny_stage1_cfg):
     assert train_module.metric_for_sweep(tiny_stage1_cfg, metrics) == metrics["val/loss"]
 
 
+def test_validation_before_training_records_where_the_stage_starts(tmp_path):
+    """initial_metrics.json beside final_metrics.json, and the validations inside fit() (the
+    sanity check included) still run after the first one ran under inference mode."""
+    cfg = compose_config([*TINY_STAGE1, "validate_before_training=true", "trainer.num_sanity_val_steps=1"],
+                         tmp_path / "run")
+    train(cfg)
+    initial = json.loads((tmp_path / "run" / "initial_metrics.json").read_text())
+    final = json.loads((tmp_path / "run" / "final_metrics.json").read_text())
+    assert {"val/psnr", "val/bpp_real"} <= initial.keys() & final.keys()
+    assert initial["val/psnr"] != final["val/psnr"]
+
+
 def test_wandb_run_is_closed_when_training_fails(tmp_path, monkeypatch):
     import wandb
 

@@ -64,17 +64,13 @@ def rd_table(evaluation: Path) -> list[str]:
     return lines
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("demo_dir", type=Path)
-    args = parser.parse_args()
-    stages = sorted(p.parent for p in args.demo_dir.glob("stage*/**/final_metrics.json"))
-    stages += [p for p in sorted(args.demo_dir.glob("stage*")) if p.is_dir() and not any(s.is_relative_to(p) for s in stages)
-               and not any(p.glob("*/final_metrics.json"))]
+def report(demo_dir: Path) -> None:
+    stages = sorted(p.parent for p in demo_dir.glob("stage*/final_metrics.json"))
+    stages += sorted(p for p in demo_dir.glob("stage*") if p.is_dir() and p not in stages)
     print("\nEach stage on the held-out photos, at its start → at its end (x̂: the stage's output; "
           "x̂_f: SODEC's fidelity image, its guidance)\n")
-    print("\n".join(stage_table(stages)))
-    evaluation = args.demo_dir / "evaluation"
+    print("\n".join(stage_table(sorted(stages))))
+    evaluation = demo_dir / "evaluation"
     print(f"\nThe codecs on the held-out photos through real files ({evaluation})\n")
     print("\n".join(rd_table(evaluation)))
     bd = _read(evaluation / "bd_rate.json")
@@ -83,7 +79,13 @@ def main() -> None:
             print(f"BD-rate of {row.get('model')} vs {row.get('anchor')}: "
                   + ", ".join(f"{k} {v:+.1f} %" if isinstance(v, (int, float)) else f"{k} n/a"
                               for k, v in row.items() if k not in ("model", "anchor") and not k.endswith("reason")))
-    print(f"\nRD plots: {evaluation}/rd_*.png|pdf, sample grid: {evaluation}/samples.png")
+    print(f"\nRD plots: {evaluation}/rd_*.png (and .pdf), sample grid: {evaluation}/samples.png")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("demo_dir", type=Path)
+    report(parser.parse_args().demo_dir)
 
 
 if __name__ == "__main__":
