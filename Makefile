@@ -4,7 +4,6 @@ PYTHON ?= python3
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEMO_DIR := logs/demo
-DEMO_PHOTO := .cache/skimage_samples/val/coffee.png
 export WANDB_MODE ?= offline
 
 .PHONY: install demo test test-fast clean
@@ -19,22 +18,11 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# Stage 1 → 2 → 3 on the embedded photos (small HiFiC, tiny SD-class backbone), each stage
-# starting from the previous one's checkpoint, then a photo through the full decode path.
+# The method end to end on photos shipped inside installed packages, on the CPU (utils/demo.py):
+# a stand-in for SD 2.1 and stage 1 at three λ in parallel, stage 2 and stage 3 on the stand-in,
+# then every codec beside JPEG and WebP on held-out photos through real files, and a summary.
 demo: install
-	rm -rf $(DEMO_DIR)
-	$(PY) train.py experiment=demo hydra.run.dir=$(DEMO_DIR)/stage1
-	$(PY) -m codec.roundtrip --codec $(DEMO_DIR)/stage1/codec --image $(DEMO_PHOTO) --out-dir $(DEMO_DIR)/stage1/roundtrip
-	$(PY) train.py experiment=demo_stage2 hydra.run.dir=$(DEMO_DIR)/stage2 model.init_from=$(DEMO_DIR)/stage1/checkpoints/last.ckpt
-	$(PY) train.py experiment=demo_stage3 hydra.run.dir=$(DEMO_DIR)/stage3 model.init_from=$(DEMO_DIR)/stage2/checkpoints/last.ckpt
-	$(PY) -m codec.roundtrip --codec $(DEMO_DIR)/stage3/codec --image $(DEMO_PHOTO) --out-dir $(DEMO_DIR)/stage3/roundtrip
-	$(PY) evaluate.py "+codecs.HiFiC-small=[$(DEMO_DIR)/stage1/codec]" "+codecs.SODEC-tiny=[$(DEMO_DIR)/stage3/codec]" \
-	  dataset=folder dataset.root=.cache/skimage_samples/val dataset.name=samples \
-	  "metrics=[psnr,ms_ssim,ms_ssim_y]" "baselines=[jpeg]" hydra.run.dir=$(DEMO_DIR)/evaluation
-	@for stage in stage1 stage2 stage3; do \
-	  echo "$$stage: checkpoint $(DEMO_DIR)/$$stage/checkpoints/last.ckpt, codec $(DEMO_DIR)/$$stage/codec, W&B offline run $$(ls -d $(DEMO_DIR)/$$stage/wandb/offline-run-*)"; \
-	done
-	@echo "(wandb sync <run dir> uploads a run; wandb leet inspect --summary <run dir> reads it here)"
+	$(PY) -m utils.demo --out $(DEMO_DIR)
 
 test: install
 	$(PY) -m pytest -m "not gpu" -q

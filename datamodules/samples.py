@@ -10,7 +10,7 @@ from PIL import Image
 
 from datamodules.image_folder import ImageFolderDataModule
 
-#: scikit-image's bundled photos; ``camera`` is greyscale on purpose (exercises conversion).
+#: scikit-image's bundled photos (``camera``, ``brick`` and ``grass`` are grey, stored as RGB)
 TRAIN_PHOTOS = ("astronaut", "rocket", "grace_hopper", "hubble_deep_field", "immunohistochemistry", "retina", "camera",
                 "brick", "grass")
 #: held out from training; the motorcycle is the left view of ``stereo_motorcycle``
@@ -37,7 +37,7 @@ def materialize_samples(root: str | Path) -> tuple[Path, Path]:
             target = folder / f"{name}.png"
             if not target.exists():
                 tmp = target.with_name(f"{target.stem}.{os.getpid()}.tmp.png")  # concurrent jobs race here
-                _photo(name).save(tmp)
+                _photo(name).convert("RGB").save(tmp)  # the grey photos too: a warning-free demo
                 tmp.replace(target)
     return root / "train", root / "val"
 
