@@ -22,7 +22,7 @@ install: $(STAMP)
 # a stand-in for SD 2.1 and stage 1 at three λ in parallel, stage 2 and stage 3 on the stand-in,
 # then every codec beside JPEG and WebP on held-out photos through real files, and a summary.
 demo: install
-	$(PY) -m utils.demo --out $(DEMO_DIR)
+	$(PY) -m osdic.utils.demo --out $(DEMO_DIR)
 
 test: install
 	$(PY) -m pytest -m "not gpu" -q

@@ -17,16 +17,16 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 
-from codec.package import export_package, load_package
-from datamodules.images import to_tensor
-from metrics import baselines
-from metrics.evaluation import Evaluator, bd_rate_table, compressai_json
-from metrics.latency import decode_breakdown
-from metrics.plots import plot_metric, published_points, sample_grid
+from osdic.codec.package import export_package, load_package
+from osdic.images import to_tensor
+from osdic.metrics import baselines
+from osdic.metrics.evaluation import Evaluator, bd_rate_table, compressai_json
+from osdic.metrics.latency import decode_breakdown
+from osdic.metrics.plots import plot_metric, published_points, sample_grid
 from lightning_modules import MODEL_CONFIG_TARGETS
-from utils.config import instantiate_node
-from utils.untrusted import build, load_checkpoint
-from utils.files import write_atomically
+from osdic.utils.config import instantiate_node
+from osdic.utils.untrusted import build, load_checkpoint
+from osdic.utils.files import write_atomically
 
 log = logging.getLogger(__name__)
 
@@ -157,7 +157,7 @@ def log_to_wandb(cfg: DictConfig, evaluator: Evaluator, out: Path, metrics: list
     """The per-image table, the JSON summaries, the plots and the samples, in one W&B run."""
     import wandb
 
-    from utils.loggers import wandb_has_credentials
+    from osdic.utils.loggers import wandb_has_credentials
 
     mode = None if "WANDB_MODE" in os.environ else "online" if wandb_has_credentials() else "offline"
     run = wandb.init(project=cfg.wandb.project, job_type="evaluate", dir=str(out), mode=mode,

@@ -20,10 +20,10 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.loggers import WandbLogger
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
-from utils.config import check_train_config, instantiate_collection, instantiate_node
-from utils.loggers import describe_wandb_run, finish_wandb
-from utils.pipeline import run_pipeline
-from utils.run import isolate_multirun_job, job_overrides, resume_checkpoint
+from osdic.utils.config import check_train_config, instantiate_collection, instantiate_node
+from osdic.utils.loggers import describe_wandb_run, finish_wandb
+from osdic.utils.pipeline import run_pipeline
+from osdic.utils.run import isolate_multirun_job, job_overrides, resume_checkpoint
 
 log = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ import torch
 
 WRITERS = {
     "lightning (TorchCheckpointIO)": "lightning_fabric.plugins.io.torch_io:TorchCheckpointIO",
-    "atomic (AtomicCheckpointIO)": "utils.checkpoint_io:AtomicCheckpointIO",
+    "atomic (AtomicCheckpointIO)": "osdic.utils.checkpoint_io:AtomicCheckpointIO",
 }
 
 

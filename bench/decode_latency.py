@@ -18,7 +18,7 @@ import hydra
 import torch
 from hydra import compose, initialize_config_dir
 
-from metrics.latency import decode_breakdown
+from osdic.metrics.latency import decode_breakdown
 
 CONF = str(Path(__file__).resolve().parents[1] / "conf")
 CLIP_L14 = dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16,
@@ -30,7 +30,7 @@ def build_sodec(device: torch.device, dtype: torch.dtype):
         cfg = compose(config_name="train", overrides=["model=sodec_stage2", "model/backbone=sd21_random",
                                                       "model.distortion.lpips_weight=0"])
     guidance = hydra.utils.instantiate(cfg.model.guidance, vit={"pretrained": None, "config": CLIP_L14})
-    from models.sodec import SODEC
+    from osdic.models.sodec import SODEC
 
     model = SODEC(hydra.utils.instantiate(cfg.model.vae_codec), hydra.utils.instantiate(cfg.model.backbone),
                   guidance, **cfg.model.sodec)

@@ -4,7 +4,7 @@
 
 For each image: the real file (header included) against the rate estimated from the
 likelihoods, and the time of the entropy coder alone (ŷ, ẑ ⇄ strings; decoding with and
-without codec.entropy_guard's checks and padding) and of the whole
+without osdic.codec.entropy_guard's checks and padding) and of the whole
 compress / decompress on the CPU.
 """
 
@@ -18,12 +18,12 @@ from pathlib import Path
 
 import torch
 
-from codec.bitstream import unpack
-from codec.entropy_guard import guard_entropy_coders
-from codec.image_codec import compress_image, decompress_bytes
-from codec.package import load_package
-from datamodules.images import open_rgb, to_tensor
-from lightning_modules.losses import rate_bpp
+from osdic.codec.bitstream import unpack
+from osdic.codec.entropy_guard import guard_entropy_coders
+from osdic.codec.image_codec import compress_image, decompress_bytes
+from osdic.codec.package import load_package
+from osdic.images import open_rgb, to_tensor
+from osdic.models.entropy import rate_bpp
 
 KODAK = Path(os.environ.get("KODAK_DIR", Path(__file__).resolve().parents[2] / "shared" / "data" / "kodak"))
 

@@ -34,10 +34,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from codec.bitstream import BitstreamError, CompressedImage, pack, unpack
-from codec.image_codec import compress_image, decompress_outputs
-from codec.package import export_package, load_package
-from models.hific import HiFiCCompressor
+from osdic.codec.bitstream import BitstreamError, CompressedImage, pack, unpack
+from osdic.codec.image_codec import compress_image, decompress_outputs
+from osdic.codec.package import export_package, load_package
+from osdic.models.hific import HiFiCCompressor
 
 TINY = dict(latent_channels=8, encoder_channels=[4, 8, 8, 16, 16], hyper_channels=8, residual_blocks=1)
 IMAGE_SIZES = [(64, 64), (90, 130), (128, 96), (40, 200)]

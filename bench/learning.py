@@ -35,7 +35,7 @@ CROP, BATCH = 128, 8
 
 
 def load_photos(folder: Path) -> list[tuple[str, torch.Tensor]]:
-    from datamodules.images import list_images, open_rgb, to_tensor
+    from osdic.images import list_images, open_rgb, to_tensor
 
     return [(str(p.relative_to(folder)), to_tensor(open_rgb(p).image)) for p in list_images([folder])]
 
@@ -43,7 +43,7 @@ def load_photos(folder: Path) -> list[tuple[str, torch.Tensor]]:
 def train_ours(train_dir: Path, lmbda: float, seconds: float, out: Path) -> Path:
     """The framework's recipe for ``seconds`` of this process's CPU time → a codec package."""
     from train import train
-    from utils.run import compose_run_config
+    from osdic.utils.run import compose_run_config
 
     cfg = compose_run_config([
         "experiment=demo", "data=folder", f"data.train_dirs=[{train_dir}]", "data.val_dirs=null",
@@ -60,7 +60,7 @@ def train_reference(train_dir: Path, lmbda: float, seconds: float, out: Path) ->
     """The bare loop: compressai's mean-scale hyperprior, photos in memory, no framework."""
     from compressai.models import MeanScaleHyperprior
 
-    from lightning_modules.losses import rate_bpp
+    from osdic.models.entropy import rate_bpp
 
     torch.manual_seed(0)
     rng = random.Random(0)
@@ -94,7 +94,7 @@ def train_reference(train_dir: Path, lmbda: float, seconds: float, out: Path) ->
 
 
 def measure(x: torch.Tensor, x_hat: torch.Tensor) -> tuple[float, float]:
-    from metrics.quality import ms_ssim, psnr
+    from osdic.metrics.quality import ms_ssim, psnr
 
     x_hat = x_hat.clamp(0, 1).mul(255).round().div(255)
     ssim = float(ms_ssim(x_hat, x)[0]) if min(x.shape[-2:]) > 160 else float("nan")
@@ -103,8 +103,8 @@ def measure(x: torch.Tensor, x_hat: torch.Tensor) -> tuple[float, float]:
 
 @torch.no_grad()
 def evaluate_ours(package: Path, held_out) -> dict:
-    from codec.image_codec import compress_image, decompress_bytes
-    from codec.package import load_package
+    from osdic.codec.image_codec import compress_image, decompress_bytes
+    from osdic.codec.package import load_package
 
     codec, fingerprint = load_package(package)
     rows = []
@@ -119,7 +119,7 @@ def evaluate_reference(weights: Path, held_out) -> dict:
     """Real strings of the reference model; the file adds the same 34-byte header ours has."""
     from compressai.models import MeanScaleHyperprior
 
-    from models.entropy import pad_to_multiple
+    from osdic.models.entropy import pad_to_multiple
 
     model = MeanScaleHyperprior(64, 96)
     model.load_state_dict(torch.load(weights, weights_only=True))
@@ -138,8 +138,8 @@ def evaluate_reference(weights: Path, held_out) -> dict:
 def evaluate_jpeg(held_out, qualities=(5, 10, 20, 30, 40, 50, 60, 75, 90)) -> list[dict]:
     from PIL import Image
 
-    from datamodules.images import to_tensor
-    from metrics import baselines
+    from osdic.images import to_tensor
+    from osdic.metrics import baselines
 
     points = []
     for quality in qualities:
@@ -159,7 +159,7 @@ def summarise(rows) -> dict:
 
 
 def bd(anchor: list[dict], test: list[dict], metric: str) -> float:
-    from metrics.bdrate import bd_rate
+    from osdic.metrics.bdrate import bd_rate
 
     try:
         value = bd_rate([p["bpp"] for p in anchor], [p[metric] for p in anchor], [p["bpp"] for p in test],

@@ -16,7 +16,7 @@ import tempfile
 from pathlib import Path
 
 from train import train
-from utils.run import compose_run_config
+from osdic.utils.run import compose_run_config
 
 KODAK = Path(os.environ.get("KODAK_DIR", Path(__file__).resolve().parents[2] / "shared" / "data" / "kodak"))
 

@@ -7,7 +7,7 @@ import time
 
 import pytorch_lightning as pl
 
-from utils.config import require_positive
+from osdic.checks import require_positive
 
 
 class CPUTimeBudget(pl.Callback):

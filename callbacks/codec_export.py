@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 
-from codec.package import export_package
+from osdic.codec.package import export_package
 
 
 class CodecExport(pl.Callback):

@@ -26,7 +26,9 @@ from typing import Sequence
 import pytorch_lightning as pl
 import torch
 
-from utils.config import ConfigError, require_positive
+from osdic.checks import require_positive
+
+from osdic.checks import ConfigError
 
 
 class RateAnnealing(pl.Callback):

@@ -15,7 +15,7 @@ import zlib
 import numpy as np
 from PIL import Image
 
-from datamodules.images import decode_png
+from osdic.images import decode_png
 
 MAGIC = b"TILE"
 VERSION = 1

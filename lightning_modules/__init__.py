@@ -2,7 +2,7 @@
 
 import torch
 
-from codec.package import CODEC_CLASSES
+from osdic.codec.package import CODEC_CLASSES
 from lightning_modules import losses
 
 
@@ -22,10 +22,10 @@ MODEL_CONFIG_TARGETS = frozenset({
     "lightning_modules.osdiff.OSDiffModule",
     "lightning_modules.losses.DistortionLoss",
     *_subclasses(losses, losses.Alignment),
-    "models.discriminators.latent_discriminator",
-    "models.discriminators.pixel_discriminator",
-    "models.discriminators.UNetFeatureDiscriminator",
-    "utils.optim.adamw_8bit",
+    "osdic.models.discriminators.latent_discriminator",
+    "osdic.models.discriminators.pixel_discriminator",
+    "osdic.models.discriminators.UNetFeatureDiscriminator",
+    "osdic.utils.optim.adamw_8bit",
     *_subclasses(torch.optim, torch.optim.Optimizer),
     *_subclasses(torch.optim.lr_scheduler, torch.optim.lr_scheduler.LRScheduler),
 })

@@ -18,18 +18,13 @@ import torch
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
-from codec.bitstream import CompressedImage, pack
-from metrics.quality import MetricNotAvailable, metric_spec
-from utils.config import ConfigError, require_supported_precision
-from utils.modules import external_keys, resize_buffers_like
-from utils.untrusted import load_checkpoint
+from osdic.codec.bitstream import CompressedImage, pack
+from osdic.metrics.quality import MetricNotAvailable, metric_spec, quantize_8bit
+from osdic.checks import ConfigError, require_supported_precision
+from osdic.utils.modules import external_keys, resize_buffers_like
+from osdic.utils.untrusted import load_checkpoint
 
 log = logging.getLogger(__name__)
-
-
-def quantize_8bit(x: Tensor) -> Tensor:
-    """What a decoder writes to a PNG: clamp to [0, 1] and round to 8 bits."""
-    return x.float().clamp(0, 1).mul(255).round().div(255)
 
 
 class CompressionLightningModule(pl.LightningModule):

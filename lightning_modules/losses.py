@@ -3,21 +3,14 @@ measures in (``image_range``), because the papers' weights were tuned for a give
 
 from __future__ import annotations
 
-import math
 from typing import Sequence
 
 import torch
 from torch import Tensor, nn
 
-from metrics.perceptual import LPIPS
-from utils.config import ConfigError, require_non_negative
-
-
-def rate_bpp(likelihoods: dict[str, Tensor], num_pixels: int) -> Tensor:
-    """Estimated bits per pixel of a batch: −Σ log2 p over all latents / (batch × original pixels)."""
-    batch = next(iter(likelihoods.values())).shape[0]
-    bits = sum(torch.log(p.float()).sum() for p in likelihoods.values()) / -math.log(2)
-    return bits / (batch * num_pixels)
+from osdic.metrics.perceptual import LPIPS
+from osdic.checks import require_non_negative
+from osdic.checks import ConfigError
 
 
 class DistortionLoss(nn.Module):

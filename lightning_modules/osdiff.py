@@ -10,10 +10,10 @@ from torch import Tensor
 
 from lightning_modules.adversarial import AdversarialMixin
 from lightning_modules.base import CompressionLightningModule
-from lightning_modules.losses import rate_bpp
-from models.backbone import DiffusionBackbone
-from models.osdiff import OSDiff
-from utils.config import config_section, require_non_negative
+from osdic.models.entropy import rate_bpp
+from osdic.models.backbone import DiffusionBackbone
+from osdic.models.osdiff import OSDiff
+from osdic.checks import config_section, require_non_negative
 
 
 class OSDiffModule(AdversarialMixin, CompressionLightningModule):

@@ -24,11 +24,13 @@ from typing import Callable
 from torch import Tensor, nn
 
 from lightning_modules.base import CompressionLightningModule
-from lightning_modules.losses import Alignment, DistortionLoss, NoAlignment, rate_bpp
-from models.backbone import DiffusionBackbone
-from models.hific import HiFiCCompressor
-from models.sodec import SODEC
-from utils.config import ConfigError, config_section
+from lightning_modules.losses import Alignment, DistortionLoss, NoAlignment
+from osdic.models.entropy import rate_bpp
+from osdic.models.backbone import DiffusionBackbone
+from osdic.models.hific import HiFiCCompressor
+from osdic.models.sodec import SODEC
+from osdic.checks import config_section
+from osdic.checks import ConfigError
 
 
 class SODECDiffusionModule(CompressionLightningModule):

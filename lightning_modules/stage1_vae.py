@@ -5,7 +5,8 @@ from __future__ import annotations
 from torch import Tensor
 
 from lightning_modules.base import CompressionLightningModule
-from lightning_modules.losses import DistortionLoss, rate_bpp
+from lightning_modules.losses import DistortionLoss
+from osdic.models.entropy import rate_bpp
 
 
 class Stage1VAEModule(CompressionLightningModule):

@@ -15,13 +15,13 @@ import pytest
 import torch
 from PIL import Image
 
-from codec.bitstream import DEFAULT_MAX_PIXELS, MAGIC, BitstreamError, CompressedImage, pack, unpack
-from codec.cli import compress_main, decompress_main
-from codec.entropy_guard import guard_entropy_coders, guarded_string
-from codec.image_codec import decompress_bytes
-from codec.package import export_package, load_package
-from models.entropy import scale_table
-from models.hific import HiFiCCompressor
+from osdic.codec.bitstream import DEFAULT_MAX_PIXELS, MAGIC, BitstreamError, CompressedImage, pack, unpack
+from osdic.codec.cli import compress_main, decompress_main
+from osdic.codec.entropy_guard import guard_entropy_coders, guarded_string
+from osdic.codec.image_codec import decompress_bytes
+from osdic.codec.package import export_package, load_package
+from osdic.models.entropy import scale_table
+from osdic.models.hific import HiFiCCompressor
 
 TINY = dict(latent_channels=8, encoder_channels=[4, 8, 8, 16, 16], hyper_channels=8, residual_blocks=1)
 
@@ -40,6 +40,18 @@ def encoded(package_dir, tmp_path_factory):
     Image.fromarray(rng.integers(0, 256, (90, 130, 3), dtype=np.uint8)).save(photo)
     assert compress_main(["--codec", str(package_dir), str(photo), "-o", str(folder / "photo.osdc")]) == 0
     return folder
+
+
+def test_decompressing_a_file_never_imports_the_training_side(package_dir, encoded, tmp_path):
+    """The library decodes alone: Lightning and Hydra (seconds of start-up) are never imported."""
+    args = ["--codec", str(package_dir), str(encoded / "photo.osdc"), "-o", str(tmp_path / "decoded.png")]
+    training_side = ("pytorch_lightning", "lightning", "hydra", "lightning_modules", "datamodules", "callbacks")
+    script = (f"import sys\nfrom osdic.codec.cli import decompress_main\nstatus = decompress_main({args!r})\n"
+              f"print(sorted(m for m in {training_side!r} if m in sys.modules))\nsys.exit(status)")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().splitlines()[-1] == "[]"
+    assert (tmp_path / "decoded.png").is_file()
 
 
 def test_cli_round_trip_writes_a_png_of_the_original_size(package_dir, encoded):

@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from codec.bitstream import BitstreamError, unpack
-from codec.image_codec import compress_image, decompress_bytes
-from codec.package import export_package, load_package
-from datamodules.images import open_rgb, to_tensor
-from lightning_modules.losses import rate_bpp
-from models.hific import HiFiCCompressor
+from osdic.codec.bitstream import BitstreamError, unpack
+from osdic.codec.image_codec import compress_image, decompress_bytes
+from osdic.codec.package import export_package, load_package
+from osdic.images import open_rgb, to_tensor
+from osdic.models.entropy import rate_bpp
+from osdic.models.hific import HiFiCCompressor
 
 TINY = dict(latent_channels=8, encoder_channels=[4, 8, 8, 16, 16], hyper_channels=8, residual_blocks=1)
 

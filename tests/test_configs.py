@@ -11,7 +11,7 @@ from omegaconf import OmegaConf, open_dict
 
 from tests.conftest import CONF_DIR, TINY_OSDIFF, TINY_SODEC, TINY_STAGE1, compose_config
 from train import train
-from utils.config import ConfigError
+from osdic.checks import ConfigError
 
 EXPERIMENTS = sorted(p.stem for p in (Path(CONF_DIR) / "experiment").glob("*.yaml"))
 

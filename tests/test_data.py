@@ -12,9 +12,9 @@ import torch
 from PIL import Image
 
 from datamodules import ImageFolderDataModule
-from datamodules import images
-from datamodules.images import (CenterCrop, EpochShuffle, ImageFolder, RandomCrop, UnreadableImage, decode_png,
-                                open_rgb)
+from osdic import images
+from datamodules.images import CenterCrop, EpochShuffle, ImageFolder, RandomCrop
+from osdic.images import UnreadableImage, decode_png, open_rgb
 
 rng = np.random.default_rng(0)
 

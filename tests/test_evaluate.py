@@ -18,12 +18,12 @@ from omegaconf import open_dict
 from PIL import Image
 
 import evaluate as evaluate_module
-from codec.package import export_package
-from metrics import baselines
-from metrics.bdrate import bd_rate
-from metrics.perceptual import MissingWeightsError
-from metrics.quality import fid_patches, patch_count
-from models.hific import HiFiCCompressor
+from osdic.codec.package import export_package
+from osdic.metrics import baselines
+from osdic.metrics.bdrate import bd_rate
+from osdic.checks import MissingWeightsError
+from osdic.metrics.quality import fid_patches, patch_count
+from osdic.models.hific import HiFiCCompressor
 from tests.conftest import CONF_DIR
 
 TINY = dict(latent_channels=8, encoder_channels=[4, 8, 8, 16, 16], hyper_channels=8, residual_blocks=1)
@@ -84,7 +84,7 @@ def test_missing_weights_stop_the_run_with_the_file_to_fetch(tmp_path, kodak_dir
 
 def test_interrupted_evaluation_resumes_without_recomputing(tmp_path, kodak_dir, packages, monkeypatch):
     cfg = _cfg(tmp_path, kodak_dir, packages, "metrics=[psnr]", "baselines=[]")
-    from metrics.evaluation import Evaluator
+    from osdic.metrics.evaluation import Evaluator
 
     original, calls = Evaluator._record, []
 

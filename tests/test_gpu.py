@@ -7,8 +7,8 @@ import copy
 import pytest
 import torch
 
-from codec.package import export_package, load_package
-from models.hific import HiFiCCompressor
+from osdic.codec.package import export_package, load_package
+from osdic.models.hific import HiFiCCompressor
 from tests.conftest import TINY_SODEC, TINY_STAGE4, compose_config
 from train import train
 

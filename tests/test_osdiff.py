@@ -6,8 +6,8 @@ import hydra
 import pytest
 import torch
 
-from codec.image_codec import compress_image, decompress_bytes
-from codec.package import export_package, load_package
+from osdic.codec.image_codec import compress_image, decompress_bytes
+from osdic.codec.package import export_package, load_package
 from tests.conftest import TINY_OSDIFF, compose_config
 from train import train
 

@@ -10,7 +10,7 @@ import torch
 from callbacks.rate_annealing import RateAnnealing
 from tests.conftest import TINY_STAGE1, compose_config
 from train import train
-from utils.config import ConfigError
+from osdic.checks import ConfigError
 
 
 from callbacks.rate_annealing import (ConstantLambda, CosineLambda, ExponentialLambda, LinearLambda, StepLambda,
@@ -109,7 +109,7 @@ def test_joint_training_at_matched_bpp_targets_the_annealed_runs_final_rate(tmp_
     (annealed / "final_metrics.json").write_text('{"val/bpp_real": 0.0421, "val/psnr": 30.0}')
     cfg = compose_config(["experiment=sodec_stage3", "ablation=strategy_joint_matched", "trainer=cpu",
                           f"hydra.sweep.dir={tmp_path / 'sweep'}"], tmp_path / "run")
-    from utils.config import instantiate_node
+    from osdic.utils.config import instantiate_node
 
     controller = instantiate_node(cfg.callbacks.rate_annealing, "callbacks.rate_annealing")
     assert isinstance(controller, TargetRate) and controller.target_bpp == pytest.approx(0.0421)

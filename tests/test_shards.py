@@ -27,7 +27,8 @@ from datamodules.shards import prepare_shards, random_crop
 from datamodules.tiles import TiledImage, encode_tiles
 from tests.conftest import TINY_STAGE1, compose_config
 from train import train
-from utils.config import ConfigError, instantiate_node
+from osdic.utils.config import instantiate_node
+from osdic.checks import ConfigError
 
 GOOD = 8
 SETTINGS = dict(tile=32, images_per_part=3, chunk_bytes="40KB", workers=1)

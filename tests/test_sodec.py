@@ -7,13 +7,13 @@ import pytest
 import torch
 from torch import nn
 
-from codec.image_codec import compress_image, decompress_bytes
-from codec.package import export_package, load_package
-from metrics.perceptual import MissingWeightsError
-from models.backbone import DiffusionBackbone
+from osdic.codec.image_codec import compress_image, decompress_bytes
+from osdic.codec.package import export_package, load_package
+from osdic.checks import MissingWeightsError
+from osdic.models.backbone import DiffusionBackbone
 from tests.conftest import TINY_SODEC, TINY_STAGE1, compose_config
 from train import train
-from utils.config import instantiate_node
+from osdic.utils.config import instantiate_node
 
 
 def _module(tmp_path, *overrides, stage="sodec_stage3"):
@@ -182,7 +182,7 @@ def test_one_step_clean_latent_for_both_parameterisations(tmp_path, prediction_t
 
 
 def test_decode_breakdown_covers_every_module_of_the_path(tmp_path):
-    from metrics.latency import decode_breakdown
+    from osdic.metrics.latency import decode_breakdown
 
     codec = _module(tmp_path).codec.eval()
     codec.update(force=True)
@@ -249,7 +249,7 @@ def test_every_optimised_parameter_gets_a_gradient(tmp_path, variant):
 
 
 def test_training_the_fidelity_decoder_needs_an_alignment_term(tmp_path):
-    from utils.config import ConfigError
+    from osdic.checks import ConfigError
 
     with pytest.raises(ConfigError) as error:
         _module(tmp_path, "model.train_fidelity_decoder=true", stage="sodec_stage2")

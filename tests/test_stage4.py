@@ -14,7 +14,7 @@ import torch
 
 import train as train_module
 from lightning_modules.adversarial import discriminator_loss
-from models.discriminators import latent_discriminator, pixel_discriminator
+from osdic.models.discriminators import latent_discriminator, pixel_discriminator
 from tests.conftest import TINY_STAGE4, compose_config
 from train import train
 

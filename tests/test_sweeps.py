@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 import train as train_module
-from metrics.compare import ablation_table, collect, write_outputs
+from osdic.metrics.compare import ablation_table, collect, write_outputs
 from tests.conftest import CONF_DIR, TINY_SODEC, TINY_STAGE1, compose_config
 from train import train
 

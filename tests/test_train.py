@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 
 import train as train_module
-from codec.package import load_package
+from osdic.codec.package import load_package
 from tests.conftest import TINY_STAGE1, compose_config
 from train import train
 

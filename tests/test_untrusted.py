@@ -20,14 +20,14 @@ import torch
 from omegaconf import OmegaConf
 
 import evaluate as evaluate_module
-from codec.cli import decompress_main
-from codec.image_codec import compress_image
-from codec.package import CODEC_CLASSES, CONFIG_FILE, WEIGHTS_FILE, _fingerprint, export_package, load_package
-from models.hific import HiFiCCompressor
+from osdic.codec.cli import decompress_main
+from osdic.codec.image_codec import compress_image
+from osdic.codec.package import CODEC_CLASSES, CONFIG_FILE, WEIGHTS_FILE, _fingerprint, export_package, load_package
+from osdic.models.hific import HiFiCCompressor
 from tests.conftest import TINY_SODEC, TINY_STAGE1, compose_config
 from train import train
-from utils.modules import module_config
-from utils.untrusted import UntrustedFileError, check_targets
+from osdic.utils.modules import module_config
+from osdic.utils.untrusted import UntrustedFileError, check_targets
 
 TINY = dict(latent_channels=8, encoder_channels=[4, 8, 8, 16, 16], hyper_channels=8, residual_blocks=1)
 

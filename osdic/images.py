@@ -1,0 +1,183 @@
+"""Bad-input-safe image reading, for training, evaluation and the command-line codec alike.
+
+Every file is decoded by PIL (JPEG through its draft mode when the crop will be down-scaled
+anyway; an RGB PNG by libspng through pyspng when installed, about 2× faster), EXIF-rotated, and
+converted to 8-bit RGB. A file that cannot be decoded is skipped; a file that needed converting
+(EXIF rotation included) is used. Either way it gets exactly one warning over the whole run
+(across DataLoader workers) and is counted, so bad data neither kills a run nor goes unnoticed.
+Every name with an image extension counts, so a broken or looping symlink or a FIFO named like an
+image is skipped with a warning too, never dropped silently.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+import stat
+import zlib
+from pathlib import Path
+from typing import Iterable, NamedTuple
+
+import numpy as np
+import torch
+from PIL import Image, ImageFile, ImageOps
+from torch import Tensor
+
+try:
+    import pyspng
+except ImportError:  # no wheel for this platform: Pillow decodes PNGs too, only slower
+    pyspng = None
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".gif")
+# Decoding must fail loudly on a truncated file, never pad it with grey.
+ImageFile.LOAD_TRUNCATED_IMAGES = False
+# A decompression bomb is a bad input like any other.
+Image.MAX_IMAGE_PIXELS = 1 << 28
+
+
+class UnreadableImage(Exception):
+    """The file cannot be decoded into an image."""
+
+
+def list_images(roots: Iterable[str | os.PathLike]) -> list[Path]:
+    """Every path under ``roots`` named like an image that is not a directory, sorted per root:
+    broken symlinks and FIFOs too, which decoding then skips with a warning."""
+    files: list[Path] = []
+    for root in roots:
+        root = Path(root)
+        files += sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and not p.is_dir())
+    return files
+
+
+def _require_regular_file(path: Path) -> None:
+    """Raise UnreadableImage, before anything opens it (a FIFO would block), for what is not a
+    non-empty regular file."""
+    try:
+        info = path.stat()
+    except OSError as exc:
+        if path.is_symlink():
+            raise UnreadableImage(f"symlink to {os.readlink(path)} does not resolve ({exc.strerror})") from None
+        raise
+    if not stat.S_ISREG(info.st_mode):
+        raise UnreadableImage("not a regular file (a FIFO, socket or device)")
+    if info.st_size == 0:
+        raise UnreadableImage("empty file (0 bytes)")
+
+
+def _to_rgb(image: Image.Image) -> tuple[Image.Image, str | None]:
+    """8-bit RGB, and a note saying what was converted (None when it already was)."""
+    mode = image.mode
+    if mode == "RGB":
+        return image, None
+    if mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        array = np.asarray(image, dtype=np.float64)
+        peak = 65535.0 if mode.startswith("I;16") or array.max() > 255 else 255.0
+        array = np.clip(np.round(array * 255.0 / peak), 0, 255).astype(np.uint8)
+        return Image.fromarray(array, "L").convert("RGB"), f"{mode} (high bit depth) → 8-bit RGB"
+    if mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB"), f"{mode} → RGB on white"
+    return image.convert("RGB"), f"{mode} → RGB"
+
+
+_EXIF_ORIENTATION = 0x0112
+
+
+def upright_size(image: Image.Image) -> tuple[int, int]:
+    """(width, height) after EXIF rotation, read from the header without decoding."""
+    w, h = image.size
+    return (h, w) if image.getexif().get(_EXIF_ORIENTATION) in (5, 6, 7, 8) else (w, h)
+
+
+def _png_chunks_intact(data: bytes) -> bool:
+    """Every chunk up to IEND is complete and matches its CRC-32."""
+    view, position = memoryview(data), 8
+    while position + 12 <= len(data):
+        length = int.from_bytes(view[position : position + 4], "big")
+        end = position + 8 + length
+        if end + 4 > len(data) or zlib.crc32(view[position + 4 : end]) != int.from_bytes(view[end : end + 4], "big"):
+            return False
+        if view[position + 4 : position + 8] == b"IEND":
+            return True
+        position = end + 4
+    return False
+
+
+def decode_png(data: bytes) -> np.ndarray:
+    """A PNG's pixels as 8-bit RGB, H×W×3. pyspng skips the checksums, so they are checked here
+    first: a damaged file fails as it does under Pillow instead of decoding to noise."""
+    if pyspng is None:
+        with Image.open(io.BytesIO(data)) as image:
+            return np.asarray(image.convert("RGB"))
+    if not _png_chunks_intact(data):
+        raise UnreadableImage("damaged PNG (truncated, or a chunk fails its CRC)")
+    try:
+        return pyspng.load(data, format="RGB")
+    except RuntimeError as exc:
+        raise UnreadableImage(str(exc)) from None
+
+
+def _png_without_exif(path: Path) -> bytes | None:
+    """The file's bytes when it holds no EXIF (in an eXIf chunk or a text chunk), so it is upright
+    as stored; None otherwise. A chance match inside the image data only costs the slow path."""
+    data = path.read_bytes()
+    return data if b"eXIf" not in data and b"exif" not in data else None
+
+
+def _layout_notes(image: Image.Image) -> list[str]:
+    """What the header says will change beyond the pixel format: EXIF rotation, extra frames."""
+    notes = []
+    orientation = image.getexif().get(_EXIF_ORIENTATION, 1)
+    if orientation != 1:
+        notes.append(f"EXIF orientation {orientation} applied")
+    frames = getattr(image, "n_frames", 1)
+    if frames > 1:
+        notes.append(f"first of {frames} frames")
+    return notes
+
+
+class Decoded(NamedTuple):
+    image: Image.Image  # upright 8-bit RGB
+    note: str | None  # what was converted, None when nothing was
+    scale: float  # the scale chosen by the caller
+    full_width: int  # upright width at full resolution (image may be smaller after a draft)
+
+
+def open_rgb(path: str | os.PathLike, choose_scale=None) -> Decoded:
+    """Decode ``path`` as upright 8-bit RGB.
+
+    ``choose_scale(width, height)`` sees the upright full size before decoding and returns the
+    scale the caller will resize to; below 1/2 a JPEG is decoded at a reduced size (DCT scaling),
+    so the returned image may be smaller than the file's full size. Raises UnreadableImage for
+    anything that is not a decodable image."""
+    path = Path(path)
+    try:
+        _require_regular_file(path)
+        with Image.open(path) as image:
+            notes = _layout_notes(image)
+            png = _png_without_exif(path) if image.format == "PNG" and image.mode == "RGB" else None
+            full_width, full_height = image.size if png is not None else upright_size(image)
+            scale = choose_scale(full_width, full_height) if choose_scale is not None else 1.0
+            if png is not None:
+                return Decoded(Image.fromarray(decode_png(png)), "; ".join(notes) or None, scale, full_width)
+            if scale < 1.0 and image.format == "JPEG":
+                w, h = image.size
+                image.draft("RGB", (max(1, math.ceil(w * scale)), max(1, math.ceil(h * scale))))
+            image.load()
+            image = ImageOps.exif_transpose(image)
+            image, note = _to_rgb(image)
+            image.load()
+            notes += [note] if note else []
+            return Decoded(image, "; ".join(notes) or None, scale, full_width)
+    except UnreadableImage:
+        raise
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        raise UnreadableImage(f"{type(exc).__name__}: {exc}") from None
+
+
+def to_tensor(image: Image.Image) -> Tensor:
+    """PIL RGB → float 3×H×W in [0, 1]."""
+    array = np.asarray(image, dtype=np.uint8)
+    return torch.from_numpy(array.copy()).permute(2, 0, 1).float().div_(255.0)

@@ -1,0 +1,151 @@
+"""The Stable Diffusion backbone: UNet ε_θ (frozen, LoRA-trainable), VAE (frozen), noise schedule.
+
+Built either with ``from_pretrained`` from a model id or local directory (SD 2.1-base by
+default) or from config dicts with random weights (``tiny`` for tests and the demo, and the
+real SD 2.1 configs for FLOP-exact benchmarks). Both paths build the same diffusers classes.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import torch
+from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+from peft import LoraConfig
+from torch import Tensor
+
+from osdic.checks import MissingWeightsError
+from osdic.checks import require_choice, require_int
+from osdic.checks import ConfigError
+from osdic.utils.modules import ExternalWeights, plain
+
+PREDICTION_TYPES = ("epsilon", "v_prediction")
+#: LoRA targets of the UNet (OSEDiff / SODEC style): attention projections, feed-forward,
+#: ResNet convolutions and time-embedding projections.
+DEFAULT_LORA_TARGETS = (
+    "to_q", "to_k", "to_v", "to_out.0", "proj_in", "proj_out", "ff.net.0.proj", "ff.net.2",
+    "conv1", "conv2", "conv_shortcut", "time_emb_proj",
+)
+
+
+def _load_pretrained(cls, source: str, subfolder: str, revision: str | None):
+    try:
+        return cls.from_pretrained(source, subfolder=subfolder, revision=revision)
+    except (OSError, ValueError) as exc:
+        raise MissingWeightsError(
+            f"cannot load {cls.__name__} from {source!r} (subfolder {subfolder!r}): {exc}\n"
+            f"Download the model once on a machine with internet, e.g. "
+            f"`huggingface-cli download {source} --local-dir /models/{source.split('/')[-1]}`, then set "
+            f"model.backbone.pretrained=/models/{source.split('/')[-1]} (or point HF_HOME at a cache that holds it)."
+        ) from None
+
+
+def diffuse(latent_0: Tensor, noise: Tensor, alpha_bar: Tensor) -> Tensor:
+    """q(y_t | y_0) = √ᾱ·y_0 + √(1 − ᾱ)·ε, computed in float32 whatever the autocast dtype."""
+    with torch.autocast(device_type=latent_0.device.type, enabled=False):
+        alpha_bar = alpha_bar.float().view(-1, 1, 1, 1)
+        return alpha_bar.sqrt() * latent_0.float() + (1 - alpha_bar).sqrt() * noise.float()
+
+
+def clean_latent(latent_t: Tensor, prediction: Tensor, alpha_bar: Tensor, prediction_type: str) -> Tensor:
+    """ŷ_0 from the UNet's ε or v prediction, in float32 whatever the autocast dtype: at t = 999
+    the ε-conversion divides by √ᾱ ≈ 0.068, so bf16 arithmetic would multiply its rounding by ~15."""
+    with torch.autocast(device_type=latent_t.device.type, enabled=False):
+        alpha_bar = alpha_bar.float().view(-1, 1, 1, 1)
+        latent_t, prediction = latent_t.float(), prediction.float()
+        if prediction_type == "epsilon":
+            return (latent_t - (1 - alpha_bar).sqrt() * prediction) / alpha_bar.sqrt()
+        return alpha_bar.sqrt() * latent_t - (1 - alpha_bar).sqrt() * prediction
+
+
+class DiffusionBackbone(ExternalWeights):
+    """UNet + VAE + ᾱ schedule, with helpers for the one-step decode ŷ_t → ŷ_0 → x̂."""
+
+    def __init__(
+        self,
+        pretrained: str | None = "stabilityai/stable-diffusion-2-1-base",
+        revision: str | None = None,
+        unet_config: dict | None = None,
+        vae_config: dict | None = None,
+        scheduler_config: dict | None = None,
+        prediction_type: str | None = None,
+        lora_rank: int | None = 32,
+        lora_alpha: float | None = None,
+        lora_init: str | bool = "gaussian",
+        lora_targets: Sequence[str] = DEFAULT_LORA_TARGETS,
+        gradient_checkpointing: bool = False,
+    ):
+        super().__init__()
+        configs = (unet_config, vae_config, scheduler_config)
+        if pretrained is None and any(c is None for c in configs):
+            raise ConfigError("pretrained", "give a model id/path, or unet_config, vae_config and scheduler_config")
+        if lora_rank is not None:  # null: no LoRA
+            require_int("lora_rank", lora_rank, minimum=1)
+        self.hparams: dict[str, Any] = dict(
+            pretrained=pretrained, revision=revision,
+            unet_config=unet_config, vae_config=vae_config,
+            scheduler_config=scheduler_config, prediction_type=prediction_type,
+            lora_rank=lora_rank, lora_alpha=lora_alpha, lora_init=lora_init, lora_targets=list(lora_targets),
+            gradient_checkpointing=gradient_checkpointing,
+        )
+        if unet_config is not None:
+            self.unet = UNet2DConditionModel.from_config(plain(unet_config))
+            self.vae = AutoencoderKL.from_config(plain(vae_config))
+            scheduler = DDPMScheduler.from_config(plain(scheduler_config))
+        else:
+            self.unet = _load_pretrained(UNet2DConditionModel, pretrained, "unet", revision)
+            self.vae = _load_pretrained(AutoencoderKL, pretrained, "vae", revision)
+            scheduler = _load_pretrained(DDPMScheduler, pretrained, "scheduler", revision)
+        self.prediction_type = require_choice(
+            "prediction_type", prediction_type or scheduler.config.prediction_type, PREDICTION_TYPES
+        )
+        self.register_buffer("alphas_cumprod", scheduler.alphas_cumprod.clone().float(), persistent=False)
+        self.num_train_timesteps = scheduler.config.num_train_timesteps
+        self.scaling_factor = float(self.vae.config.scaling_factor)
+        self.unet.requires_grad_(False)
+        self.vae.requires_grad_(False)
+        if lora_rank is not None:
+            self.unet.add_adapter(
+                LoraConfig(
+                    r=lora_rank,
+                    lora_alpha=lora_alpha if lora_alpha is not None else lora_rank,
+                    init_lora_weights=lora_init,
+                    target_modules=list(lora_targets),
+                )
+            )
+        if gradient_checkpointing:
+            self.unet.enable_gradient_checkpointing()
+
+    @property
+    def cross_attention_dim(self) -> int:
+        return int(self.unet.config.cross_attention_dim)
+
+    def train(self, mode: bool = True) -> "DiffusionBackbone":
+        super().train(mode)
+        self.vae.eval()  # frozen: never in training mode
+        return self
+
+    # ------------------------------------------------------------------- one-step decoding
+    def predict_clean_latent(self, latent_t: Tensor, timestep: int | Tensor, context: Tensor, **unet_kwargs) -> Tensor:
+        """One UNet step: ŷ_0 from ŷ_t at ``timestep`` (ε- or v-prediction), in float32.
+        ``unet_kwargs`` pass a control module's residuals."""
+        t = torch.as_tensor(timestep, device=latent_t.device).long()
+        t_batch = t.expand(latent_t.shape[0]) if t.dim() == 0 else t
+        output = self.unet(latent_t, t_batch, encoder_hidden_states=context.to(latent_t.dtype), **unet_kwargs).sample
+        return clean_latent(latent_t, output, self.alphas_cumprod[t_batch], self.prediction_type)
+
+    def add_noise(self, latent_0: Tensor, noise: Tensor, timestep: Tensor) -> Tensor:
+        """Forward process q(y_t | y_0), in float32."""
+        return diffuse(latent_0, noise, self.alphas_cumprod[timestep])
+
+    def decode(self, latent: Tensor) -> Tensor:
+        """D_m: scaled SD latent → image in [0, 1] (differentiable w.r.t. the latent)."""
+        return (self.vae.decode(latent / self.scaling_factor).sample + 1) / 2
+
+    def encode(self, x: Tensor) -> Tensor:
+        """E_SD: image in [0, 1] → scaled SD latent (the posterior mean; no gradient)."""
+        with torch.no_grad():
+            return self.vae.encode(x * 2 - 1).latent_dist.mode() * self.scaling_factor
+
+    def lora_parameters(self) -> list[torch.nn.Parameter]:
+        return [p for name, p in self.unet.named_parameters() if "lora_" in name]

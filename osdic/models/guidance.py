@@ -1,0 +1,197 @@
+"""Cross-attention guidance for the one-step UNet: the tokens c_g that replace the text embedding.
+
+Variants (SODEC's guidance ablation), one config key ``model.guidance``:
+  none        learned null tokens
+  text        a prompt through SD's own text encoder, computed once and kept as a buffer
+  hyperprior  tokens from ẑ
+  fgm         the Fidelity Guidance Module: x̂_f → frozen ViT F → trainable projection F_p
+All produce ``num_tokens × context_dim`` (77 × 1024 for SD 2.1) and share ``forward(x_hat_f, z_hat)``;
+only the FGM reads x̂_f (``uses_fidelity_image``), the others get ``None`` for it, so SODEC runs
+D_a only when something needs x̂_f.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from osdic.checks import MissingWeightsError
+from osdic.utils.modules import ExternalWeights, plain
+
+#: CLIP's image normalisation (the default ViT is a CLIP vision tower).
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+class TokenResampler(nn.Module):
+    """Any number of input tokens → ``num_tokens`` tokens of ``out_dim``: a linear projection,
+    then learned queries cross-attending to the projected tokens (one attention layer)."""
+
+    def __init__(self, in_dim: int, out_dim: int, num_tokens: int = 77, heads: int = 8):
+        super().__init__()
+        self.project = nn.Linear(in_dim, out_dim)
+        self.queries = nn.Parameter(torch.randn(num_tokens, out_dim) * out_dim**-0.5)
+        self.attention = nn.MultiheadAttention(out_dim, heads, batch_first=True)
+        self.norm = nn.LayerNorm(out_dim)
+
+    def forward(self, tokens: Tensor) -> Tensor:
+        keys = self.project(tokens)
+        queries = self.queries.unsqueeze(0).expand(tokens.shape[0], -1, -1).to(keys.dtype)
+        attended, _ = self.attention(queries, keys, keys, need_weights=False)
+        return self.norm(queries + attended)
+
+
+class NullGuidance(nn.Module):
+    """(i) No guidance: the same learned tokens for every image."""
+
+    uses_fidelity_image = False
+
+    def __init__(self, context_dim: int, num_tokens: int = 77, **_: Any):
+        super().__init__()
+        self.hparams = dict(context_dim=context_dim, num_tokens=num_tokens)
+        self.tokens = nn.Parameter(torch.zeros(1, num_tokens, context_dim))
+
+    def forward(self, x_hat_f: Tensor | None, z_hat: Tensor) -> Tensor:
+        return self.tokens.expand(z_hat.shape[0], -1, -1)
+
+
+class HyperpriorGuidance(nn.Module):
+    """(iii) Tokens from the hyper latent ẑ: one token per ẑ position, resampled to 77."""
+
+    uses_fidelity_image = False
+
+    def __init__(self, context_dim: int, hyper_channels: int, num_tokens: int = 77, heads: int = 8, **_: Any):
+        super().__init__()
+        self.hparams = dict(context_dim=context_dim, hyper_channels=hyper_channels, num_tokens=num_tokens, heads=heads)
+        self.resampler = TokenResampler(hyper_channels, context_dim, num_tokens, heads)
+
+    def forward(self, x_hat_f: Tensor | None, z_hat: Tensor) -> Tensor:
+        return self.resampler(z_hat.flatten(2).transpose(1, 2))
+
+
+class VisionEncoder(ExternalWeights):
+    """The frozen ViT F (any transformers vision model): image in [0, 1] → its token sequence.
+    Frozen parameters, but differentiable w.r.t. the image, so D_a learns through it."""
+
+    def __init__(
+        self,
+        pretrained: str | None = "openai/clip-vit-large-patch14",
+        config: dict | None = None,
+        image_size: int = 224,
+        mean: Sequence[float] = CLIP_MEAN,
+        std: Sequence[float] = CLIP_STD,
+    ):
+        super().__init__()
+        from transformers import AutoModel, CLIPVisionConfig, CLIPVisionModel
+
+        self.hparams = dict(pretrained=pretrained, config=config,
+                            image_size=image_size, mean=list(mean), std=list(std))
+        if config is not None:
+            self.model = CLIPVisionModel(CLIPVisionConfig(**plain(config)))
+        else:
+            try:
+                self.model = AutoModel.from_pretrained(pretrained)
+            except OSError as exc:
+                raise MissingWeightsError(
+                    f"cannot load the guidance ViT {pretrained!r}: {exc}\nDownload it once "
+                    f"(`huggingface-cli download {pretrained}`) into the HF cache, or set "
+                    f"model.guidance.vit.pretrained to a local directory."
+                ) from None
+            if hasattr(self.model, "vision_model"):  # a full CLIP model: keep the vision tower
+                self.model = self.model.vision_model
+        self.model.requires_grad_(False).eval()
+        self.image_size = image_size
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
+
+    @property
+    def hidden_size(self) -> int:
+        return int(self.model.config.hidden_size)
+
+    def train(self, mode: bool = True) -> "VisionEncoder":
+        return super().train(False)
+
+    def forward(self, image: Tensor) -> Tensor:
+        image = F.interpolate(image, size=(self.image_size, self.image_size), mode="bilinear", antialias=True,
+                              align_corners=False)
+        return self.model(pixel_values=(image - self.mean) / self.std).last_hidden_state
+
+
+class FidelityGuidance(nn.Module):
+    """(iv) SODEC's FGM: c_g = F_p(F(x̂_f))."""
+
+    uses_fidelity_image = True
+
+    def __init__(self, context_dim: int, vit: VisionEncoder, num_tokens: int = 77, heads: int = 8, **_: Any):
+        super().__init__()
+        self.hparams = dict(context_dim=context_dim, vit=vit, num_tokens=num_tokens, heads=heads)
+        self.vit = vit
+        self.projection = TokenResampler(vit.hidden_size, context_dim, num_tokens, heads)
+
+    def forward(self, x_hat_f: Tensor, z_hat: Tensor) -> Tensor:
+        return self.projection(self.vit(x_hat_f.clamp(0, 1)))
+
+
+def _byte_symbols() -> list[str]:
+    """The 256 printable symbols byte-level BPE uses for the 256 byte values (printable bytes
+    stand for themselves, the others are shifted past 255)."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    shifted = iter(range(256, 512))
+    return [chr(b) if b in printable else chr(next(shifted)) for b in range(256)]
+
+
+def byte_level_clip_tokenizer():
+    """A real CLIPTokenizer over the 256 byte symbols and no merges (tiny text encoders have
+    no vocabulary files to download)."""
+    from transformers import CLIPTokenizer
+
+    symbols = _byte_symbols()
+    vocab = {s: i for i, s in enumerate(symbols + [s + "</w>" for s in symbols])}
+    vocab.update({"<|startoftext|>": len(vocab), "<|endoftext|>": len(vocab) + 1})
+    return CLIPTokenizer(vocab=vocab, merges=[])
+
+
+class TextGuidance(nn.Module):
+    """(ii) Text prompt guidance: SD's text encoder applied once to ``prompt``; the embedding is
+    a buffer (saved with the model), the encoder is not kept. With the empty prompt this is the
+    context SD was trained with for unconditional generation (OSDiff feeds it to its UNet)."""
+
+    uses_fidelity_image = False
+
+    def __init__(
+        self,
+        context_dim: int,
+        prompt: str = "",
+        pretrained: str | None = "stabilityai/stable-diffusion-2-1-base",
+        text_config: dict | None = None,
+        num_tokens: int = 77,
+        **_: Any,
+    ):
+        super().__init__()
+        from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+        self.hparams = dict(context_dim=context_dim, prompt=prompt, pretrained=pretrained,
+                            text_config=text_config, num_tokens=num_tokens)
+        if text_config is not None:
+            tokenizer, encoder = byte_level_clip_tokenizer(), CLIPTextModel(CLIPTextConfig(**plain(text_config)))
+        else:
+            try:
+                tokenizer = CLIPTokenizer.from_pretrained(pretrained, subfolder="tokenizer")
+                encoder = CLIPTextModel.from_pretrained(pretrained, subfolder="text_encoder")
+            except OSError as exc:
+                raise MissingWeightsError(f"cannot load SD's text encoder from {pretrained!r}: {exc}") from None
+        ids = tokenizer(prompt, padding="max_length", max_length=num_tokens, truncation=True, return_tensors="pt")
+        with torch.no_grad():
+            embedding = encoder(ids.input_ids).last_hidden_state
+        if embedding.shape[-1] != context_dim:
+            raise ValueError(f"text encoder width {embedding.shape[-1]} != UNet cross-attention width {context_dim}")
+        self.register_buffer("embedding", embedding)
+
+    def tokens(self, batch_size: int) -> Tensor:
+        return self.embedding.expand(batch_size, -1, -1)
+
+    def forward(self, x_hat_f: Tensor | None, z_hat: Tensor) -> Tensor:
+        return self.tokens(z_hat.shape[0])

@@ -1,0 +1,166 @@
+"""HiFiC's compression autoencoder (Mentzer et al. 2020) as SODEC's VAE compression module.
+
+x → E → y → Q → ŷ (bitstream 1);  y → H_a → z → Q → ẑ (bitstream 2);  ẑ → P → (μ, σ) of ŷ;
+ŷ → D_a → x̂_f.  Images are in [0, 1] at every boundary of this module.
+
+The module follows compressai's contract: ``forward`` returns ``x_hat`` and ``likelihoods``
+(plus ``y_hat``/``z_hat`` that SODEC's diffusion decoder consumes), ``compress`` returns the
+entropy-coded strings, ``decompress`` takes them back, ``update()`` must run before real coding.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from osdic.models.entropy import HyperpriorCodec, MeanScaleHyperprior
+from osdic.checks import ConfigError
+
+class ChannelNorm(nn.Module):
+    """HiFiC's ChannelNorm: normalise each spatial position across channels (batch-size free)."""
+
+    def __init__(self, channels: int, eps: float = 1e-3):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(1, channels, 1, 1))
+        self.bias = nn.Parameter(torch.zeros(1, channels, 1, 1))
+
+    def forward(self, x: Tensor) -> Tensor:
+        mean = x.mean(dim=1, keepdim=True)
+        var = x.var(dim=1, keepdim=True, unbiased=False)
+        return (x - mean) * torch.rsqrt(var + self.eps) * self.weight + self.bias
+
+
+def _conv_norm_relu(cin: int, cout: int, kernel: int, stride: int) -> list[nn.Module]:
+    return [
+        nn.ReflectionPad2d(kernel // 2) if stride == 1 else nn.ReflectionPad2d((0, 1, 0, 1)),
+        nn.Conv2d(cin, cout, kernel, stride=stride),
+        ChannelNorm(cout),
+        nn.ReLU(inplace=True),
+    ]
+
+
+class HiFiCEncoder(nn.Module):
+    """E: 7×7 conv to channels[0], stride-2 3×3 convs through the other widths, 3×3 conv to y."""
+
+    def __init__(self, channels: Sequence[int], latent_channels: int, in_channels: int = 3):
+        super().__init__()
+        layers = _conv_norm_relu(in_channels, channels[0], 7, 1)
+        for cin, cout in zip(channels[:-1], channels[1:]):
+            layers += _conv_norm_relu(cin, cout, 3, 2)
+        layers += [nn.ReflectionPad2d(1), nn.Conv2d(channels[-1], latent_channels, 3)]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x * 2 - 1)
+
+
+class ResidualBlock(nn.Module):
+    def __init__(self, channels: int):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.ReflectionPad2d(1), nn.Conv2d(channels, channels, 3), ChannelNorm(channels), nn.ReLU(inplace=True),
+            nn.ReflectionPad2d(1), nn.Conv2d(channels, channels, 3), ChannelNorm(channels),
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + self.net(x)
+
+
+class HiFiCGenerator(nn.Module):
+    """D_a: HiFiC's generator — residual blocks at the widest width with a global skip, stride-2
+    transposed convs back through the encoder's widths, and a 7×7 conv to RGB."""
+
+    def __init__(self, channels: Sequence[int], latent_channels: int, residual_blocks: int, out_channels: int = 3):
+        super().__init__()
+        widest = channels[-1]
+        self.head = nn.Sequential(
+            ChannelNorm(latent_channels),
+            nn.ReflectionPad2d(1), nn.Conv2d(latent_channels, widest, 3), ChannelNorm(widest),
+        )
+        self.residual = nn.Sequential(*[ResidualBlock(widest) for _ in range(residual_blocks)])
+        up: list[nn.Module] = []
+        widths = list(reversed(channels))
+        for cin, cout in zip(widths[:-1], widths[1:]):
+            up += [
+                nn.ConvTranspose2d(cin, cout, 3, stride=2, padding=1, output_padding=1),
+                ChannelNorm(cout),
+                nn.ReLU(inplace=True),
+            ]
+        up += [nn.ReflectionPad2d(3), nn.Conv2d(widths[-1], out_channels, 7)]
+        self.up = nn.Sequential(*up)
+
+    def forward(self, y_hat: Tensor) -> Tensor:
+        h = self.head(y_hat)
+        return (self.up(h + self.residual(h)) + 1) / 2
+
+
+class HiFiCCompressor(HyperpriorCodec):
+    """SODEC's VAE compression module: E, H_a, P and the fidelity decoder D_a."""
+
+
+    def __init__(
+        self,
+        latent_channels: int = 220,
+        encoder_channels: Sequence[int] = (60, 120, 240, 480, 960),
+        hyper_channels: int = 320,
+        residual_blocks: int = 9,
+    ):
+        super().__init__()
+        encoder_channels = list(encoder_channels)
+        if len(encoder_channels) != 5:
+            raise ConfigError(
+                "encoder_channels", f"needs 5 widths (a 7×7 conv, then four stride-2 convs), got {encoder_channels}"
+            )
+        for key, value in [("latent_channels", latent_channels), ("hyper_channels", hyper_channels)]:
+            if value <= 0:
+                raise ConfigError(key, f"must be > 0, got {value}")
+        if residual_blocks < 0:
+            raise ConfigError("residual_blocks", f"must be >= 0, got {residual_blocks}")
+        self.hparams = dict(
+            latent_channels=latent_channels,
+            encoder_channels=encoder_channels,
+            hyper_channels=hyper_channels,
+            residual_blocks=residual_blocks,
+        )
+        self.encoder = HiFiCEncoder(encoder_channels, latent_channels)
+        self.entropy_model = MeanScaleHyperprior(latent_channels, hyper_channels)
+        self.fidelity_decoder = HiFiCGenerator(encoder_channels, latent_channels, residual_blocks)
+
+    # ---------------------------------------------------------------------------- training
+    def latents(self, x: Tensor) -> dict:
+        """ŷ, ẑ and their likelihoods for training/validation (rates with noise in training,
+        rounding in eval), without decoding."""
+        return self.entropy_model(self.encoder(self.pad(x)))
+
+    def forward(self, x: Tensor) -> dict:
+        out = self.latents(x)
+        out["x_hat"] = self.fidelity_decoder(out["y_hat"])[..., : x.shape[-2], : x.shape[-1]]
+        return out
+
+    # ------------------------------------------------------------------------ real coding
+    def encode_latents(self, x: Tensor) -> dict:
+        """The coding half of ``compress``: strings for ŷ and ẑ plus ŷ, ẑ themselves (on the CPU)."""
+        with torch.no_grad():
+            return self.entropy_model.compress(self.encoder(self.pad(x)))
+
+    def compress(self, x: Tensor) -> dict:
+        """x in [0, 1], any size → {"strings": [y_strings, z_strings], "shape": z's (h, w)}."""
+        coded = self.encode_latents(x)
+        return {"strings": coded["strings"], "shape": coded["shape"]}
+
+    def decode_latents(self, strings: list, shape: Sequence[int]) -> tuple[Tensor, Tensor]:
+        """Entropy decoding only: strings → (ŷ, ẑ) on the CPU in float32."""
+        return self.entropy_model.decompress(strings, shape)
+
+    @torch.no_grad()
+    def decompress(self, strings: list, shape: Sequence[int], image_size: Sequence[int] | None = None) -> dict:
+        """Strings → {"x_hat"} in [0, 1], cropped to ``image_size`` when given."""
+        y_hat, _ = self.decode_latents(strings, shape)
+        param = next(self.fidelity_decoder.parameters())
+        x_hat = self.fidelity_decoder(y_hat.to(device=param.device, dtype=param.dtype)).float().clamp(0, 1)
+        if image_size is not None:
+            x_hat = x_hat[..., : image_size[0], : image_size[1]]
+        return {"x_hat": x_hat}

@@ -1,0 +1,80 @@
+"""Configuration errors that name the offending key, and instantiation that reports them."""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Iterator
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from osdic.checks import ConfigError, require_int, require_positive, require_supported_precision
+
+# `${mul:${a},0.5}` in configs (e.g. SODEC's stage-1 λ = half the stage-3 λ of a rate point)
+OmegaConf.register_new_resolver("mul", lambda a, b: float(a) * float(b), replace=True)
+
+
+def _find_config_error(exc: BaseException | None, path: str) -> ConfigError | None:
+    """The ConfigError behind hydra's wrapping, under the key of the node that raised it: hydra
+    names that node as ``full_key: a.b`` in its InstantiationException message; without it the
+    error came from the node at ``path`` itself."""
+    node_key = None
+    while exc is not None:
+        if isinstance(exc, ConfigError):
+            return exc.under(node_key or path)
+        match = re.search(r"full_key: (\S+)", str(exc))
+        if match and node_key is None:
+            node_key = match.group(1)
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def instantiate_node(node: DictConfig, path: str, **kwargs: Any) -> Any:
+    """``hydra.utils.instantiate`` that turns a constructor's ConfigError into one naming the
+    full config key, so ``λ ≤ 0`` reads ``callbacks.rate_annealing.lambda_start: ...``."""
+    try:
+        return hydra.utils.instantiate(node, **kwargs)
+    except Exception as exc:  # hydra wraps constructor errors in InstantiationException
+        error = _find_config_error(exc, path)
+        if error is None:
+            raise
+        raise error from None
+
+
+def instantiate_collection(node: DictConfig | None, path: str) -> list[Any]:
+    """Instantiate every entry with a ``_target_`` of a dict-like group (callbacks, loggers)."""
+    if not node:
+        return []
+    return [
+        instantiate_node(child, f"{path}.{name}")
+        for name, child in node.items()
+        if isinstance(child, DictConfig) and "_target_" in child
+    ]
+
+
+def _learning_rates(node: DictConfig, key: str) -> Iterator[tuple[str, Any]]:
+    for name, child in node.items_ex(resolve=False):
+        if name == "lr":
+            yield f"{key}.lr", node.lr
+        elif isinstance(child, DictConfig):
+            yield from _learning_rates(child, f"{key}.{name}")
+
+
+def check_train_config(cfg: DictConfig) -> None:
+    """Values of the composed config that Lightning or torch would refuse only once training
+    runs (an optimizer is built at fit, the validation interval divides the step count) or
+    would silently change: checked before anything is built."""
+    require_int("seed", cfg.seed)
+    trainer = cfg.trainer
+    require_supported_precision("trainer.precision", trainer.get("precision"))
+    interval = trainer.get("val_check_interval")
+    if isinstance(interval, float):
+        if not 0 < interval <= 1:
+            raise ConfigError("trainer.val_check_interval", f"a fraction of an epoch must be in (0, 1], got {interval}")
+        if trainer.get("check_val_every_n_epoch") is None:
+            raise ConfigError("trainer.val_check_interval", f"a fraction of an epoch ({interval}) needs "
+                                                            f"trainer.check_val_every_n_epoch; or give a number of batches")
+    elif interval is not None:
+        require_int("trainer.val_check_interval", interval, minimum=1)
+    for key, lr in _learning_rates(cfg.model, "model"):
+        require_positive(key, lr)

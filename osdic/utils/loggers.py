@@ -1,0 +1,76 @@
+"""Logger construction and teardown."""
+
+from __future__ import annotations
+
+import netrc
+import os
+from typing import Sequence
+
+from pytorch_lightning.loggers import WandbLogger
+
+from osdic.utils.run import run_name, stable_run_id, sweep_group, write_provenance
+
+
+def wandb_has_credentials() -> bool:
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    try:
+        hosts = netrc.netrc().hosts
+    except (FileNotFoundError, netrc.NetrcParseError):
+        return False
+    return any("wandb" in host for host in hosts)
+
+
+#: summaries a sweep's table and parallel-coordinates views use without manual set-up
+SUMMARIES = {"val/loss": "min", "val/lpips_alex": "min", "val/psnr": "max", "val/ms_ssim": "max",
+             "val/bpp": "last", "val/bpp_real": "last"}
+
+
+def build_wandb_logger(
+    project: str,
+    save_dir: str,
+    name: str | None = None,
+    group: str | None = None,
+    job_type: str | None = None,
+    tags: Sequence[str] = (),
+    offline: bool | str = "auto",
+    sweep_name: str | None = None,
+    **kwargs,
+) -> WandbLogger:
+    """WandbLogger that goes offline by itself when no credentials are configured
+    (``offline: auto``; ``WANDB_MODE`` in the environment still wins, as in wandb itself).
+    Unset ``name``/``group`` come from the run: the overrides that differ, and the sweep. The
+    run id is derived from the output dir, so a requeued job continues the same run."""
+    if offline == "auto":
+        offline = not wandb_has_credentials() and "WANDB_MODE" not in os.environ
+    os.makedirs(save_dir, exist_ok=True)
+    logger = WandbLogger(
+        project=project,
+        save_dir=save_dir,
+        name=name or run_name(job_type or "run"),
+        group=group or sweep_group(sweep_name),
+        job_type=job_type,
+        tags=list(tags),
+        offline=bool(offline),
+        id=stable_run_id(save_dir),
+        resume="allow",
+        **kwargs,
+    )
+    return logger
+
+
+def describe_wandb_run(logger: WandbLogger, output_dir: str) -> None:
+    """Summary metrics, and the git commit and pip freeze saved with the run (rank 0 only)."""
+    run = logger.experiment
+    for key, summary in SUMMARIES.items():
+        run.define_metric(key, summary=summary)
+    for path in write_provenance(output_dir):
+        run.save(str(path), base_path=output_dir, policy="now")
+
+
+def finish_wandb(exit_code: int = 0) -> None:
+    """Close the W&B run if one is open (between multirun jobs, and after an exception)."""
+    import wandb
+
+    if wandb.run is not None:
+        wandb.finish(exit_code=exit_code)
