@@ -67,6 +67,34 @@ def test_each_guidance_variant_trains_a_step(tmp_path, guidance):
     assert all(p.grad is not None for p in module.codec.backbone.lora_parameters())
 
 
+@pytest.mark.parametrize("guidance, built", [("none", "NullGuidance"), ("text_tiny", "TextGuidance"),
+                                              ("hyperprior_tiny", "HyperpriorGuidance"), ("fgm_tiny", "FidelityGuidance")])
+def test_each_guidance_config_builds_the_module_it_names(tmp_path, guidance, built):
+    assert type(_module(tmp_path, f"model/guidance={guidance}").codec.guidance).__name__ == built
+
+
+def test_lora_rank_sets_the_shape_of_the_lora_matrices_and_survives_export(tmp_path):
+    from osdic.codec.package import export_package, load_package
+
+    module = _module(tmp_path, "model.backbone.lora_rank=3", "model.backbone.lora_targets=[to_q,to_v]")
+    lora = {n: p for n, p in module.codec.backbone.unet.named_parameters() if "lora_" in n}
+    assert lora and all((p.shape[0] if "lora_A" in n else p.shape[1]) == 3 for n, p in lora.items())
+    assert {n.split(".lora_")[0].rsplit(".", 1)[-1] for n in lora} == {"to_q", "to_v"}
+    codec, _ = load_package(export_package(module.codec.eval(), tmp_path / "package"))
+    exported = {n: p for n, p in codec.backbone.unet.named_parameters() if "lora_" in n}
+    assert exported.keys() == lora.keys()
+    assert all(torch.equal(exported[n], lora[n].detach()) for n in lora)
+
+
+@pytest.mark.parametrize("ablation, trained", [([], True), (["ablation=strategy_frozen_vae"], False)])
+def test_the_frozen_vae_strategy_freezes_e_h_a_and_p(tmp_path, ablation, trained):
+    module = _module(tmp_path, *ablation)
+    vae = module.codec.vae_codec
+    optimised = {id(p) for p in module.trainable_parameters()}
+    for part in (vae.encoder, vae.entropy_model.hyper_encoder, vae.entropy_model.entropy_parameters):
+        assert all((id(p) in optimised) == trained and p.requires_grad == trained for p in part.parameters())
+
+
 @pytest.mark.parametrize("alignment", ["none", "mse", "mse_lpips", "merged"])
 def test_each_alignment_variant_shapes_the_loss(tmp_path, alignment):
     lpips = ["model.distortion.lpips_weight=2", "allow_random_weights=true"] if alignment == "mse_lpips" else []
