@@ -5,6 +5,7 @@ from __future__ import annotations
 import hydra
 import pytest
 import torch
+from diffusers.models.transformers.transformer_2d import Transformer2DModel
 
 from codec.image_codec import compress_image, decompress_bytes
 from codec.package import export_package, load_package
@@ -13,9 +14,14 @@ from train import train
 
 
 def test_osdiff_fits_with_its_losses_and_feature_discriminator(tmp_path):
-    metrics, trainer = train(compose_config(TINY_OSDIFF, tmp_path / "run"))
-    for key in ("train/diffusion", "train/feature", "train/bpp", "train/g_adv", "train/d_loss", "val/bpp_real"):
+    metrics, trainer = train(compose_config([*TINY_OSDIFF, "callbacks.rate_annealing.lambda_start=2"], tmp_path / "run"))
+    # the four terms raw and weighted (λ1·L_diff, λ2·R, λ3·L_feature, λ4·L_G) and D's accuracy, for
+    # reading the discriminator ablation from W&B
+    for term in ("diffusion", "bpp", "feature", "g_adv"):
+        assert f"train/{term}" in metrics and f"train/{term}_weighted" in metrics, term
+    for key in ("train/d_loss", "train/d_acc_real", "train/d_acc_fake", "val/bpp_real"):
         assert key in metrics, key
+    assert metrics["train/bpp_weighted"] == pytest.approx(2.0 * metrics["train/bpp"])  # λ2 = lambda_start
     module = trainer.lightning_module
     unet = module.codec.backbone.unet
     assert not any(p.requires_grad for p in unet.parameters()), "the SD UNet stays frozen"
@@ -64,16 +70,22 @@ def test_starting_latent_of_training_matches_decoding_unless_asked_not_to(tmp_pa
 
 def test_unet_context_is_the_empty_prompt_embedding_in_generator_and_discriminator(tmp_path):
     """SD's to_k/to_v have no bias: a zero context would feed every cross-attention layer of the
-    frozen prior an input it never saw. OSDiff uses SD's own empty-prompt embedding, and so does
-    its UNet-feature discriminator."""
+    frozen prior an input it never saw. OSDiff uses SD's own empty-prompt embedding in every
+    cross-attention of the UNet and of its control module, and so does its UNet-feature
+    discriminator."""
     module = _osdiff(tmp_path)
     codec = module.codec.eval()
     empty = codec.context.tokens(1)
     assert empty.shape == (1, 77, codec.backbone.cross_attention_dim) and empty.abs().sum() > 0
-    seen = []
-    codec.backbone.unet.register_forward_pre_hook(
-        lambda m, args, kwargs: seen.append(kwargs["encoder_hidden_states"]), with_kwargs=True)
+    seen = {}
+    for part in (codec.backbone.unet, codec.control):
+        for name, layer in part.named_modules():
+            if isinstance(layer, Transformer2DModel):
+                layer.register_forward_pre_hook(
+                    lambda m, args, kwargs, key=(part, name): seen.__setitem__(key, kwargs["encoder_hidden_states"]),
+                    with_kwargs=True)
     with torch.no_grad():
         codec.denoise(torch.randn(2, 4, 8, 8), torch.randn(2, 4, 8, 8))
-    assert torch.equal(seen[-1], empty.expand(2, -1, -1))
+    assert {part for part, _ in seen} == {codec.backbone.unet, codec.control}
+    assert all(torch.equal(context, empty.expand(2, -1, -1)) for context in seen.values())
     assert torch.equal(module.discriminator.context, empty)
