@@ -151,9 +151,14 @@ class DiffusionBackbone(ExternalWeights):
         return (self.vae.decode(latent / self.scaling_factor).sample + 1) / 2
 
     def encode(self, x: Tensor) -> Tensor:
-        """E_SD: image in [0, 1] → scaled SD latent (the posterior mean; no gradient)."""
+        """E_SD: image in [0, 1] → scaled SD latent (the posterior mean; no gradient), NCHW.
+
+        On the CPU the VAE hands back a channels-last latent, and the weight gradient of oneDNN's
+        strided 1×1 convolution (OSDiff's G_a skip) on such a 4-channel input writes out of
+        bounds: heap corruption, a crash with one thread per process as in DDP on CPU (oneDNN
+        issue 6035 also reports wrong gradients). Contiguous, it takes another kernel."""
         with torch.no_grad():
-            return self.vae.encode(x * 2 - 1).latent_dist.mode() * self.scaling_factor
+            return (self.vae.encode(x * 2 - 1).latent_dist.mode() * self.scaling_factor).contiguous()
 
     def lora_parameters(self) -> list[torch.nn.Parameter]:
         return [p for name, p in self.unet.named_parameters() if "lora_" in name]
