@@ -38,8 +38,7 @@ TINY = [
     "model=osdiff", "model/backbone=tiny", "model.backbone.lora_rank=null", "model/discriminator=unet_features_tiny",
     "model/guidance@model.osdiff.context=text_tiny", "model.osdiff.latent_channels=32", "model.osdiff.residual_blocks=1",
     "model.val_metrics=[psnr]", "trainer=cpu", "logger=none", "data.crop_size=128", "data.batch_size=4",
-    "data.num_workers=0", "data.val_crop_size=128", "trainer.limit_val_batches=1", "trainer.num_sanity_val_steps=0",
-    "trainer.enable_model_summary=false",
+    "data.val_crop_size=128", "debug=fast",  # one validation batch, no sanity check; the steps are set below
 ]
 ENTROPY_MODELS = {
     "ELIC": ["model/entropy@model.osdiff.entropy_model=elic", "model.osdiff.entropy_model.hyper_channels=16",

@@ -53,6 +53,18 @@ def _osdiff(tmp_path, *overrides):
     return module
 
 
+def test_sd_latents_reach_g_a_in_nchw(tmp_path):
+    """With one thread (as each DDP process on CPU) the VAE gives a channels-last latent, on which
+    oneDNN's strided 1×1 convolution in G_a corrupts the heap in its weight gradient."""
+    codec = _osdiff(tmp_path).codec
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert codec.backbone.encode(torch.rand(1, 3, 64, 64)).is_contiguous()
+    finally:
+        torch.set_num_threads(threads)
+
+
 @pytest.mark.parametrize("choice", CHOICES)
 def test_control_module_starts_as_a_no_op(tmp_path, choice):
     """Zero-initialised connections: before training, the controlled UNet equals the frozen one."""
