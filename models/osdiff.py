@@ -36,6 +36,7 @@ from compressai.layers import ResidualBlock, ResidualBlockUpsample, ResidualBloc
 from torch import Tensor, nn
 
 from models.backbone import DiffusionBackbone
+from models.decode_steps import ENTROPY_DECODING, StepHook, no_hook
 from models.entropy import HyperpriorCodec
 from utils.config import config_section, require_choice, require_int
 
@@ -122,12 +123,22 @@ class OSDiff(HyperpriorCodec):
         return {"strings": coded["strings"], "shape": coded["shape"]}
 
     @torch.no_grad()
-    def decompress(self, strings: list, shape: Sequence[int], image_size: Sequence[int] | None = None) -> dict:
-        y_hat, _ = self.entropy_model.decompress(strings, shape)
-        param = next(self.synthesis.parameters())
-        y_c = self.synthesis(y_hat.to(device=param.device, dtype=param.dtype))
-        generator = torch.Generator(device=y_c.device).manual_seed(self.noise_seed)
-        x_hat = self.backbone.decode(self.denoise(self.start_latent(y_c, None, generator), y_c)).float().clamp(0, 1)
-        if image_size is not None:
-            x_hat = x_hat[..., : image_size[0], : image_size[1]]
+    def decompress(self, strings: list, shape: Sequence[int], image_size: Sequence[int] | None = None,
+                   step: StepHook = no_hook) -> dict:
+        """Entropy decoding → G_s → start latent → control module + UNet → D_SD, each inside
+        ``step(name)``."""
+        with step(ENTROPY_DECODING):
+            param = next(self.synthesis.parameters())
+            y_hat = self.entropy_model.decompress(strings, shape)[0].to(device=param.device, dtype=param.dtype)
+        with step("G_s (synthesis)"):
+            y_c = self.synthesis(y_hat)
+        with step("start latent"):
+            generator = torch.Generator(device=y_c.device).manual_seed(self.noise_seed)
+            y_t = self.start_latent(y_c, None, generator)
+        with step("control module + UNet (one step)"):
+            y_r = self.denoise(y_t, y_c)
+        with step("D_SD (SD VAE decoder)"):
+            x_hat = self.backbone.decode(y_r).float().clamp(0, 1)
+            if image_size is not None:
+                x_hat = x_hat[..., : image_size[0], : image_size[1]]
         return {"x_hat": x_hat}

@@ -201,7 +201,7 @@ def test_decode_breakdown_gives_the_honest_total_and_the_papers_parts(tmp_path):
     codec = _osdiff(tmp_path).codec.eval()
     codec.update(force=True)
     figures = decode_breakdown(codec, torch.rand(1, 3, 64, 64), repeat=1, warmup=0)
-    parts = ["entropy decoding (CPU)", "G_s (synthesis)", "start latent + control module + UNet (one step)",
+    parts = ["entropy decoding (CPU)", "G_s (synthesis)", "start latent", "control module + UNet (one step)",
              "D_SD (SD VAE decoder)"]
     assert list(figures) == [*parts, "total", "total without entropy decoding (the OSDiff paper's parts)"]
     assert all(seconds > 0 for seconds in figures.values())
