@@ -33,6 +33,11 @@ def discriminator_loss(real_logits: Tensor, fake_logits: Tensor) -> Tensor:
     return F.softplus(-real_logits.float()).mean() + F.softplus(fake_logits.float()).mean()
 
 
+def discriminator_accuracy(real_logits: Tensor, fake_logits: Tensor) -> tuple[Tensor, Tensor]:
+    """The fractions of real and of fake logits on the right side of 0 (D's decision)."""
+    return (real_logits.detach() > 0).float().mean(), (fake_logits.detach() < 0).float().mean()
+
+
 class AdversarialMixin:
     """Mixed into a CompressionLightningModule whose ``compute_losses`` returns images with the
     discriminator's inputs: ``fake_latent`` (and ``real_latent`` when the stage already has it)."""
@@ -88,7 +93,8 @@ class AdversarialMixin:
         generator_loss = terms["loss"]
         if self.adversarial_active:
             terms["g_adv"] = generator_adversarial_loss(self.discriminator(fake))
-            generator_loss = generator_loss + self.adversarial_weight * terms["g_adv"]
+            terms["g_adv_weighted"] = self.adversarial_weight * terms["g_adv"]
+            generator_loss = generator_loss + terms["g_adv_weighted"]
         terms["loss"] = generator_loss
         self.untoggle_optimizer(g_opt)
 
@@ -97,6 +103,7 @@ class AdversarialMixin:
         real_logits, fake_logits = self.discriminator(real.detach(), fake.detach())
         terms["d_loss"] = discriminator_loss(real_logits, fake_logits)
         terms["d_real"], terms["d_fake"] = real_logits.detach().mean(), fake_logits.detach().mean()
+        terms["d_acc_real"], terms["d_acc_fake"] = discriminator_accuracy(real_logits, fake_logits)
         self.untoggle_optimizer(d_opt)
 
         total = generator_loss + terms["d_loss"]

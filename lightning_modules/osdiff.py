@@ -1,7 +1,11 @@
 """OSDiff as its own experiment (Eq. 9–14): the generator loss
 λ1·‖y_0 − y_r‖² + λ2·R + λ3·‖y_0 − y_c‖² + λ4·L_G, with L_G and the discriminator loss on the
 UNet-feature discriminator over noised latents (or the pixel/latent ablations). λ2 is the rate
-weight, owned by the rate-annealing callback (paper: constant 1 or 2)."""
+weight, owned by the rate-annealing callback (paper: constant 1 or 2).
+
+Logged per term, raw and weighted: ``diffusion``/``diffusion_weighted`` (λ1·L_diff), ``bpp``/
+``bpp_weighted`` (λ2·R), ``feature``/``feature_weighted`` (λ3·L_feature), ``g_adv``/
+``g_adv_weighted`` (λ4·L_G), with the discriminator's ``d_loss``, ``d_acc_real`` and ``d_acc_fake``."""
 
 from __future__ import annotations
 
@@ -51,6 +55,8 @@ class OSDiffModule(AdversarialMixin, CompressionLightningModule):
             "bpp": rate_bpp(out["likelihoods"], x.shape[-2] * x.shape[-1]),
             "mse": torch.mean((out["x_hat"].float() - x.float()) ** 2),
         }
-        terms["loss"] = (self.diffusion_weight * terms["diffusion"] + self.current_lambda * terms["bpp"]
-                         + self.feature_weight * terms["feature"])
+        weighted = {"diffusion_weighted": self.diffusion_weight * terms["diffusion"],  # λ1·L_diff
+                    "bpp_weighted": self.current_lambda * terms["bpp"],  # λ2·R
+                    "feature_weighted": self.feature_weight * terms["feature"]}  # λ3·L_feature
+        terms.update(weighted, loss=sum(weighted.values()))
         return terms, {"x_hat": out["x_hat"], "fake_latent": out["y_r"], "real_latent": out["y_0"]}

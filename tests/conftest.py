@@ -75,9 +75,8 @@ TINY_OSDIFF = [
     "model.backbone.lora_rank=null",
     "model/discriminator=unet_features_tiny",
     "model/guidance@model.osdiff.context=text_tiny",
+    "model/entropy@model.osdiff.entropy_model=elic_tiny",
     "model.osdiff.latent_channels=8",
-    "model.osdiff.hyper_channels=8",
     "model.osdiff.residual_blocks=1",
-    "model.osdiff.control_embedding_channels=8",
     *_TINY_RUN,
 ]

@@ -92,6 +92,8 @@ INVALID = [
     (STAGE2, "model.backbone.lora_rank=abc", "model.backbone.lora_rank"),
     (STAGE2, "model.sodec.timestep=1000", "model.sodec.timestep"),
     (TINY_OSDIFF, "model.osdiff.timestep=1000", "model.osdiff.timestep"),
+    (TINY_OSDIFF, "model.osdiff.entropy_model.groups=[2,2]", "model.osdiff.entropy_model.groups"),  # ≠ latent width
+    (TINY_OSDIFF, "model.osdiff.control.width_ratio=0", "model.osdiff.control.width_ratio"),
 ]
 
 

@@ -215,7 +215,7 @@ def test_decode_breakdown_covers_every_module_of_the_path(tmp_path):
     codec = _module(tmp_path).codec.eval()
     codec.update(force=True)
     figures = decode_breakdown(codec, torch.rand(1, 3, 64, 64), repeat=1, warmup=0)
-    assert list(figures) == ["entropy decoding (CPU)", "D_a (fidelity decoder)", "guidance (FGM: ViT + F_p)",
+    assert list(figures) == ["entropy decoding (CPU)", "D_a (fidelity decoder)", "guidance",
                              "H_s + T_s", "UNet (one step)", "D_m (SD VAE decoder)", "total"]
     assert all(seconds > 0 for seconds in figures.values())
 

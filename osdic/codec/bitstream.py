@@ -9,7 +9,7 @@ Layout (big-endian):
     fingerprint  8 bytes   identifies the codec package that wrote the file
     n_strings    u8        number of entropy-coded strings
     lengths      u32 × n   byte length of each string
-    strings      ...       the entropy-coded strings (ŷ first, then ẑ)
+    strings      ...       the entropy-coded strings (ŷ's first, then ẑ)
     crc32        u32       CRC-32 of everything above
 
 bpp is counted on the whole file (header and checksum included) over the original pixels.
@@ -30,7 +30,8 @@ FORMAT_VERSION = 1
 FINGERPRINT_BYTES = 8
 #: The largest image side a file may declare (well above any benchmark image).
 MAX_SIDE = 1 << 15
-MAX_STRINGS = 16
+#: ELIC-style entropy models write two strings per channel group (a checkerboard pass each) and ẑ's
+MAX_STRINGS = 64
 #: Default decoding budget: 4096² pixels covers every benchmark set (≤ 3 MP), 12 MP photos and
 #: 4K UHD frames, while decoding time and memory grow with the declared size, whatever the file's.
 DEFAULT_MAX_PIXELS = 4096 * 4096

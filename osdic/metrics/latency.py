@@ -5,65 +5,56 @@ from __future__ import annotations
 
 import statistics
 import time
-from typing import Callable
+from collections import defaultdict
+from contextlib import contextmanager
+from typing import Iterator
 
 import torch
 from torch import Tensor
 
-from osdic.models.hific import HiFiCCompressor
+from osdic.models.decode_steps import ENTROPY_DECODING
 from osdic.models.osdiff import OSDiff
-from osdic.models.sodec import SODEC
+
+#: OSDiff's reported 0.060 s timed its decode path without entropy decoding (and without synchronisation)
+PAPER_PARTS = "total without entropy decoding (the OSDiff paper's parts)"
 
 
-def timed(fn: Callable, device: torch.device, repeat: int, warmup: int = 1):
-    """→ (the last result, median seconds over ``repeat`` runs after ``warmup`` runs)."""
-    for _ in range(warmup):
-        fn()
-    times, result = [], None
-    for _ in range(repeat):
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
+class StepTimer:
+    """A ``decompress`` step hook (models/decode_steps.py) that records each step's seconds,
+    synchronising the device around it."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.seconds: dict[str, list[float]] = defaultdict(list)
+
+    def _synchronize(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    @contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        self._synchronize()
         start = time.perf_counter()
-        result = fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        times.append(time.perf_counter() - start)
-    return result, statistics.median(times)
+        yield
+        self._synchronize()
+        self.seconds[name].append(time.perf_counter() - start)
 
 
 @torch.inference_mode()
 def decode_breakdown(codec, x: Tensor, repeat: int = 3, warmup: int = 1) -> dict[str, float]:
-    """Seconds per module of ``codec``'s decode path for image ``x`` (1×3×H×W in [0, 1])."""
+    """Seconds per step of ``codec.decompress`` for image ``x`` (1×3×H×W in [0, 1]): medians over
+    ``repeat`` whole decodes after ``warmup`` ones, in the order decompress runs them, then their
+    total (and, for OSDiff, the total of the parts its paper timed)."""
     param = next(p for p in codec.parameters())
-    device, dtype = param.device, param.dtype
-    coded = codec.compress(x.to(device=device, dtype=dtype))
+    coded = codec.compress(x.to(device=param.device, dtype=param.dtype))
     image_size = x.shape[-2:]
-    figures: dict[str, float] = {}
-
-    def step(name: str, fn: Callable):
-        result, figures[name] = timed(fn, device, repeat, warmup)
-        return result
-
-    vae = codec.vae_codec if isinstance(codec, SODEC) else codec
-    if isinstance(codec, (SODEC, HiFiCCompressor)):
-        y_hat, z_hat = step("entropy decoding (CPU)", lambda: vae.decode_latents(coded["strings"], coded["shape"]))
-        y_hat, z_hat = y_hat.to(device, dtype), z_hat.to(device, dtype)
-        x_hat_f = step("D_a (fidelity decoder)", lambda: vae.fidelity_decoder(y_hat))
-        if isinstance(codec, SODEC):
-            x_hat_f = x_hat_f[..., : image_size[0], : image_size[1]]
-            context = step("guidance (FGM: ViT + F_p)", lambda: codec.guidance(x_hat_f, z_hat))
-            latent_t = step("H_s + T_s", lambda: codec.transform(y_hat, codec.hyper_synthesis(z_hat)))
-            latent_0 = step("UNet (one step)",
-                            lambda: codec.backbone.predict_clean_latent(latent_t, codec.timestep, context))
-            step("D_m (SD VAE decoder)", lambda: codec.backbone.decode(latent_0))
-    elif isinstance(codec, OSDiff):
-        y_hat, _ = step("entropy decoding (CPU)", lambda: codec.entropy_model.decompress(coded["strings"], coded["shape"]))
-        y_c = step("G_s (synthesis)", lambda: codec.synthesis(y_hat.to(device, dtype)))
-        generator = torch.Generator(device=device)
-        start = codec.start_latent(y_c, None, generator.manual_seed(codec.noise_seed))
-        y_r = step("control module + UNet (one step)", lambda: codec.denoise(start, y_c))
-        step("D_SD (SD VAE decoder)", lambda: codec.backbone.decode(y_r))
-    else:
-        raise TypeError(f"no decode breakdown for {type(codec).__name__}")
+    for _ in range(warmup):
+        codec.decompress(coded["strings"], coded["shape"], image_size)
+    timer = StepTimer(param.device)
+    for _ in range(repeat):
+        codec.decompress(coded["strings"], coded["shape"], image_size, step=timer)
+    figures = {name: statistics.median(seconds) for name, seconds in timer.seconds.items()}
     figures["total"] = sum(figures.values())
+    if isinstance(codec, OSDiff):
+        figures[PAPER_PARTS] = figures["total"] - figures[ENTROPY_DECODING]
     return figures

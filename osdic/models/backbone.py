@@ -120,19 +120,28 @@ class DiffusionBackbone(ExternalWeights):
     def cross_attention_dim(self) -> int:
         return int(self.unet.config.cross_attention_dim)
 
+    @property
+    def unet_config(self) -> dict:
+        """The UNet's architecture (diffusers' config without its bookkeeping keys): what a
+        module built to match it needs."""
+        return {key: value for key, value in self.unet.config.items() if not key.startswith("_")}
+
     def train(self, mode: bool = True) -> "DiffusionBackbone":
         super().train(mode)
         self.vae.eval()  # frozen: never in training mode
         return self
 
     # ------------------------------------------------------------------- one-step decoding
-    def predict_clean_latent(self, latent_t: Tensor, timestep: int | Tensor, context: Tensor, **unet_kwargs) -> Tensor:
-        """One UNet step: ŷ_0 from ŷ_t at ``timestep`` (ε- or v-prediction), in float32.
-        ``unet_kwargs`` pass a control module's residuals."""
+    def predict_clean_latent(self, latent_t: Tensor, timestep: int | Tensor, context: Tensor) -> Tensor:
+        """One UNet step: ŷ_0 from ŷ_t at ``timestep`` (ε- or v-prediction), in float32."""
         t = torch.as_tensor(timestep, device=latent_t.device).long()
         t_batch = t.expand(latent_t.shape[0]) if t.dim() == 0 else t
-        output = self.unet(latent_t, t_batch, encoder_hidden_states=context.to(latent_t.dtype), **unet_kwargs).sample
-        return clean_latent(latent_t, output, self.alphas_cumprod[t_batch], self.prediction_type)
+        output = self.unet(latent_t, t_batch, encoder_hidden_states=context.to(latent_t.dtype)).sample
+        return self.to_clean_latent(latent_t, t_batch, output)
+
+    def to_clean_latent(self, latent_t: Tensor, timestep: Tensor, prediction: Tensor) -> Tensor:
+        """ŷ_0 from a UNet prediction at ``timestep`` (one per batch element), in float32."""
+        return clean_latent(latent_t, prediction, self.alphas_cumprod[timestep], self.prediction_type)
 
     def add_noise(self, latent_0: Tensor, noise: Tensor, timestep: Tensor) -> Tensor:
         """Forward process q(y_t | y_0), in float32."""
@@ -143,9 +152,14 @@ class DiffusionBackbone(ExternalWeights):
         return (self.vae.decode(latent / self.scaling_factor).sample + 1) / 2
 
     def encode(self, x: Tensor) -> Tensor:
-        """E_SD: image in [0, 1] → scaled SD latent (the posterior mean; no gradient)."""
+        """E_SD: image in [0, 1] → scaled SD latent (the posterior mean; no gradient), NCHW.
+
+        On the CPU the VAE hands back a channels-last latent, and the weight gradient of oneDNN's
+        strided 1×1 convolution (OSDiff's G_a skip) on such a 4-channel input writes out of
+        bounds: heap corruption, a crash with one thread per process as in DDP on CPU (oneDNN
+        issue 6035 also reports wrong gradients). Contiguous, it takes another kernel."""
         with torch.no_grad():
-            return self.vae.encode(x * 2 - 1).latent_dist.mode() * self.scaling_factor
+            return (self.vae.encode(x * 2 - 1).latent_dist.mode() * self.scaling_factor).contiguous()
 
     def lora_parameters(self) -> list[torch.nn.Parameter]:
         return [p for name, p in self.unet.named_parameters() if "lora_" in name]

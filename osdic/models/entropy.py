@@ -1,25 +1,45 @@
-"""The mean-scale hyperprior entropy model shared by the codecs (HiFiC's, and OSDiff's on SD
-latents): y → H_a → z → Q → ẑ (factorised EntropyBottleneck); ẑ → P → (σ, μ) of ŷ
-(GaussianConditional).
+"""Entropy models of the latent y, with real coding to bytes.
+
+  MeanScaleHyperprior  y → H_a → z → Q → ẑ (factorised EntropyBottleneck); ẑ → P → (σ, μ) of ŷ
+                       (GaussianConditional). HiFiC's, and OSDiff's option.
+  ElicEntropyModel     ELIC's space-channel context model (He et al. 2022), assembled from
+                       compressai's latent codecs: the same hyperprior, then y coded in uneven
+                       channel groups, each in two checkerboard passes, its Gaussian parameters
+                       predicted from ẑ, the already decoded groups and the group's anchors.
+                       OSDiff's public code's model.
 
 Training rates use additive uniform noise; the decoder input is ŷ rounded around μ with a
 straight-through gradient, ẑ rounded around the bottleneck's medians likewise. For real coding
-the entropy parameters are always computed in float32 on the CPU: encoder and decoder must derive
-bit-identical Gaussian indexes whatever device or dtype each runs on.
+the networks that derive entropy parameters always run in float32 on the CPU: encoder and decoder
+must derive bit-identical Gaussian indexes and means whatever device or dtype each runs on.
+Coding itself goes through compressai's ``EntropyBottleneck`` and ``GaussianConditional`` only.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import copy
 import math
-from typing import Sequence
+import weakref
+from typing import Iterator, Sequence
 
 import torch
 from compressai.entropy_models import EntropyBottleneck, GaussianConditional
+from compressai.latent_codecs import (
+    ChannelGroupsLatentCodec,
+    CheckerboardLatentCodec,
+    GaussianConditionalLatentCodec,
+    HyperLatentCodec,
+    HyperpriorLatentCodec,
+)
+from compressai.layers import CheckerboardMaskedConv2d, sequential_channel_ramp
 from compressai.models import CompressionModel
 from compressai.models.utils import conv, deconv
 from compressai.ops import quantize_ste
 from torch import Tensor, nn
+
+from osdic.checks import ConfigError, require_int
 
 #: total down-sampling from the image to z: images are padded to a multiple of it for coding
 PAD_MULTIPLE = 64
@@ -49,6 +69,68 @@ SCALE_MIN, SCALE_MAX, SCALE_LEVELS = 0.11, 256.0, 64
 
 def scale_table() -> Tensor:
     return torch.exp(torch.linspace(math.log(SCALE_MIN), math.log(SCALE_MAX), SCALE_LEVELS))
+
+
+# ------------------------------------------------------------ bit-exact entropy parameters
+_FLOAT32_CPU_COPIES: "weakref.WeakKeyDictionary[nn.Module, tuple]" = weakref.WeakKeyDictionary()
+
+
+def float32_cpu(module: nn.Module) -> nn.Module:
+    """``module`` when it computes in float32 on the CPU, else a float32 CPU copy of it, made
+    once per weight version (in-place updates bump ``_version``, reassignments change the
+    pointer) and kept outside the module tree, so ``to()``, ``state_dict()`` and optimizers
+    never see it."""
+    tensors = [*module.parameters(), *module.buffers()]
+    if all(t.device.type == "cpu" and t.dtype == torch.float32 for t in tensors if t.is_floating_point()):
+        return module
+    version = tuple((t.device, t.data_ptr(), t._version) for t in tensors)
+    cached = _FLOAT32_CPU_COPIES.get(module)
+    if cached is None or cached[0] != version:
+        with torch.inference_mode(False):  # a copy made while decoding serves later calls too
+            twin = copy.deepcopy(module).to(device="cpu", dtype=torch.float32).requires_grad_(False)
+        cached = _FLOAT32_CPU_COPIES[module] = (version, twin)
+    return cached[1]
+
+
+_CODING = contextvars.ContextVar("bit_exact_coding", default=False)
+
+
+@contextlib.contextmanager
+def bit_exact_coding() -> Iterator[None]:
+    """Within: every :class:`BitExact` network runs in float32 on the CPU."""
+    token = _CODING.set(True)
+    try:
+        yield
+    finally:
+        _CODING.reset(token)
+
+
+class BitExact(nn.Module):
+    """A network that both the encoder and the decoder evaluate to derive entropy parameters.
+    In training it runs as any module; under :func:`bit_exact_coding` it runs in float32 on
+    the CPU (see :func:`float32_cpu`) and hands its output back, in float32, on its input's
+    device, where the entropy models' own element-wise arithmetic is exact on every device."""
+
+    def __init__(self, network: nn.Module):
+        super().__init__()
+        self.network = network
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not _CODING.get():
+            return self.network(x)
+        with torch.autocast(device_type="cpu", enabled=False):
+            return float32_cpu(self.network)(x.to(device="cpu", dtype=torch.float32)).to(x.device)
+
+
+def update_entropy_models(module: nn.Module, force: bool = False) -> bool:
+    """The coding tables of every entropy model in ``module`` for its current weights."""
+    updated = False
+    for entropy_model in module.modules():
+        if isinstance(entropy_model, EntropyBottleneck):
+            updated |= entropy_model.update(force=force)
+        elif isinstance(entropy_model, GaussianConditional):
+            updated |= entropy_model.update_scale_table(scale_table(), force=force)
+    return updated
 
 
 def hyper_analysis(latent_channels: int, hyper_channels: int) -> nn.Sequential:
@@ -82,8 +164,13 @@ class EntropyParameters(nn.Module):
 
 
 class MeanScaleHyperprior(nn.Module):
-    def __init__(self, latent_channels: int, hyper_channels: int):
+    #: strings per image: ŷ, then ẑ
+    num_strings = 2
+
+    def __init__(self, latent_channels: int, hyper_channels: int = 192):
         super().__init__()
+        require_int("hyper_channels", hyper_channels, minimum=1)
+        self.hparams = dict(latent_channels=latent_channels, hyper_channels=hyper_channels)
         self.hyper_encoder = hyper_analysis(latent_channels, hyper_channels)
         self.entropy_parameters = EntropyParameters(hyper_channels, latent_channels)
         self.entropy_bottleneck = EntropyBottleneck(hyper_channels)
@@ -102,20 +189,11 @@ class MeanScaleHyperprior(nn.Module):
         return {"y_hat": y_hat, "z_hat": z_hat, "likelihoods": {"y": y_likelihoods, "z": z_likelihoods}}
 
     def update(self, force: bool = False) -> bool:
-        updated = self.entropy_bottleneck.update(force=force)
-        return self.gaussian_conditional.update_scale_table(scale_table(), force=force) or updated
+        return update_entropy_models(self, force)
 
     def _cpu_entropy_parameters(self, z_hat: Tensor) -> tuple[Tensor, Tensor]:
-        params = self.entropy_parameters
-        if any(p.device.type != "cpu" or p.dtype != torch.float32 for p in params.parameters()):
-            # one float32 CPU copy per weight version (in-place updates bump ``_version``), not per call
-            version = tuple((p.data_ptr(), p._version) for p in params.parameters())
-            if getattr(self, "_cpu_copy_version", None) != version:
-                self._cpu_copy = copy.deepcopy(params).to(device="cpu", dtype=torch.float32)
-                self._cpu_copy_version = version
-            params = self._cpu_copy
         with torch.autocast(device_type="cpu", enabled=False):
-            return params(z_hat.to(device="cpu", dtype=torch.float32))
+            return float32_cpu(self.entropy_parameters)(z_hat.to(device="cpu", dtype=torch.float32))
 
     @torch.no_grad()
     def compress(self, y: Tensor) -> dict:
@@ -139,8 +217,109 @@ class MeanScaleHyperprior(nn.Module):
         return self.gaussian_conditional.decompress(strings[0], indexes, means=means), z_hat
 
 
+def _convs(widths: Sequence[int], kernel_size: int) -> nn.Sequential:
+    """Stride-1 convolutions through ``widths`` with ReLUs between them."""
+    layers: list[nn.Module] = []
+    for cin, cout in zip(widths[:-1], widths[1:]):
+        layers += [conv(cin, cout, kernel_size=kernel_size, stride=1), nn.ReLU(inplace=True)]
+    return nn.Sequential(*layers[:-1])
+
+
+class ElicEntropyModel(nn.Module):
+    """ELIC's entropy model as compressai's ``Elic2022Official`` assembles it, on a given y.
+
+    ẑ → h_s → hyper parameters (2N channels). y is split into uneven channel ``groups``; group k
+    is coded in two checkerboard passes (anchors, then the rest with the anchors as spatial
+    context g_sp), its Gaussian (σ, μ) aggregated by 1×1 convs from the hyper parameters, the
+    spatial context and a channel context g_ch of the groups decoded before it. Each group and
+    pass is its own rANS string, ẑ the last: ``num_strings`` = 2 × groups + 1.
+    """
+
+    def __init__(
+        self,
+        latent_channels: int,
+        hyper_channels: int = 192,
+        groups: Sequence[int] = (8, 8, 8, 8, 16, 16, 32, 32, 96, 96),
+        context_channels: Sequence[int] = (224, 128),
+    ):
+        super().__init__()
+        require_int("hyper_channels", hyper_channels, minimum=1)
+        groups = [require_int("groups", g, minimum=1) for g in groups]
+        context_channels = [require_int("context_channels", c, minimum=1) for c in context_channels]
+        if sum(groups) != latent_channels:
+            raise ConfigError("groups", f"{groups} add up to {sum(groups)} channels; the latent y has {latent_channels}")
+        self.hparams = dict(latent_channels=latent_channels, hyper_channels=hyper_channels, groups=groups,
+                            context_channels=context_channels)
+        self.groups = groups
+        hyper_params = 2 * hyper_channels
+        h_s = nn.Sequential(
+            deconv(hyper_channels, hyper_channels, kernel_size=5, stride=2), nn.ReLU(inplace=True),
+            deconv(hyper_channels, hyper_params * 3 // 4, kernel_size=5, stride=2), nn.ReLU(inplace=True),
+            deconv(hyper_params * 3 // 4, hyper_params, kernel_size=3, stride=1),
+        )
+        channel_context = {  # g_ch: the groups decoded before k → 2 × groups[k]
+            f"y{k}": BitExact(_convs([sum(groups[:k]), *context_channels, 2 * groups[k]], kernel_size=5))
+            for k in range(1, len(groups))
+        }
+        group_codecs = {
+            f"y{k}": CheckerboardLatentCodec(
+                latent_codec={"y": GaussianConditionalLatentCodec(
+                    gaussian_conditional=GaussianConditional(None, scale_bound=SCALE_MIN), quantizer="ste")},
+                # g_sp: the anchors of this group → 2 × group
+                context_prediction=BitExact(CheckerboardMaskedConv2d(group, 2 * group, kernel_size=5, padding=2)),
+                # spatial context, channel context (after the first group) and hyper parameters → (σ, μ)
+                entropy_parameters=BitExact(sequential_channel_ramp(
+                    2 * group + 2 * group * (k > 0) + hyper_params, 2 * group, min_ch=hyper_params, num_layers=3,
+                    interp="linear", make_layer=nn.Conv2d, make_act=lambda: nn.ReLU(inplace=True), kernel_size=1,
+                )),
+            )
+            for k, group in enumerate(groups)
+        }
+        self.latent_codec = HyperpriorLatentCodec(latent_codec={
+            "y": ChannelGroupsLatentCodec(groups=groups, channel_context=channel_context, latent_codec=group_codecs),
+            "hyper": HyperLatentCodec(EntropyBottleneck(hyper_channels), hyper_analysis(latent_channels, hyper_channels),
+                                      BitExact(h_s), quantizer="ste"),
+        })
+
+    @property
+    def num_strings(self) -> int:
+        return 2 * len(self.groups) + 1
+
+    def forward(self, y: Tensor) -> dict:
+        with torch.autocast(device_type=y.device.type, enabled=False):
+            out = self.latent_codec(y.float())
+        return {"y_hat": out["y_hat"], "likelihoods": out["likelihoods"]}
+
+    def update(self, force: bool = False) -> bool:
+        return update_entropy_models(self, force)
+
+    @torch.no_grad()
+    def compress(self, y: Tensor) -> dict:
+        """y (any device/dtype) → strings [ŷ's per group and pass…, ẑ], z's shape, and ŷ as
+        decoded (float32, on y's device)."""
+        hyper, channel_groups = self.latent_codec.hyper, self.latent_codec.y
+        z = hyper.h_a(y)  # in the caller's dtype and autocast: only the encoder computes z
+        with torch.autocast(device_type=y.device.type, enabled=False), bit_exact_coding():
+            z_strings = hyper.entropy_bottleneck.compress(z.float())
+            z_hat = hyper.entropy_bottleneck.decompress(z_strings, z.shape[-2:])
+            out = channel_groups.compress(y.float(), hyper.h_s(z_hat))
+        return {"strings": [*out["strings"], z_strings], "shape": tuple(z.shape[-2:]), "y_hat": out["y_hat"]}
+
+    @torch.no_grad()
+    def decompress(self, strings: list, shape: Sequence[int]) -> tuple[Tensor, Tensor]:
+        """Entropy decoding only: strings → (ŷ, ẑ) in float32 on this model's device."""
+        *y_strings, z_strings = strings
+        hyper, channel_groups = self.latent_codec.hyper, self.latent_codec.y
+        height, width = (4 * side for side in shape)  # H_a downsamples y twice
+        with bit_exact_coding():
+            z_hat = hyper.entropy_bottleneck.decompress(z_strings, tuple(shape))
+            side_params = hyper.h_s(z_hat)
+            y_hat = channel_groups.decompress(y_strings, [(g, height, width) for g in self.groups], side_params)["y_hat"]
+        return y_hat, z_hat
+
+
 class HyperpriorCodec(CompressionModel):
-    """What the codecs built on :class:`MeanScaleHyperprior` (``self.entropy_model``) share:
+    """What the codecs built on a hyperprior entropy model (``self.entropy_model``) share:
     padding, z's shape, the main/aux parameter split and ``update()``."""
 
     PAD_MULTIPLE = PAD_MULTIPLE

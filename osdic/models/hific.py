@@ -15,6 +15,7 @@ from typing import Sequence
 import torch
 from torch import Tensor, nn
 
+from osdic.models.decode_steps import ENTROPY_DECODING, StepHook, no_hook
 from osdic.models.entropy import HyperpriorCodec, MeanScaleHyperprior
 from osdic.checks import ConfigError
 
@@ -156,11 +157,15 @@ class HiFiCCompressor(HyperpriorCodec):
         return self.entropy_model.decompress(strings, shape)
 
     @torch.no_grad()
-    def decompress(self, strings: list, shape: Sequence[int], image_size: Sequence[int] | None = None) -> dict:
-        """Strings → {"x_hat"} in [0, 1], cropped to ``image_size`` when given."""
-        y_hat, _ = self.decode_latents(strings, shape)
-        param = next(self.fidelity_decoder.parameters())
-        x_hat = self.fidelity_decoder(y_hat.to(device=param.device, dtype=param.dtype)).float().clamp(0, 1)
-        if image_size is not None:
-            x_hat = x_hat[..., : image_size[0], : image_size[1]]
+    def decompress(self, strings: list, shape: Sequence[int], image_size: Sequence[int] | None = None,
+                   step: StepHook = no_hook) -> dict:
+        """Strings → {"x_hat"} in [0, 1], cropped to ``image_size`` when given; entropy decoding
+        and D_a each inside ``step(name)``."""
+        with step(ENTROPY_DECODING):
+            param = next(self.fidelity_decoder.parameters())
+            y_hat = self.decode_latents(strings, shape)[0].to(device=param.device, dtype=param.dtype)
+        with step("D_a (fidelity decoder)"):
+            x_hat = self.fidelity_decoder(y_hat).float().clamp(0, 1)
+            if image_size is not None:
+                x_hat = x_hat[..., : image_size[0], : image_size[1]]
         return {"x_hat": x_hat}

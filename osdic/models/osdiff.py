@@ -3,10 +3,15 @@
     x → E_SD (frozen) → y_0 (4 × H/8) → G_a → y (M × H/16) → Q → ŷ (+ hyperprior ẑ, bitstreams)
     ŷ → G_s → y_c (4 × H/8);  (y_T, y_c) → UNet ε_θ (frozen) + control module → y_r → D_SD → x̂
 
-The control module is ControlNet-style: a trainable copy of the UNet's encoder and middle block
-whose zero-initialised outputs are added to the frozen UNet's skips, conditioned on y_c at the
-latent resolution. Entropy model: the mean-scale hyperprior (models/entropy.py); the public
-code's ELIC-style channel-slice/checkerboard context model is not reproduced.
+Two parts are config nodes, each with the public code's choice by default:
+  entropy_model  ELIC's channel-group + checkerboard context model (``model/entropy``: elic), or
+                 the mean-scale hyperprior (hyperprior); models/entropy.py
+  control        ControlNet-XS-like, width ratio 0.2, reading concat(y_t, y_c), zero-initialised
+                 connections into the UNet's encoder, middle block and decoder
+                 (``model/control``: controlnet_xs), or diffusers' full ControlNet
+                 (controlnet); models/control.py
+A config gives each as a partial (the widths come from the codec and the backbone, and a new
+control module starts from the UNet's weights); a codec package gives the built module.
 
 The UNet's cross-attention context (``context``) is SD's own empty-prompt text embedding, as in
 the public code: the frozen UNet then sees the input it was trained with for unconditional
@@ -28,12 +33,12 @@ from typing import Callable, Sequence
 
 import torch
 from compressai.layers import ResidualBlock, ResidualBlockUpsample, ResidualBlockWithStride
-from diffusers import ControlNetModel
 from torch import Tensor, nn
 
 from osdic.models.backbone import DiffusionBackbone
-from osdic.models.entropy import HyperpriorCodec, MeanScaleHyperprior
-from osdic.checks import require_choice, require_int
+from osdic.models.decode_steps import ENTROPY_DECODING, StepHook, no_hook
+from osdic.models.entropy import HyperpriorCodec
+from osdic.checks import config_section, require_choice, require_int
 
 STARTS = ("noise", "noised_condition", "noised_clean")
 
@@ -43,10 +48,10 @@ class OSDiff(HyperpriorCodec):
         self,
         backbone: DiffusionBackbone,
         context: nn.Module | Callable[..., nn.Module],
+        entropy_model: nn.Module | Callable[..., nn.Module],
+        control: nn.Module | Callable[..., nn.Module],
         latent_channels: int = 320,
-        hyper_channels: int = 192,
         residual_blocks: int = 3,
-        control_embedding_channels: int = 32,
         start: str = "noised_condition",
         timestep: int = 999,
         noise_seed: int = 0,
@@ -54,28 +59,36 @@ class OSDiff(HyperpriorCodec):
         super().__init__()
         self.start = require_choice("start", start, STARTS)
         require_int("timestep", timestep, minimum=0, below=backbone.num_train_timesteps)
+        require_int("latent_channels", latent_channels, minimum=1)
         self.backbone, self.timestep, self.noise_seed = backbone, timestep, noise_seed
-        # a config gives a partial (the width comes from the backbone); a package gives a module
         self.context = context if isinstance(context, nn.Module) else context(context_dim=backbone.cross_attention_dim)
         sd_channels = backbone.unet.config.in_channels
         self.analysis = nn.Sequential(  # G_a: y_0 (H/8) → y (H/16)
             ResidualBlockWithStride(sd_channels, latent_channels, stride=2),
             *[ResidualBlock(latent_channels, latent_channels) for _ in range(residual_blocks)],
         )
-        self.entropy_model = MeanScaleHyperprior(latent_channels, hyper_channels)
+        with config_section("entropy_model"):
+            self.entropy_model = entropy_model if isinstance(entropy_model, nn.Module) else entropy_model(
+                latent_channels=latent_channels)
         self.synthesis = nn.Sequential(  # G_s: ŷ (H/16) → y_c (H/8)
             *[ResidualBlock(latent_channels, latent_channels) for _ in range(residual_blocks)],
             ResidualBlockUpsample(latent_channels, latent_channels, upsample=2),
             nn.Conv2d(latent_channels, sd_channels, 3, padding=1),
         )
-        self.control = ControlNetModel.from_unet(
-            backbone.unet, conditioning_channels=sd_channels,
-            conditioning_embedding_out_channels=(control_embedding_channels,),
-        )
+        if isinstance(control, nn.Module):
+            self.control = control
+        else:
+            with config_section("control"):
+                self.control = control(unet_config=backbone.unet_config, conditioning_channels=sd_channels)
+            self.control.initialise_from(backbone.unet)
         self.control.requires_grad_(True)
-        self.hparams = dict(backbone=backbone, context=self.context, latent_channels=latent_channels, hyper_channels=hyper_channels,
-                            residual_blocks=residual_blocks, control_embedding_channels=control_embedding_channels,
+        self.hparams = dict(backbone=backbone, context=self.context, entropy_model=self.entropy_model,
+                            control=self.control, latent_channels=latent_channels, residual_blocks=residual_blocks,
                             start=start, timestep=timestep, noise_seed=noise_seed)
+
+    @property
+    def NUM_STRINGS(self) -> int:  # noqa: N802 (the codec contract's name)
+        return self.entropy_model.num_strings
 
     # ------------------------------------------------------------------------ generation
     def start_latent(self, y_c: Tensor, y_0: Tensor | None, generator: torch.Generator | None) -> Tensor:
@@ -90,11 +103,9 @@ class OSDiff(HyperpriorCodec):
     def denoise(self, y_t: Tensor, y_c: Tensor) -> Tensor:
         """One controlled UNet step at t = 999 → y_r (ε- or v-prediction, as the backbone)."""
         t = torch.full((y_t.shape[0],), self.timestep, device=y_t.device, dtype=torch.long)
-        context = self.context.tokens(y_t.shape[0])
-        down, mid = self.control(y_t, t, encoder_hidden_states=context, controlnet_cond=y_c, return_dict=False)
-        return self.backbone.predict_clean_latent(
-            y_t, t, context, down_block_additional_residuals=down, mid_block_additional_residual=mid
-        )
+        context = self.context.tokens(y_t.shape[0]).to(y_t.dtype)
+        prediction = self.control(self.backbone.unet, y_t, t, context, y_c)
+        return self.backbone.to_clean_latent(y_t, t, prediction)
 
     def forward(self, x: Tensor) -> dict:
         height, width = x.shape[-2:]
@@ -112,12 +123,22 @@ class OSDiff(HyperpriorCodec):
         return {"strings": coded["strings"], "shape": coded["shape"]}
 
     @torch.no_grad()
-    def decompress(self, strings: list, shape: Sequence[int], image_size: Sequence[int] | None = None) -> dict:
-        y_hat, _ = self.entropy_model.decompress(strings, shape)
-        param = next(self.synthesis.parameters())
-        y_c = self.synthesis(y_hat.to(device=param.device, dtype=param.dtype))
-        generator = torch.Generator(device=y_c.device).manual_seed(self.noise_seed)
-        x_hat = self.backbone.decode(self.denoise(self.start_latent(y_c, None, generator), y_c)).float().clamp(0, 1)
-        if image_size is not None:
-            x_hat = x_hat[..., : image_size[0], : image_size[1]]
+    def decompress(self, strings: list, shape: Sequence[int], image_size: Sequence[int] | None = None,
+                   step: StepHook = no_hook) -> dict:
+        """Entropy decoding → G_s → start latent → control module + UNet → D_SD, each inside
+        ``step(name)``."""
+        with step(ENTROPY_DECODING):
+            param = next(self.synthesis.parameters())
+            y_hat = self.entropy_model.decompress(strings, shape)[0].to(device=param.device, dtype=param.dtype)
+        with step("G_s (synthesis)"):
+            y_c = self.synthesis(y_hat)
+        with step("start latent"):
+            generator = torch.Generator(device=y_c.device).manual_seed(self.noise_seed)
+            y_t = self.start_latent(y_c, None, generator)
+        with step("control module + UNet (one step)"):
+            y_r = self.denoise(y_t, y_c)
+        with step("D_SD (SD VAE decoder)"):
+            x_hat = self.backbone.decode(y_r).float().clamp(0, 1)
+            if image_size is not None:
+                x_hat = x_hat[..., : image_size[0], : image_size[1]]
         return {"x_hat": x_hat}

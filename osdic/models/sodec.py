@@ -19,6 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from osdic.models.backbone import DiffusionBackbone
+from osdic.models.decode_steps import ENTROPY_DECODING, StepHook, no_hook
 from osdic.models.entropy import hyper_synthesis
 from osdic.models.hific import HiFiCCompressor, ResidualBlock
 from osdic.checks import require_int
@@ -89,19 +90,25 @@ class SODEC(nn.Module):
         return self.vae_codec.latent_shape(height, width)
 
     def generate(self, y_hat: Tensor, z_hat: Tensor, x_hat_f: Tensor | None, image_size: Sequence[int],
-                 generator: torch.Generator | None = None) -> dict[str, Tensor]:
+                 generator: torch.Generator | None = None, step: StepHook = no_hook) -> dict[str, Tensor]:
         """The generative half: (ŷ, ẑ, x̂_f) → c_g, ŷ_t, ŷ_0, x̂ (cropped to ``image_size``);
         x̂_f may be None when the guidance does not read it.
         With ``input_noise``, T_s's output is taken through the forward process to t first
-        (noise from ``generator``; decoding seeds it, so a file decodes the same every time)."""
-        context = self.guidance(x_hat_f, z_hat)
-        latent_t = self.transform(y_hat, self.hyper_synthesis(z_hat))
+        (noise from ``generator``; decoding seeds it, so a file decodes the same every time).
+        Each part runs inside ``step(name)`` (models/decode_steps.py)."""
+        with step("guidance"):
+            context = self.guidance(x_hat_f, z_hat)
+        with step("H_s + T_s"):
+            latent_t = self.transform(y_hat, self.hyper_synthesis(z_hat))
         if self.input_noise:
-            noise = torch.randn(latent_t.shape, generator=generator, device=latent_t.device, dtype=latent_t.dtype)
-            t = torch.full((latent_t.shape[0],), self.timestep, device=latent_t.device, dtype=torch.long)
-            latent_t = self.backbone.add_noise(latent_t, noise, t)
-        latent_0 = self.backbone.predict_clean_latent(latent_t, self.timestep, context)
-        x_hat = self.backbone.decode(latent_0)[..., : image_size[0], : image_size[1]]
+            with step("input noise"):
+                noise = torch.randn(latent_t.shape, generator=generator, device=latent_t.device, dtype=latent_t.dtype)
+                t = torch.full((latent_t.shape[0],), self.timestep, device=latent_t.device, dtype=torch.long)
+                latent_t = self.backbone.add_noise(latent_t, noise, t)
+        with step("UNet (one step)"):
+            latent_0 = self.backbone.predict_clean_latent(latent_t, self.timestep, context)
+        with step("D_m (SD VAE decoder)"):
+            x_hat = self.backbone.decode(latent_0)[..., : image_size[0], : image_size[1]]
         return {"context": context, "latent_t": latent_t, "latent_0": latent_0, "x_hat": x_hat}
 
     def fidelity_image(self, y_hat: Tensor, image_size: Sequence[int]) -> Tensor:
@@ -133,14 +140,18 @@ class SODEC(nn.Module):
         return self.vae_codec.compress(x)
 
     @torch.no_grad()
-    def decompress(self, strings: list, shape: Sequence[int], image_size: Sequence[int] | None = None) -> dict:
-        """Entropy decoding → D_a → guidance → H_s/T_s → one UNet step → D_m."""
-        y_hat, z_hat = self.vae_codec.decode_latents(strings, shape)
-        param = next(self.transform.parameters())
-        y_hat, z_hat = (t.to(device=param.device, dtype=param.dtype) for t in (y_hat, z_hat))
+    def decompress(self, strings: list, shape: Sequence[int], image_size: Sequence[int] | None = None,
+                   step: StepHook = no_hook) -> dict:
+        """Entropy decoding → D_a → guidance → H_s/T_s (→ input noise) → one UNet step → D_m, each
+        inside ``step(name)``."""
+        with step(ENTROPY_DECODING):
+            y_hat, z_hat = self.vae_codec.decode_latents(strings, shape)
+            param = next(self.transform.parameters())
+            y_hat, z_hat = (t.to(device=param.device, dtype=param.dtype) for t in (y_hat, z_hat))
         if image_size is None:
             image_size = (y_hat.shape[-2] * 16, y_hat.shape[-1] * 16)
-        x_hat_f = self.fidelity_image(y_hat, image_size)
+        with step("D_a (fidelity decoder)"):
+            x_hat_f = self.fidelity_image(y_hat, image_size)
         generator = torch.Generator(device=y_hat.device).manual_seed(self.noise_seed)
-        out = self.generate(y_hat, z_hat, x_hat_f, image_size, generator)
+        out = self.generate(y_hat, z_hat, x_hat_f, image_size, generator, step)
         return {"x_hat": out["x_hat"].float().clamp(0, 1), "x_hat_f": x_hat_f.float().clamp(0, 1)}

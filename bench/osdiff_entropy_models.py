@@ -1,0 +1,126 @@
+"""OSDiff's two entropy models at equal training: bits on Kodak, real against estimated, and the
+time of entropy coding.
+
+    python bench/osdiff_entropy_models.py [--steps 150] [--kodak DIR] [--out DIR]
+
+1. Trains the tiny OSDiff (tiny SD backbone, y with 32 channels) twice on the embedded photos,
+   identically (same seed, data, steps and losses) but for the entropy model: ELIC (groups
+   2, 2, 4, 8, 16) and the mean-scale hyperprior, both with 16 hyper channels; exports each.
+2. On the 24 Kodak images, per model: the rate estimated from the likelihoods (rounding, as
+   coded), the real file (header and checksum included) and its entropy-coded strings alone,
+   and the time of the entropy coder alone (y → strings, strings → ŷ) on the CPU.
+3. The entropy coder's time at SD 2.1 size (M = 320, N = 192, random weights) on a 512×768
+   image's y: the checkerboard's two passes per group cost time the hyperprior does not spend.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import hydra
+import torch
+
+from osdic.codec.bitstream import unpack
+from osdic.codec.image_codec import compress_image
+from osdic.codec.package import load_package
+from osdic.images import open_rgb, to_tensor
+from osdic.models.entropy import rate_bpp
+from train import train
+from osdic.utils.run import compose_run_config
+
+KODAK = Path(os.environ.get("KODAK_DIR", Path(__file__).resolve().parents[2] / "shared" / "data" / "kodak"))
+TINY = [
+    "model=osdiff", "model/backbone=tiny", "model.backbone.lora_rank=null", "model/discriminator=unet_features_tiny",
+    "model/guidance@model.osdiff.context=text_tiny", "model.osdiff.latent_channels=32", "model.osdiff.residual_blocks=1",
+    "model.val_metrics=[psnr]", "trainer=cpu", "logger=none", "data.crop_size=128", "data.batch_size=4",
+    "data.val_crop_size=128", "debug=fast",  # one validation batch, no sanity check; the steps are set below
+]
+ENTROPY_MODELS = {
+    "ELIC": ["model/entropy@model.osdiff.entropy_model=elic", "model.osdiff.entropy_model.hyper_channels=16",
+             "model.osdiff.entropy_model.groups=[2,2,4,8,16]", "model.osdiff.entropy_model.context_channels=[64,32]"],
+    "hyperprior": ["model/entropy@model.osdiff.entropy_model=hyperprior", "model.osdiff.entropy_model.hyper_channels=16"],
+}
+SD21 = {"ELIC": ["model/entropy@model.osdiff.entropy_model=elic"],
+        "hyperprior": ["model/entropy@model.osdiff.entropy_model=hyperprior"]}
+
+
+def best_time(fn, repeat: int = 3):
+    fn()  # warm-up
+    times, result = [], None
+    for _ in range(repeat):
+        start = time.perf_counter()
+        result = fn()
+        times.append(time.perf_counter() - start)
+    return result, min(times)
+
+
+def measure(package: Path, kodak: Path) -> dict[str, float]:
+    codec, fingerprint = load_package(package)
+    rows = []
+    for path in sorted(kodak.glob("*.png")):
+        x = to_tensor(open_rgb(path).image)[None]
+        pixels = x.shape[-2] * x.shape[-1]
+        with torch.inference_mode():  # the entropy model alone gives the estimate: no generative decode
+            y = codec.analysis(codec.backbone.encode(codec.pad(x)))
+            estimated = float(rate_bpp(codec.entropy_model(y)["likelihoods"], pixels))
+        data = compress_image(codec, fingerprint, x)
+        coded, encode = best_time(lambda: codec.entropy_model.compress(y))
+        _, decode = best_time(lambda: codec.entropy_model.decompress(coded["strings"], coded["shape"]))
+        payload = sum(len(s) for s in unpack(data).strings)
+        rows.append(dict(estimated=estimated, real=len(data) * 8 / pixels, payload=payload * 8 / pixels,
+                         encode=encode, decode=decode))
+    return {key: statistics.mean(row[key] for row in rows) for key in rows[0]} | {
+        "images": len(rows), "strings": codec.NUM_STRINGS}
+
+
+def sd21_coding_time(name: str) -> tuple[float, float]:
+    cfg = compose_run_config(["model=osdiff", *SD21[name]], Path(tempfile.mkdtemp()) / "run")
+    torch.manual_seed(0)
+    model = hydra.utils.instantiate(cfg.model.osdiff.entropy_model)(latent_channels=cfg.model.osdiff.latent_channels)
+    model.eval().update(force=True)
+    y = torch.randn(1, cfg.model.osdiff.latent_channels, 512 // 16, 768 // 16) * 4
+    coded, encode = best_time(lambda: model.compress(y))
+    _, decode = best_time(lambda: model.decompress(coded["strings"], coded["shape"]))
+    return encode, decode
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=150, help="training batches per model")
+    parser.add_argument("--kodak", type=Path, default=KODAK)
+    parser.add_argument("--out", type=Path, default=Path("logs/bench_osdiff_entropy"))
+    args = parser.parse_args()
+    results = {}
+    for name, overrides in ENTROPY_MODELS.items():
+        run = args.out / name
+        started = time.perf_counter()
+        train(compose_run_config([*TINY, *overrides, f"trainer.max_steps={args.steps}",
+                                  f"trainer.val_check_interval={args.steps}"], run))
+        print(f"{name}: trained {args.steps} batches in {time.perf_counter() - started:.0f} s")
+        results[name] = measure(run / "codec", args.kodak)
+    threads = torch.get_num_threads()
+    print(f"\ntiny OSDiff (y: 32 channels at H/16), {args.steps} batches each, Kodak ({results['ELIC']['images']} "
+          f"images), CPU ({threads} threads):\n")
+    print("| entropy model | strings | estimated bpp | real file bpp | strings only bpp | entropy encode | entropy decode |")
+    print("|---|---|---|---|---|---|---|")
+    for name, r in results.items():
+        print(f"| {name} | {r['strings']} | {r['estimated']:.4f} | {r['real']:.4f} ({(r['real'] / r['estimated'] - 1) * 100:+.1f} %) "
+              f"| {r['payload']:.4f} | {r['encode'] * 1e3:.1f} ms | {r['decode'] * 1e3:.1f} ms |")
+    elic, hyperprior = results["ELIC"], results["hyperprior"]
+    print(f"\nELIC against the hyperprior: estimated {(elic['estimated'] / hyperprior['estimated'] - 1) * 100:+.1f} %, "
+          f"real files {(elic['real'] / hyperprior['real'] - 1) * 100:+.1f} %")
+    print(f"\nSD 2.1 size (M = 320, N = 192, random weights), y of a 512×768 image, CPU ({threads} threads):\n")
+    print("| entropy model | entropy encode | entropy decode |")
+    print("|---|---|---|")
+    for name in SD21:
+        encode, decode = sd21_coding_time(name)
+        print(f"| {name} | {encode * 1e3:.0f} ms | {decode * 1e3:.0f} ms |")
+
+
+if __name__ == "__main__":
+    main()
