@@ -26,9 +26,8 @@ from typing import Sequence
 import pytorch_lightning as pl
 import torch
 
-from osdic.checks import require_positive
+from osdic.checks import ConfigError, require_positive
 
-from osdic.checks import ConfigError
 
 
 class RateAnnealing(pl.Callback):

@@ -10,8 +10,7 @@ import pytorch_lightning as pl
 from torch.utils.data import DataLoader
 
 from datamodules.images import CenterCrop, EpochShuffle, ImageFolder, RandomCrop
-from osdic.checks import require_int, require_positive
-from osdic.checks import ConfigError
+from osdic.checks import ConfigError, require_int, require_positive
 
 #: the codecs pad to multiples of 64 (z is at H/64); training crops must already be.
 CROP_MULTIPLE = 64

@@ -41,8 +41,7 @@ from datamodules.image_folder import ImageFolderDataModule
 from datamodules.images import RandomCrop
 from osdic.images import UnreadableImage, list_images, open_rgb
 from datamodules.tiles import CODECS, TiledImage, encode_tiles
-from osdic.checks import require_positive
-from osdic.checks import ConfigError
+from osdic.checks import ConfigError, require_positive
 
 # litdata hands each DataLoader worker its own chunks, so the length Lightning reads is exact.
 warnings.filterwarnings("ignore", message="Your `IterableDataset` has `__len__` defined")

@@ -20,9 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from osdic.checks import require_non_negative
+from osdic.checks import ConfigError, require_non_negative
 
-from osdic.checks import ConfigError
 
 
 def generator_adversarial_loss(fake_logits: Tensor) -> Tensor:

@@ -9,8 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from osdic.metrics.perceptual import LPIPS
-from osdic.checks import require_non_negative
-from osdic.checks import ConfigError
+from osdic.checks import ConfigError, require_non_negative
 
 
 class DistortionLoss(nn.Module):

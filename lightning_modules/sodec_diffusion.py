@@ -29,8 +29,7 @@ from osdic.models.entropy import rate_bpp
 from osdic.models.backbone import DiffusionBackbone
 from osdic.models.hific import HiFiCCompressor
 from osdic.models.sodec import SODEC
-from osdic.checks import config_section
-from osdic.checks import ConfigError
+from osdic.checks import ConfigError, config_section
 
 
 class SODECDiffusionModule(CompressionLightningModule):

@@ -24,10 +24,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics.functional.image import multiscale_structural_similarity_index_measure
 
+from osdic.models.guidance import CLIP_MEAN, CLIP_STD
 from osdic.metrics.perceptual import LPIPS, torchvision_weights_path
 
-from osdic.checks import MissingWeightsError
-from osdic.checks import ConfigError
+from osdic.checks import ConfigError, MissingWeightsError
 from osdic.utils.modules import ExternalWeights
 
 DISTRIBUTION = ("fid256", "kid256")
@@ -146,8 +146,8 @@ class CLIPIQA(ExternalWeights):
             text = self.model.get_text_features(**tokens)
         self.register_buffer("text", F.normalize(text if isinstance(text, Tensor) else text.pooler_output, dim=-1))
         self.image_size = self.model.config.vision_config.image_size
-        self.register_buffer("mean", torch.tensor([0.48145466, 0.4578275, 0.40821073]).view(1, 3, 1, 1))
-        self.register_buffer("std", torch.tensor([0.26862954, 0.26130258, 0.27577711]).view(1, 3, 1, 1))
+        self.register_buffer("mean", torch.tensor(CLIP_MEAN).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(CLIP_STD).view(1, 3, 1, 1))
 
     def forward(self, x_hat: Tensor, x: Tensor | None = None) -> Tensor:
         image = F.interpolate(x_hat, size=(self.image_size, self.image_size), mode="bicubic", antialias=True)

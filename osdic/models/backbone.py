@@ -14,9 +14,7 @@ from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
 from peft import LoraConfig
 from torch import Tensor
 
-from osdic.checks import MissingWeightsError
-from osdic.checks import require_choice, require_int
-from osdic.checks import ConfigError
+from osdic.checks import ConfigError, MissingWeightsError, require_choice, require_int
 from osdic.utils.modules import ExternalWeights, plain
 
 PREDICTION_TYPES = ("epsilon", "v_prediction")
