@@ -20,9 +20,10 @@ from PIL import Image
 from codec.package import export_package, load_package
 from datamodules.images import to_tensor
 from metrics import baselines
-from metrics.evaluation import Evaluator, bd_rate_table, compressai_json
+from metrics.evaluation import Evaluator, bd_rate_table, compressai_json, rd_curve
 from metrics.latency import decode_breakdown
-from metrics.plots import plot_metric, published_points, sample_grid
+from metrics.plots import plot_metric, sample_grid
+from metrics.published import published_points
 from lightning_modules import MODEL_CONFIG_TARGETS
 from utils.config import instantiate_node
 from utils.untrusted import build, load_checkpoint
@@ -114,7 +115,7 @@ def evaluate(cfg: DictConfig) -> dict:
     for model, model_points in points.items():
         report = compressai_json(model, model_points, description, evaluator.random_weights, dataset.skipped)
         write_atomically(out / f"{model}.json", json.dumps(report, indent=2).encode())
-        curves[model] = report["results"]
+        curves[model] = rd_curve(model_points)
     quality = [m for m in metrics if any(m in c for c in curves.values())]
     anchor = cfg.anchor or next((m for m in curves if m != first_model and m not in cfg.codecs), first_model)
     table = bd_rate_table(curves, anchor, quality)

@@ -35,7 +35,8 @@ from datamodules.images import to_tensor
 from lightning_modules.base import quantize_8bit
 from metrics import baselines
 from metrics.bdrate import bd_rate
-from metrics.quality import DISTRIBUTION, MetricNotAvailable, PatchDistribution, higher_is_better, metric_spec
+from metrics.quality import (DISTRIBUTION, MetricNotAvailable, PatchDistribution, compressai_key, higher_is_better,
+                             metric_spec)
 from utils.files import write_atomically
 
 TIMING_KEYS = ("encoding_time", "decoding_time")
@@ -222,17 +223,24 @@ class Evaluator:
         return summary
 
 
-def compressai_json(model: str, points: list[tuple[Point, dict]], description: str, random_weights: list[str],
-                    skipped: dict[str, str]) -> dict:
-    """CompressAI's results format, extended with every metric and the protocol, the images
-    whose file could not be read (``skipped_images``) and the metrics not defined for some
-    images (``not_available``), each image with the reason."""
-    results: dict[str, list] = defaultdict(list)
+def rd_curve(points: list[tuple[Point, dict]]) -> dict[str, list]:
+    """One model's summaries as curves, sorted by bpp: ``{"bpp": [...], "psnr": [...], ...}``."""
+    curve: dict[str, list] = defaultdict(list)
     for _, summary in sorted(points, key=lambda p: p[1]["bpp"]):
         for key, value in summary.items():
-            results[key].append(value)
+            curve[key].append(value)
+    return dict(curve)
+
+
+def compressai_json(model: str, points: list[tuple[Point, dict]], description: str, random_weights: list[str],
+                    skipped: dict[str, str]) -> dict:
+    """CompressAI's results format (its key names: ``bpp``, ``psnr-rgb``, ``ms-ssim-rgb``, …, so
+    ``python -m compressai.utils.plot`` reads it), extended with every other metric and the
+    protocol, the images whose file could not be read (``skipped_images``) and the metrics not
+    defined for some images (``not_available``), each image with the reason."""
+    results = {compressai_key(key): values for key, values in rd_curve(points).items()}
     not_available = {r["image"]: r["not_available"] for p, _ in points for r in p.rows if r.get("not_available")}
-    out = {"name": model, "description": description, "results": dict(results),
+    out = {"name": model, "description": description, "results": results,
            "skipped_images": skipped, "not_available": not_available}
     if random_weights:
         out["WARNING"] = f"metrics on RANDOM weights (allow_random_weights), not comparable: {random_weights}"

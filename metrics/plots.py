@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import matplotlib
@@ -11,20 +10,6 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
-
-#: our metric names → the names in shared/reference/published_rd_points.csv
-PUBLISHED_NAMES = {"psnr": "psnr_rgb", "ms_ssim": "ms_ssim_rgb", "ms_ssim_y": "ms_ssim_y", "lpips_alex": "lpips_alex",
-                   "lpips_vgg": "lpips_vgg", "dists": "dists", "fid256": "fid256", "clipiqa": "clipiqa"}
-
-
-def published_points(path: str | None, dataset: str, metric: str) -> dict[str, list[tuple[float, float]]]:
-    if not path or not Path(path).is_file():
-        return {}
-    points: dict[str, list[tuple[float, float]]] = {}
-    for row in csv.DictReader(open(path)):
-        if row["dataset"] == dataset and row["metric"] == PUBLISHED_NAMES.get(metric):
-            points.setdefault(f"{row['method']} ({row['kind']})", []).append((float(row["bpp"]), float(row["value"])))
-    return points
 
 
 def plot_metric(curves: dict[str, dict[str, list]], metric: str, dataset: str, out: Path,

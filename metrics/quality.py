@@ -273,5 +273,11 @@ def metric_spec(name: str) -> MetricSpec:
     return PER_IMAGE_METRICS[name]
 
 
+def compressai_key(name: str) -> str:
+    """The key of a metric in CompressAI's results JSON (``psnr`` → ``psnr-rgb``); metrics
+    CompressAI does not name (FID/KID) keep ours."""
+    return PER_IMAGE_METRICS[name].compressai_key if name in PER_IMAGE_METRICS else name
+
+
 def higher_is_better(name: str) -> bool:
     return PER_IMAGE_METRICS[name].higher_is_better if name in PER_IMAGE_METRICS else False

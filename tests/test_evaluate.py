@@ -21,6 +21,8 @@ import evaluate as evaluate_module
 from codec.package import export_package
 from metrics import baselines
 from metrics.bdrate import bd_rate
+from metrics.evaluation import Point, compressai_json
+from metrics.published import published_points
 from metrics.perceptual import MissingWeightsError
 from metrics.quality import fid_patches, patch_count
 from models.hific import HiFiCCompressor
@@ -66,7 +68,7 @@ def test_outputs_on_kodak(tmp_path, kodak_dir, packages):
         assert int(row["bytes"]) > 34
     report = json.loads((out / "tiny.json").read_text())
     assert report["name"] == "tiny" and "WARNING" in report and "RANDOM" in report["WARNING"]
-    for key in ("bpp", "psnr", "ms_ssim", "ms_ssim_y", "lpips_alex", "fid256", "encoding_time", "decoding_time"):
+    for key in ("bpp", "psnr-rgb", "ms-ssim-rgb", "ms-ssim-y", "lpips-alex", "fid256", "encoding_time", "decoding_time"):
         assert len(report["results"][key]) == 2, key
     assert report["results"]["fid256_patches"] == [2 * patch_count(512, 768)] * 2
     assert (out / "JPEG.json").is_file() and (out / "rd_psnr.png").is_file() and (out / "samples.png").is_file()
@@ -101,6 +103,33 @@ def test_interrupted_evaluation_resumes_without_recomputing(tmp_path, kodak_dir,
     evaluate_module.evaluate(cfg)
     assert len(calls) == 4, "the 3 finished images were not recomputed"
     assert len(list(csv.DictReader((tmp_path / "eval" / "per_image.csv").open()))) == 4
+
+
+def test_compressai_plot_reads_our_json(tmp_path):
+    from compressai.utils.plot.__main__ import main as compressai_plot
+
+    summaries = [{"bpp": bpp, "psnr": psnr, "ms_ssim": ms_ssim, "lpips_alex": 0.2, "encoding_time": 0.1,
+                  "decoding_time": 0.1} for bpp, psnr, ms_ssim in [(0.4, 30.0, 0.97), (0.1, 25.0, 0.9)]]
+    report = compressai_json("tiny", [(Point("tiny", str(i)), s) for i, s in enumerate(summaries)], "", [], {})
+    (tmp_path / "tiny.json").write_text(json.dumps(report))
+    for metric in ("psnr-rgb", "ms-ssim"):  # CompressAI's own names; "ms-ssim" reads ms-ssim-rgb in dB
+        compressai_plot(["-f", str(tmp_path / "tiny.json"), "-m", metric, "-o", str(tmp_path / f"{metric}.png")])
+        assert (tmp_path / f"{metric}.png").is_file()
+    assert report["results"]["bpp"] == [0.1, 0.4] and report["results"]["psnr-rgb"] == [25.0, 30.0]
+    assert report["results"]["lpips-alex"] == [0.2, 0.2], "metrics CompressAI does not plot stay beside"
+
+
+def test_published_points_are_read_from_the_project_root_under_our_metric_names(tmp_path, monkeypatch):
+    reference = tmp_path / "published.csv"
+    reference.write_text("method,dataset,bpp,metric,value,source,kind\n"
+                         "HiFiC,Kodak,0.1,psnr_rgb,27.5,paper,table\nHiFiC,Kodak,0.1,ms_ssim_rgb,0.93,paper,table\n")
+    (tmp_path / "project").mkdir()
+    monkeypatch.setattr("metrics.published.PROJECT_ROOT", tmp_path / "project")
+    monkeypatch.chdir(tmp_path / "..")  # the working directory plays no part
+    assert published_points("../published.csv", "Kodak", "psnr") == {"HiFiC (table)": [(0.1, 27.5)]}
+    assert published_points(str(reference), "Kodak", "ms_ssim") == {"HiFiC (table)": [(0.1, 0.93)]}
+    with pytest.warns(RuntimeWarning, match="missing.csv not found"):
+        assert published_points("missing.csv", "Kodak", "psnr") == {}
 
 
 def test_fid_patch_count_for_a_known_size():
@@ -168,8 +197,8 @@ def test_ms_ssim_is_not_available_under_its_minimum_size_and_other_metrics_are_k
         rows, report = _evaluate_folder(tmp_path, root, packages, "psnr,ms_ssim")
     assert math.isnan(float(rows["small.png"]["ms_ssim"])) and "176 px" in rows["small.png"]["not_available"]
     assert not math.isnan(float(rows["big.png"]["ms_ssim"])) and rows["big.png"]["not_available"] == ""
-    assert report["results"]["ms_ssim"] == [pytest.approx(float(rows["big.png"]["ms_ssim"]))], "mean over the others"
-    assert report["results"]["psnr"] == [pytest.approx(np.mean([float(r["psnr"]) for r in rows.values()]))]
+    assert report["results"]["ms-ssim-rgb"] == [pytest.approx(float(rows["big.png"]["ms_ssim"]))], "mean over the others"
+    assert report["results"]["psnr-rgb"] == [pytest.approx(np.mean([float(r["psnr"]) for r in rows.values()]))]
     assert list(report["not_available"]) == ["small.png"]
 
 

@@ -21,7 +21,9 @@ _LOCATING = ("hydra.", "paths.", "ckpt_path", "logger", "trainer.devices", "trai
 log = logging.getLogger(__name__)
 
 
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+#: the project root (train.py's folder): relative paths in configs that name project files start here
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+CONF_DIR = PROJECT_ROOT / "conf"
 
 
 def compose_run_config(overrides: list[str], output_dir: str | Path, config_name: str = "train"):
@@ -159,9 +161,8 @@ def write_provenance(output_dir: str) -> list[Path]:
     """The git commit (and dirty state) and ``pip freeze``, saved with the run."""
     folder = Path(output_dir) / "provenance"
     folder.mkdir(parents=True, exist_ok=True)
-    root = Path(__file__).resolve().parent.parent
-    git = subprocess.run(["git", "-C", str(root), "log", "-1", "--format=%H %s"], capture_output=True, text=True)
-    status = subprocess.run(["git", "-C", str(root), "status", "--short"], capture_output=True, text=True)
+    git = subprocess.run(["git", "-C", str(PROJECT_ROOT), "log", "-1", "--format=%H %s"], capture_output=True, text=True)
+    status = subprocess.run(["git", "-C", str(PROJECT_ROOT), "status", "--short"], capture_output=True, text=True)
     freeze = subprocess.run([sys.executable, "-m", "pip", "freeze"], capture_output=True, text=True)
     files = {"git.txt": git.stdout + ("\nuncommitted changes:\n" + status.stdout if status.stdout else ""),
              "pip_freeze.txt": freeze.stdout}
