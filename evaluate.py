@@ -25,7 +25,7 @@ from metrics.latency import decode_breakdown
 from metrics.plots import plot_metric, sample_grid
 from metrics.published import published_points
 from lightning_modules import MODEL_CONFIG_TARGETS
-from utils.config import instantiate_node
+from utils.config import ConfigError, instantiate_node
 from utils.untrusted import build, load_checkpoint
 from utils.files import write_atomically
 
@@ -118,6 +118,8 @@ def evaluate(cfg: DictConfig) -> dict:
         curves[model] = rd_curve(model_points)
     quality = [m for m in metrics if any(m in c for c in curves.values())]
     anchor = cfg.anchor or next((m for m in curves if m != first_model and m not in cfg.codecs), first_model)
+    if anchor not in curves:
+        raise ConfigError("anchor", f"{anchor!r} is not an evaluated model or baseline; choose from {list(curves)}")
     table = bd_rate_table(curves, anchor, quality)
     write_atomically(out / "bd_rate.json", json.dumps(table, indent=2).encode())
     warning = "RANDOM-WEIGHT metrics: " + ", ".join(evaluator.random_weights) if evaluator.random_weights else None
@@ -185,8 +187,9 @@ def print_table(curves: dict, metrics: list[str], bd_table: list[dict], out: Pat
         for i in range(len(results["bpp"])):
             print(f"| {model} | " + " | ".join(f"{results[c][i]:.4f}" for c in columns) + " |")
     for row in bd_table:
-        print(f"BD-rate of {row['model']} vs {row['anchor']}: "
-              + ", ".join(f"{m} {row[m]:+.1f}%" if isinstance(row[m], float) else f"{m} {row[m]}" for m in metrics))
+        print(f"BD-rate of {row['model']} vs {row['anchor']}: " + ", ".join(
+            f"{m} {value:+.1f}%" if value is not None else f"{m} n/a ({row['reason'][m]})"
+            for m, value in row["bd_rate"].items()))
     if warning:
         print(f"WARNING: {warning}")
     if skipped:

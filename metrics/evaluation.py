@@ -34,7 +34,7 @@ from codec.image_codec import compress_image, decompress_bytes, decompress_outpu
 from datamodules.images import to_tensor
 from lightning_modules.base import quantize_8bit
 from metrics import baselines
-from metrics.bdrate import bd_rate
+from metrics.bdrate import BDRateNotAvailable, bd_rate
 from metrics.quality import (DISTRIBUTION, MetricNotAvailable, PatchDistribution, compressai_key, higher_is_better,
                              metric_spec)
 from utils.files import write_atomically
@@ -248,18 +248,19 @@ def compressai_json(model: str, points: list[tuple[Point, dict]], description: s
 
 
 def bd_rate_table(curves: dict[str, dict[str, list]], anchor: str, metrics: Iterable[str]) -> list[dict]:
+    """One row per model other than the anchor: ``bd_rate`` (%, per metric; null where it is not
+    defined) and ``reason`` (why, for each null)."""
     rows = []
     for model, results in curves.items():
-        row = {"model": model, "anchor": anchor}
+        if model == anchor:
+            continue
+        row: dict = {"model": model, "anchor": anchor, "bd_rate": {}, "reason": {}}
         for metric in metrics:
-            if min(len(curves[anchor]["bpp"]), len(results["bpp"])) < 2:
-                row[metric] = "n/a (needs >= 2 rate points per curve)"
-                continue
             try:
-                value = bd_rate(curves[anchor]["bpp"], curves[anchor][metric], results["bpp"],
-                                results[metric], higher_is_better(metric))
-            except Exception as exc:  # non-monotonic points: say so, never invent a number
-                value = f"n/a ({type(exc).__name__}: {exc})"
-            row[metric] = value if not isinstance(value, float) or math.isfinite(value) else "n/a (curves do not overlap)"
+                row["bd_rate"][metric] = bd_rate(curves[anchor]["bpp"], curves[anchor][metric], results["bpp"],
+                                                 results[metric], higher_is_better(metric))
+            except BDRateNotAvailable as exc:
+                row["bd_rate"][metric] = None
+                row["reason"][metric] = str(exc)
         rows.append(row)
     return rows

@@ -21,7 +21,7 @@ import evaluate as evaluate_module
 from codec.package import export_package
 from metrics import baselines
 from metrics.bdrate import bd_rate
-from metrics.evaluation import Point, compressai_json
+from metrics.evaluation import Point, bd_rate_table, compressai_json
 from metrics.published import published_points
 from metrics.perceptual import MissingWeightsError
 from metrics.quality import fid_patches, patch_count
@@ -73,7 +73,10 @@ def test_outputs_on_kodak(tmp_path, kodak_dir, packages):
     assert report["results"]["fid256_patches"] == [2 * patch_count(512, 768)] * 2
     assert (out / "JPEG.json").is_file() and (out / "rd_psnr.png").is_file() and (out / "samples.png").is_file()
     bd = json.loads((out / "bd_rate.json").read_text())
-    assert {row["model"] for row in bd} == {"tiny", "JPEG"}
+    assert [(row["model"], row["anchor"]) for row in bd] == [("tiny", "JPEG")], "no anchor-vs-itself row"
+    for metric in ("psnr", "ms_ssim", "lpips_alex"):
+        value = bd[0]["bd_rate"][metric]
+        assert isinstance(value, float) or (value is None and bd[0]["reason"][metric]), (metric, value)
     wandb_run = next((out / "wandb").glob("offline-run-*"))
     assert any(wandb_run.glob("*.wandb")), "tables, plots and samples went to an offline W&B run"
 
@@ -150,6 +153,21 @@ def test_bd_rate_of_a_curve_against_itself_and_a_shifted_copy():
     assert bd_rate(rates, psnrs, [r * 0.8 for r in rates], psnrs) == pytest.approx(-20.0, abs=1e-6)
     lpips = [0.4, 0.3, 0.2, 0.1]
     assert bd_rate(rates, lpips, [r * 1.25 for r in rates], lpips, higher_is_better=False) == pytest.approx(25.0, abs=1e-6)
+
+
+def test_bd_rate_table_holds_numbers_or_null_with_the_reason(recwarn):
+    curves = {"JPEG": {"bpp": [0.2, 0.4, 0.8], "psnr": [26.0, 28.0, 30.0], "lpips_alex": [0.5, 0.4, 0.3]},
+              "good": {"bpp": [0.16, 0.32, 0.64], "psnr": [26.0, 28.0, 30.0], "lpips_alex": [0.1, 0.08, 0.05]},
+              "one_point": {"bpp": [0.3], "psnr": [27.0], "lpips_alex": [0.45]}}
+    table = bd_rate_table(curves, "JPEG", ["psnr", "lpips_alex"])
+    assert [row["model"] for row in table] == ["good", "one_point"], "the anchor is not compared with itself"
+    good, one_point = table
+    assert good["bd_rate"]["psnr"] == pytest.approx(-20.0, abs=1e-6) and "psnr" not in good["reason"]
+    assert good["bd_rate"]["lpips_alex"] is None and "do not overlap" in good["reason"]["lpips_alex"]
+    assert one_point["bd_rate"] == {"psnr": None, "lpips_alex": None}
+    assert "1 rate point" in one_point["reason"]["psnr"]
+    json.dumps(table, allow_nan=False)  # plain numbers and nulls: any JSON reader takes it
+    assert not [w for w in recwarn if "overlap" in str(w.message)], "the reason is in the table, not a warning"
 
 
 def test_benchmark_mode_times_each_decode_module(tmp_path, kodak_dir, packages):
