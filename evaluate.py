@@ -1,6 +1,7 @@
 """Evaluation entry point: real bitstreams, metrics, baselines, RD plots, BD-rates (see README).
 
     python evaluate.py codecs.SODEC=[a/codec,b/codec] dataset=kodak metrics=[psnr,ms_ssim,lpips_alex]
+    python evaluate.py codecs.SODEC=logs/sodec_rd_points/multiruns/<date_time>   # a sweep: one RD curve
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from metrics.evaluation import Evaluator, bd_rate_table, compressai_json, rd_cur
 from metrics.latency import decode_breakdown
 from metrics.plots import plot_metric, sample_grid
 from metrics.published import published_points
+from metrics.sweep import is_sweep, point_label, read_sweep, swept_keys
 from lightning_modules import MODEL_CONFIG_TARGETS
 from utils.config import ConfigError, instantiate_node
 from utils.untrusted import build, load_checkpoint
@@ -50,6 +52,30 @@ def load_codec(path: str):
     return load_package(export_package(module.codec.eval(), tempfile.mkdtemp(prefix="codec-")))
 
 
+def codec_points(model: str, entries: str | list[str]) -> list[tuple[str, str, str]]:
+    """(path, label, swept values) of each codec of ``codecs.<model>``: codec packages,
+    checkpoints, and sweep directories — every job's codec, a point labelled by the job's swept
+    values (``λ=2, rank=16``); a job without a codec (failed, unfinished) is left out, warned about."""
+    points = []
+    for entry in [entries] if isinstance(entries, str) else entries:
+        if not is_sweep(entry):
+            name = Path(entry).parent.name if Path(entry).name == "codec" else Path(entry).name
+            points.append((entry, f"{model}:{name}", ""))
+            continue
+        jobs = read_sweep(entry)
+        keys = swept_keys([job.overrides for job in jobs])
+        for job in jobs:
+            if job.codec is None:
+                log.warning("sweep %s: job %s (%s) has no codec package (failed or unfinished); left out",
+                            entry, job.directory.name, point_label(job, keys))
+            else:
+                points.append((str(job.codec), f"{model}:{Path(entry).name}/{job.directory.name}",
+                               point_label(job, keys)))
+        if not any(job.codec for job in jobs):
+            raise FileNotFoundError(f"sweep {entry}: no job has a codec package (every job failed or is unfinished)")
+    return points
+
+
 def benchmark(cfg: DictConfig, images: list) -> dict:
     """Times only: per-module decode breakdown (medians after warm-up, synchronised) on the
     first image, for every codec; written to latency.json with device, dtype and resolution."""
@@ -60,10 +86,10 @@ def benchmark(cfg: DictConfig, images: list) -> dict:
     report = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU",
               "dtype": "float32", "image": name, "resolution": [image.height, image.width], "batch": 1,
               "repeat": cfg.benchmark_repeat, "models": {}}
-    for model, paths in cfg.codecs.items():
-        for path in paths:
+    for model, entries in cfg.codecs.items():
+        for path, label, _ in codec_points(model, entries):
             codec, _ = load_codec(path)
-            report["models"][f"{model}:{path}"] = decode_breakdown(codec.to(device), x, cfg.benchmark_repeat, cfg.warmup)
+            report["models"][label] = decode_breakdown(codec.to(device), x, cfg.benchmark_repeat, cfg.warmup)
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     write_atomically(out / "latency.json", json.dumps(report, indent=2).encode())
@@ -85,12 +111,11 @@ def evaluate(cfg: DictConfig) -> dict:
     evaluator = Evaluator(images, metrics, cfg.output_dir, cfg.device, cfg.allow_random_weights)
     out = Path(cfg.output_dir)
     learned = {}
-    for model, paths in cfg.codecs.items():
+    for model, entries in cfg.codecs.items():
         learned[model] = []
-        for path in paths:
+        for path, label, swept in codec_points(model, entries):
             codec, fingerprint = load_codec(path)
-            label = f"{model}:{Path(path).parent.name if Path(path).name == 'codec' else Path(path).name}"
-            learned[model].append(evaluator.evaluate_codec(model, label, codec, fingerprint, cfg.warmup))
+            learned[model].append(evaluator.evaluate_codec(model, label, codec, fingerprint, cfg.warmup, swept))
     if not learned:
         raise ValueError("nothing to evaluate: set codecs.<name>=[<codec package or .ckpt>, ...]")
     points = {model: [(p, evaluator.summary(p)) for p in pts] for model, pts in learned.items()}
@@ -143,10 +168,11 @@ def sample_columns(evaluator: Evaluator, points: dict, sample: tuple[str, Image.
         if model.lower() in baselines.CODECS:
             continue
         for point, _ in model_points:
+            title = f"{model} {point.swept}" if point.swept else point.label
             fidelity = evaluator.recon_path(f"{point.label}_fidelity", name)
             if fidelity.is_file():
-                columns.append((f"{point.label} x̂_f", bpp_of(point), Image.open(fidelity).convert("RGB")))
-            columns.append((point.label, bpp_of(point), Image.open(evaluator.recon_path(point.label, name)).convert("RGB")))
+                columns.append((f"{title} x̂_f", bpp_of(point), Image.open(fidelity).convert("RGB")))
+            columns.append((title, bpp_of(point), Image.open(evaluator.recon_path(point.label, name)).convert("RGB")))
             learned_bpps.append(bpp_of(point))
     target = float(np.median(learned_bpps))
     for model, model_points in points.items():

@@ -52,7 +52,8 @@ class Point:
     """One rate point of one model: a codec package (learned) or a baseline matched to one."""
 
     model: str
-    label: str
+    label: str  # unique: names its rows in per_image.csv and its reconstructions' folder
+    swept: str = ""  # a sweep job's swept values, e.g. "λ=2, rank=16"
     rows: list[dict] = field(default_factory=list)
 
 
@@ -143,8 +144,9 @@ class Evaluator:
         self._save_rows()
 
     # ------------------------------------------------------------------------ learned
-    def evaluate_codec(self, model: str, label: str, codec, fingerprint: bytes, warmup: int = 1) -> Point:
-        point, done = Point(model, label), self._done(label)
+    def evaluate_codec(self, model: str, label: str, codec, fingerprint: bytes, warmup: int = 1,
+                       swept: str = "") -> Point:
+        point, done = Point(model, label, swept), self._done(label)
         codec = codec.to(self.device).eval()
         warmed = False
         for name, image in self.images:
@@ -224,11 +226,14 @@ class Evaluator:
 
 
 def rd_curve(points: list[tuple[Point, dict]]) -> dict[str, list]:
-    """One model's summaries as curves, sorted by bpp: ``{"bpp": [...], "psnr": [...], ...}``."""
+    """One model's summaries as curves, sorted by bpp: ``{"bpp": [...], "psnr": [...], ...}``,
+    with ``swept``, the points' swept values, when they come from a sweep."""
     curve: dict[str, list] = defaultdict(list)
-    for _, summary in sorted(points, key=lambda p: p[1]["bpp"]):
+    for point, summary in sorted(points, key=lambda p: p[1]["bpp"]):
         for key, value in summary.items():
             curve[key].append(value)
+        if any(p.swept for p, _ in points):
+            curve["swept"].append(point.swept)
     return dict(curve)
 
 
@@ -238,9 +243,11 @@ def compressai_json(model: str, points: list[tuple[Point, dict]], description: s
     ``python -m compressai.utils.plot`` reads it), extended with every other metric and the
     protocol, the images whose file could not be read (``skipped_images``) and the metrics not
     defined for some images (``not_available``), each image with the reason."""
-    results = {compressai_key(key): values for key, values in rd_curve(points).items()}
+    curve = rd_curve(points)
+    swept = curve.pop("swept", None)
+    results = {compressai_key(key): values for key, values in curve.items()}
     not_available = {r["image"]: r["not_available"] for p, _ in points for r in p.rows if r.get("not_available")}
-    out = {"name": model, "description": description, "results": results,
+    out = {"name": model, "description": description, "results": results, **({"swept": swept} if swept else {}),
            "skipped_images": skipped, "not_available": not_available}
     if random_weights:
         out["WARNING"] = f"metrics on RANDOM weights (allow_random_weights), not comparable: {random_weights}"

@@ -6,11 +6,13 @@ from __future__ import annotations
 import csv
 import json
 import math
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+import yaml
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
@@ -23,6 +25,7 @@ from metrics import baselines
 from metrics.bdrate import bd_rate
 from metrics.evaluation import Point, bd_rate_table, compressai_json
 from metrics.published import published_points
+from metrics.sweep import read_sweep
 from metrics.perceptual import MissingWeightsError
 from metrics.quality import fid_patches, patch_count
 from models.hific import HiFiCCompressor
@@ -42,9 +45,10 @@ def packages(tmp_path_factory):
 
 
 def _cfg(tmp_path, kodak_dir, packages, *overrides):
+    codecs = packages if isinstance(packages, str) else f"[{','.join(packages)}]"
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        cfg = compose("evaluate", overrides=[f"+codecs.tiny=[{','.join(packages)}]", "dataset.max_images=2",
+        cfg = compose("evaluate", overrides=[f"+codecs.tiny={codecs}", "dataset.max_images=2",
                                              f"dataset.root={kodak_dir}", *overrides], return_hydra_config=True)
     HydraConfig.instance().set_config(cfg)
     with open_dict(cfg):
@@ -79,6 +83,43 @@ def test_outputs_on_kodak(tmp_path, kodak_dir, packages):
         assert isinstance(value, float) or (value is None and bd[0]["reason"][metric]), (metric, value)
     wandb_run = next((out / "wandb").glob("offline-run-*"))
     assert any(wandb_run.glob("*.wandb")), "tables, plots and samples went to an offline W&B run"
+
+
+def _sweep_dir(root: Path, jobs: list[tuple[list[str], str | None]]) -> Path:
+    """A multirun directory: per job its overrides and its codec package (None: the job failed)."""
+    for number, (overrides, codec) in enumerate(jobs):
+        job = root / str(number)
+        (job / ".hydra").mkdir(parents=True)
+        (job / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
+        if codec is not None:
+            shutil.copytree(codec, job / "codec")
+    return root
+
+
+def test_a_sweep_directory_is_evaluated_as_one_curve_labelled_by_its_swept_values(tmp_path, kodak_dir, packages,
+                                                                                   caplog):
+    sweep = _sweep_dir(tmp_path / "multirun", [
+        (["callbacks.rate_annealing.lambda_start=2", "model.backbone.lora_rank=16", "trainer=gpu"], packages[0]),
+        (["callbacks.rate_annealing.lambda_start=4", "model.backbone.lora_rank=8", "trainer=gpu"], packages[1]),
+        (["callbacks.rate_annealing.lambda_start=8", "model.backbone.lora_rank=8", "trainer=gpu"], None)])
+    cfg = _cfg(tmp_path, kodak_dir, str(sweep), "metrics=[psnr]", "baselines=[]", "dataset.max_images=1")
+    evaluate_module.evaluate(cfg)
+    report = json.loads((tmp_path / "eval" / "tiny.json").read_text())
+    assert len(report["results"]["bpp"]) == 2, "the failed job is left out"
+    rows = {r["point"]: r for r in csv.DictReader((tmp_path / "eval" / "per_image.csv").open())}
+    bpp_of_job = [float(rows[f"tiny:multirun/{job}"]["bpp"]) for job in (0, 1)]  # one image: its bpp is the point's
+    assert dict(zip(report["swept"], report["results"]["bpp"])) == {"λ=2, rank=16": bpp_of_job[0],
+                                                                    "λ=4, rank=8": bpp_of_job[1]}
+    assert "job 2 (λ=8, rank=8) has no codec package" in caplog.text
+
+
+def test_a_stage_chain_job_is_represented_by_its_last_stage(tmp_path, packages):
+    job = _sweep_dir(tmp_path / "multirun", [(["pipeline.rate_point=4"], None)]) / "0"
+    (job / ".hydra" / "config.yaml").write_text(yaml.safe_dump({"pipeline": {"stages": {"stage1": [], "stage3": []}}}))
+    shutil.copytree(packages[0], job / "stage3" / "codec")
+    (job / "stage3" / "final_metrics.json").write_text('{"val/psnr": 20.0}')
+    [sweep_job] = read_sweep(tmp_path / "multirun")
+    assert sweep_job.codec == job / "stage3" / "codec" and sweep_job.final_metrics == {"val/psnr": 20.0}
 
 
 def test_missing_weights_stop_the_run_with_the_file_to_fetch(tmp_path, kodak_dir, packages):

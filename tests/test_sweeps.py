@@ -12,7 +12,8 @@ import pytest
 import yaml
 
 import train as train_module
-from metrics.compare import ablation_table, collect, write_outputs
+from metrics.compare import ablation_table, collect, rd_curves, write_outputs
+from metrics.compare import main as compare_main
 from tests.conftest import CONF_DIR, TINY_SODEC, TINY_STAGE1, compose_config
 from train import train
 
@@ -151,3 +152,35 @@ def test_pipeline_chains_the_stages_of_a_rate_point_and_resumes_after_the_finish
 
     again = _run(common, tmp_path)
     assert again.stdout.count("finished earlier") == 3
+
+
+def _finished_sweep(root: Path, jobs: list[tuple[list[str], dict | None]]) -> Path:
+    """A multirun directory: per job its overrides and final metrics (None: the job failed)."""
+    for number, (overrides, metrics) in enumerate(jobs):
+        (root / str(number) / ".hydra").mkdir(parents=True)
+        (root / str(number) / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
+        if metrics is not None:
+            (root / str(number) / "final_metrics.json").write_text(json.dumps(metrics))
+    return root
+
+
+def test_compare_draws_rd_curves_of_jobs_that_differ_in_rate_and_leaves_out_the_loss(tmp_path):
+    jobs = [([f"callbacks.rate_annealing.lambda_start={lam}", f"model.backbone.lora_rank={rank}"],
+             {"val/bpp_real": bpp, "val/psnr": 30 - 2 * lam, "val/loss": 5.0 * lam})
+            for lam, rank, bpp in [(2, 8, 0.4), (4, 8, 0.2), (2, 16, 0.5), (4, 16, 0.25)]]
+    sweep = _finished_sweep(tmp_path / "sweep", [*jobs, (["callbacks.rate_annealing.lambda_start=8",
+                                                          "model.backbone.lora_rank=8"], None)])
+    assert compare_main([str(sweep)]) == 0
+    header, rows = ablation_table(collect(sweep))
+    assert "val/loss" not in header and (sweep / "ablation.png").is_file()
+    rate, curves = rd_curves(header, rows)
+    assert rate == "val/bpp_real"
+    assert {label: [(bpp, rate_label) for bpp, _, rate_label in points] for label, points in curves.items()} == {
+        "rank=8": [(0.2, "λ=4"), (0.4, "λ=2")], "rank=16": [(0.25, "λ=4"), (0.5, "λ=2")]}, "failed job left out"
+
+
+def test_compare_fails_when_every_job_failed(tmp_path, capsys):
+    sweep = _finished_sweep(tmp_path / "sweep", [(["callbacks.rate_annealing.lambda_start=2"], None),
+                                                 (["callbacks.rate_annealing.lambda_start=4"], None)])
+    assert compare_main([str(sweep)]) == 1
+    assert "none of the 2 jobs" in capsys.readouterr().err and not (sweep / "ablation.md").exists()
