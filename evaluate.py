@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import utils.known_warnings  # noqa: F401  (first: filters the known-harmless warnings of the libraries below)
 import json
 import logging
 import os
@@ -186,7 +187,7 @@ def log_to_wandb(cfg: DictConfig, evaluator: Evaluator, out: Path, metrics: list
     """The per-image table, the JSON summaries, the plots and the samples, in one W&B run."""
     import wandb
 
-    from utils.loggers import wandb_has_credentials
+    from utils.loggers import save_with_run, wandb_has_credentials
 
     mode = None if "WANDB_MODE" in os.environ else "online" if wandb_has_credentials() else "offline"
     run = wandb.init(project=cfg.wandb.project, job_type="evaluate", dir=str(out), mode=mode,
@@ -199,8 +200,7 @@ def log_to_wandb(cfg: DictConfig, evaluator: Evaluator, out: Path, metrics: list
                                                                            for r in evaluator.rows])})
         run.log({f"evaluate/rd_{m}": wandb.Image(str(out / f"rd_{m}.png")) for m in metrics})
         run.log({"evaluate/samples": wandb.Image(str(out / "samples.png"))})
-        for summary in out.glob("*.json"):
-            run.save(str(summary), base_path=str(out), policy="now")
+        save_with_run(run, sorted(out.glob("*.json")), out)
     finally:
         wandb.finish()
 
@@ -221,7 +221,7 @@ def print_table(curves: dict, metrics: list[str], bd_table: list[dict], out: Pat
     if skipped:
         print(f"WARNING: {len(skipped)} unreadable image(s) skipped: " + ", ".join(skipped))
     print(f"\nper-image CSV: {out / 'per_image.csv'}\nJSON per model: {out}/<model>.json\n"
-          f"plots: {out}/rd_<metric>.png, samples: {out / 'samples.png'}, BD-rates: {out / 'bd_rate.json'}")
+          f"plots: {out}/rd_<metric>.png (and .pdf), samples: {out / 'samples.png'}, BD-rates: {out / 'bd_rate.json'}")
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="evaluate")

@@ -29,6 +29,7 @@ from typing import Iterable
 import numpy as np
 import torch
 from PIL import Image
+from tqdm.auto import tqdm
 
 from codec.image_codec import compress_image, decompress_bytes, decompress_outputs
 from datamodules.images import to_tensor
@@ -143,13 +144,17 @@ class Evaluator:
         point.rows.append(row)
         self._save_rows()
 
+    def _progress(self, label: str):
+        """The images, with a progress bar (count, rate, ETA) for one point."""
+        return tqdm(self.images, desc=label, unit="image", dynamic_ncols=True)
+
     # ------------------------------------------------------------------------ learned
     def evaluate_codec(self, model: str, label: str, codec, fingerprint: bytes, warmup: int = 1,
                        swept: str = "") -> Point:
         point, done = Point(model, label, swept), self._done(label)
         codec = codec.to(self.device).eval()
         warmed = False
-        for name, image in self.images:
+        for name, image in self._progress(label):
             if name in done:
                 point.rows.append(done[name])
                 continue
@@ -187,7 +192,7 @@ class Evaluator:
 
     def _baseline(self, codec: str, label: str, encode, extra: dict[str, dict]) -> Point:
         point, done = Point(codec.upper(), label), self._done(label)
-        for name, image in self.images:
+        for name, image in self._progress(label):
             if name in done:
                 point.rows.append(done[name])
                 continue

@@ -97,7 +97,7 @@ def _sweep_dir(root: Path, jobs: list[tuple[list[str], str | None]]) -> Path:
 
 
 def test_a_sweep_directory_is_evaluated_as_one_curve_labelled_by_its_swept_values(tmp_path, kodak_dir, packages,
-                                                                                   caplog):
+                                                                                   caplog, capsys):
     sweep = _sweep_dir(tmp_path / "multirun", [
         (["callbacks.rate_annealing.lambda_start=2", "model.backbone.lora_rank=16", "trainer=gpu"], packages[0]),
         (["callbacks.rate_annealing.lambda_start=4", "model.backbone.lora_rank=8", "trainer=gpu"], packages[1]),
@@ -111,6 +111,7 @@ def test_a_sweep_directory_is_evaluated_as_one_curve_labelled_by_its_swept_value
     assert dict(zip(report["swept"], report["results"]["bpp"])) == {"λ=2, rank=16": bpp_of_job[0],
                                                                     "λ=4, rank=8": bpp_of_job[1]}
     assert "job 2 (λ=8, rank=8) has no codec package" in caplog.text
+    assert "tiny:multirun/1: 100%" in capsys.readouterr().err, "each point shows a progress bar"
 
 
 def test_a_stage_chain_job_is_represented_by_its_last_stage(tmp_path, packages):

@@ -53,6 +53,8 @@ def test_stage1_fit_logs_to_wandb_offline_and_exports_a_codec(tmp_path):
                 "val/psnr", "val/ms_ssim", "val/lpips_alex", "val/loss", "data/skipped_images"]:
         assert key in summary, (key, sorted(summary))
     assert summary["train/lambda"] == pytest.approx(1.0)
+    run_files = next((out / "wandb").glob("offline-run-*")) / "files"
+    assert (run_files / "provenance" / "git.txt").is_file() and not (run_files / "provenance" / "git.txt").is_symlink()
 
     checkpoint = torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)
     assert not any(".lpips." in key for key in checkpoint["state_dict"]), "frozen LPIPS weights not checkpointed"
@@ -66,6 +68,19 @@ def test_stage1_fit_logs_to_wandb_offline_and_exports_a_codec(tmp_path):
 def test_returns_the_optimized_metric_for_sweeps(tiny_stage1_cfg):
     metrics, _ = train(tiny_stage1_cfg)
     assert train_module.metric_for_sweep(tiny_stage1_cfg, metrics) == metrics["val/loss"]
+
+
+def test_progress_bar_shows_the_steps_toward_max_steps_with_lambda_bpp_and_loss(tiny_stage1_cfg):
+    from callbacks.progress import StepProgressBar
+
+    tiny_stage1_cfg.data.batch_size = 4  # 2 batches an epoch: the 4 steps span epochs
+    _, trainer = train(tiny_stage1_cfg)
+    bar = trainer.progress_bar_callback
+    assert isinstance(bar, StepProgressBar) and trainer.current_epoch >= 1
+    assert (bar.train_progress_bar.n, bar.train_progress_bar.total) == (4, trainer.max_steps) == (4, 4)
+    shown = dict(item.split("=") for item in bar.train_progress_bar.postfix.split(", "))
+    assert shown == {"λ": "1", "bpp": f"{float(trainer.callback_metrics['train/bpp']):.4g}",
+                     "loss": f"{float(trainer.callback_metrics['train/loss']):.4g}"}
 
 
 def test_wandb_run_is_closed_when_training_fails(tmp_path, monkeypatch):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import netrc
 import os
+import shutil
+from pathlib import Path
 from typing import Sequence
 
 from pytorch_lightning.loggers import WandbLogger
@@ -56,6 +58,8 @@ def build_wandb_logger(
         resume="allow",
         **kwargs,
     )
+    # Lightning passes anonymous=None, which wandb warns has no effect: leave it unset
+    logger._wandb_init.pop("anonymous", None)
     return logger
 
 
@@ -64,8 +68,16 @@ def describe_wandb_run(logger: WandbLogger, output_dir: str) -> None:
     run = logger.experiment
     for key, summary in SUMMARIES.items():
         run.define_metric(key, summary=summary)
-    for path in write_provenance(output_dir):
-        run.save(str(path), base_path=output_dir, policy="now")
+    save_with_run(run, write_provenance(output_dir), output_dir)
+
+
+def save_with_run(run, paths: Sequence[Path], base_path: str | Path) -> None:
+    """Copy files into the run's folder, which W&B uploads with the run (``run.save`` links them
+    there instead and warns each time)."""
+    for path in paths:
+        target = Path(run.dir) / Path(path).relative_to(base_path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, target)
 
 
 def finish_wandb(exit_code: int = 0) -> None:
