@@ -120,7 +120,7 @@ class CLIPIQA(ExternalWeights):
             if not allow_random_weights:
                 raise MissingWeightsError(
                     f"CLIPIQA needs the CLIP model {model!r} in the Hugging Face cache: "
-                    f"`huggingface-cli download {model}` (or set HF_HOME to a cache holding it)"
+                    f"`hf download {model}` (or set HF_HOME to a cache holding it)"
                 ) from None
             from models.guidance import byte_level_clip_tokenizer
 
