@@ -11,9 +11,7 @@ from pathlib import Path
 
 import yaml
 
-#: short names of swept keys in labels (the key's last part otherwise)
-DISPLAY_NAMES = {"lambda_start": "λ", "lambda_end": "λ_end", "rate_point": "λ", "lora_rank": "rank",
-                 "adversarial_weight": "β", "target_bpp": "target bpp"}
+from utils.run import display_name
 #: swept keys that set a job's rate: jobs differing only in these are points of one RD curve
 RATE_KEYS = ("lambda_start", "lambda_end", "rate_point", "target_bpp")
 
@@ -61,11 +59,6 @@ def swept_keys(overrides: list[dict[str, str]]) -> list[str]:
     """The keys whose values differ between the jobs' ``overrides`` (the first key for a single job)."""
     keys = list(dict.fromkeys(k for job in overrides for k in job))
     return [k for k in keys if len({job.get(k) for job in overrides}) > 1] or keys[:1]
-
-
-def display_name(key: str) -> str:
-    last = key.replace("/", ".").rsplit(".", 1)[-1]
-    return DISPLAY_NAMES.get(last, last)
 
 
 def is_rate_key(key: str) -> bool:

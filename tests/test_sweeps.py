@@ -70,8 +70,7 @@ def test_multirun_gives_separate_wandb_runs_in_one_group_and_a_comparison_table(
     assert runs[0]["run_id"] != runs[1]["run_id"]
     assert [r["run_group"] for r in records] == ["lambda_check-sweep"] * 2
     assert [r["job_type"] for r in records] == ["train"] * 2
-    assert [r["display_name"] for r in records] == ["callbacks.rate_annealing.lambda_start=0.5",
-                                                    "callbacks.rate_annealing.lambda_start=2"]
+    assert [r["display_name"] for r in records] == ["train λ=0.5", "train λ=2"]
     assert [run["summary"]["train/lambda"] for run in runs] == [0.5, 2]
     assert all((sweep_dir / str(job) / "provenance" / "pip_freeze.txt").is_file() for job in (0, 1))
 
@@ -152,6 +151,15 @@ def test_pipeline_chains_the_stages_of_a_rate_point_and_resumes_after_the_finish
 
     again = _run(common, tmp_path)
     assert again.stdout.count("finished earlier") == 3
+
+
+def test_run_name_is_the_stage_and_the_values_not_where_it_starts_from(tmp_path):
+    from utils.run import run_name
+
+    compose_config(["experiment=sodec_stage3", "model.init_from=/runs/stage2/checkpoints/last.ckpt",
+                    "callbacks.rate_annealing.lambda_start=2", "model.backbone.lora_rank=16", "debug=fast"],
+                   tmp_path / "run")
+    assert run_name("sodec_stage3") == "sodec_stage3 λ=2, rank=16"
 
 
 def _finished_sweep(root: Path, jobs: list[tuple[list[str], dict | None]]) -> Path:

@@ -17,7 +17,11 @@ from hydra.types import RunMode
 from omegaconf import OmegaConf, read_write
 
 #: overrides that locate a run rather than define it (left out of W&B run names)
-_LOCATING = ("hydra.", "paths.", "ckpt_path", "logger", "trainer.devices", "trainer.num_nodes")
+_LOCATING = ("hydra.", "paths.", "ckpt_path", "logger", "trainer.devices", "trainer.num_nodes", "model.init_from",
+             "experiment", "debug")
+#: short names of keys in run names and RD-curve labels (the key's last part otherwise)
+DISPLAY_NAMES = {"lambda_start": "λ", "lambda_end": "λ_end", "rate_point": "λ", "lora_rank": "rank",
+                 "adversarial_weight": "β", "target_bpp": "target bpp"}
 log = logging.getLogger(__name__)
 
 
@@ -89,16 +93,24 @@ def swept_keys() -> set[str]:
     return keys
 
 
-def run_name(default: str) -> str:
-    """The overrides that make this run differ from its sweep's other jobs (in a multirun) or
-    from the defaults (otherwise), e.g. ``model.backbone.lora_rank=16``."""
+def display_name(key: str) -> str:
+    """``callbacks.rate_annealing.lambda_start`` → ``λ``, ``model/guidance`` → ``guidance``."""
+    last = key.replace("/", ".").rsplit(".", 1)[-1]
+    return DISPLAY_NAMES.get(last, last)
+
+
+def run_name(stage: str) -> str:
+    """The stage and the values that make this run differ from its sweep's other jobs (in a
+    multirun) or from the defaults (otherwise), e.g. ``sodec_stage3 λ=2, rank=16`` — never where
+    it runs or starts from (output dirs, ``model.init_from``)."""
     overrides = [o.lstrip("+~") for o in job_overrides()]
     swept = swept_keys()
     if swept:
         defining = [o for o in overrides if o.split("=", 1)[0] in swept]
     else:
         defining = [o for o in overrides if not o.startswith(_LOCATING)]
-    return ",".join(defining) or default
+    values = ", ".join(f"{display_name(key)}={value}" for key, _, value in (o.partition("=") for o in defining))
+    return f"{stage} {values}" if values else stage
 
 
 def sweep_group(sweep_name: str | None = None) -> str | None:
