@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import utils.known_warnings  # noqa: F401  (first: filters the known-harmless warnings of the libraries below)
+
 import json
 import logging
 import os
@@ -16,6 +17,7 @@ from pathlib import Path
 import hydra
 import numpy as np
 import torch
+import yaml
 from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 
@@ -29,6 +31,7 @@ from metrics.published import published_points
 from metrics.sweep import is_sweep, point_label, read_sweep, swept_keys
 from lightning_modules import MODEL_CONFIG_TARGETS
 from utils.config import ConfigError, instantiate_node
+from utils.run import group_name
 from utils.untrusted import build, load_checkpoint
 from utils.files import write_atomically
 
@@ -111,10 +114,11 @@ def evaluate(cfg: DictConfig) -> dict:
     metrics = list(cfg.metrics)
     evaluator = Evaluator(images, metrics, cfg.output_dir, cfg.device, cfg.allow_random_weights)
     out = Path(cfg.output_dir)
-    learned = {}
+    learned, sources = {}, []
     for model, entries in cfg.codecs.items():
         learned[model] = []
         for path, label, swept in codec_points(model, entries):
+            sources.append(path)
             codec, fingerprint = load_codec(path)
             learned[model].append(evaluator.evaluate_codec(model, label, codec, fingerprint, cfg.warmup, swept))
     if not learned:
@@ -155,7 +159,7 @@ def evaluate(cfg: DictConfig) -> dict:
     sample_columns(evaluator, points, images[0], out / "samples.png")
     print_table(curves, quality, table, out, warning, dataset.skipped)
     if cfg.wandb.enabled:
-        log_to_wandb(cfg, evaluator, out, quality)
+        log_to_wandb(cfg, evaluator, out, curves, quality, sources)
     return curves
 
 
@@ -183,21 +187,42 @@ def sample_columns(evaluator: Evaluator, points: dict, sample: tuple[str, Image.
     return sample_grid(original, columns, out)
 
 
-def log_to_wandb(cfg: DictConfig, evaluator: Evaluator, out: Path, metrics: list[str]) -> None:
-    """The per-image table, the JSON summaries, the plots and the samples, in one W&B run."""
+def training_runs(codecs: list[str]) -> tuple[str | None, list[str]]:
+    """The W&B group and tags of the runs that trained ``codecs`` (packages ``<run>/codec`` or
+    checkpoints ``<run>/checkpoints/*.ckpt``), read from the runs' saved configs as data."""
+    groups, tags = [], []
+    for codec in map(Path, codecs):
+        run = codec.parent.parent if codec.suffix == ".ckpt" else codec.parent
+        config_file = run / ".hydra" / "config.yaml"
+        config = (yaml.safe_load(config_file.read_text()) if config_file.is_file() else None) or {}
+        tags += [tag for tag in config.get("tags") or [] if tag not in tags]
+        if (run.parent / "multirun.yaml").is_file():
+            groups.append(group_name(run.parent, config.get("sweep_name")))
+    return (groups[0] if len(set(groups)) == 1 else None), tags
+
+
+def log_to_wandb(cfg: DictConfig, evaluator: Evaluator, out: Path, curves: dict[str, dict], metrics: list[str],
+                 codecs: list[str]) -> None:
+    """In one W&B run, in the group of the training runs (one sweep) with their tags: the RD
+    table and plots, the per-image table, the JSON summaries and the samples."""
     import wandb
 
     from utils.loggers import save_with_run, wandb_has_credentials
 
     mode = None if "WANDB_MODE" in os.environ else "online" if wandb_has_credentials() else "offline"
+    group, tags = training_runs(codecs)
     run = wandb.init(project=cfg.wandb.project, job_type="evaluate", dir=str(out), mode=mode,
-                     name=f"evaluate-{cfg.dataset.name}",
+                     name=f"evaluate-{cfg.dataset.name}", group=group, tags=[*tags, "evaluate"],
                      config={k: OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v
                              for k, v in cfg.items() if k != "hydra"})
     try:
         columns = list(dict.fromkeys(k for row in evaluator.rows for k in row))
         run.log({"evaluate/per_image": wandb.Table(columns=columns, data=[[r.get(c) for c in columns]
                                                                            for r in evaluator.rows])})
+        rd_columns = ["model", "point", "bpp", *metrics]
+        run.log({"evaluate/rd_table": wandb.Table(columns=rd_columns, data=[
+            [model, (curve.get("swept") or [""] * len(curve["bpp"]))[i], *(curve[c][i] for c in rd_columns[2:])]
+            for model, curve in curves.items() for i in range(len(curve["bpp"]))])})
         run.log({f"evaluate/rd_{m}": wandb.Image(str(out / f"rd_{m}.png")) for m in metrics})
         run.log({"evaluate/samples": wandb.Image(str(out / "samples.png"))})
         save_with_run(run, sorted(out.glob("*.json")), out)

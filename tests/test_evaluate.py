@@ -7,6 +7,8 @@ import csv
 import json
 import math
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -83,6 +85,9 @@ def test_outputs_on_kodak(tmp_path, kodak_dir, packages):
         assert isinstance(value, float) or (value is None and bd[0]["reason"][metric]), (metric, value)
     wandb_run = next((out / "wandb").glob("offline-run-*"))
     assert any(wandb_run.glob("*.wandb")), "tables, plots and samples went to an offline W&B run"
+    summary = json.loads(subprocess.run([str(Path(sys.executable).parent / "wandb"), "leet", "inspect", "--summary",
+                                         "--json", str(wandb_run)], capture_output=True, text=True, check=True).stdout)
+    assert {"evaluate/rd_table", "evaluate/rd_psnr", "evaluate/per_image"} <= set(summary["summary"])
 
 
 def _sweep_dir(root: Path, jobs: list[tuple[list[str], str | None]]) -> Path:
@@ -112,6 +117,18 @@ def test_a_sweep_directory_is_evaluated_as_one_curve_labelled_by_its_swept_value
                                                                     "λ=4, rank=8": bpp_of_job[1]}
     assert "job 2 (λ=8, rank=8) has no codec package" in caplog.text
     assert "tiny:multirun/1: 100%" in capsys.readouterr().err, "each point shows a progress bar"
+
+
+def test_the_evaluation_run_joins_the_group_and_tags_of_the_training_runs(tmp_path, packages):
+    sweep = _sweep_dir(tmp_path / "multirun", [(["model.backbone.lora_rank=8"], packages[0]),
+                                               (["model.backbone.lora_rank=16"], packages[1])])
+    (sweep / "multirun.yaml").write_text("hydra: {}\n")
+    for job in ("0", "1"):
+        (sweep / job / ".hydra" / "config.yaml").write_text(yaml.safe_dump({"sweep_name": "lora_rank",
+                                                                            "tags": ["sodec", "lora_rank"]}))
+    codecs = [path for path, _, _ in evaluate_module.codec_points("SODEC", str(sweep))]
+    assert evaluate_module.training_runs(codecs) == ("lora_rank-multirun", ["sodec", "lora_rank"])
+    assert evaluate_module.training_runs(packages) == (None, []), "codecs from no recorded run: no group"
 
 
 def test_a_stage_chain_job_is_represented_by_its_last_stage(tmp_path, packages):

@@ -119,8 +119,11 @@ def sweep_group(sweep_name: str | None = None) -> str | None:
     hc = hydra_config()
     if hc is None or hc.mode != RunMode.MULTIRUN:
         return None
-    directory = Path(hc.sweep.dir).name
-    return f"{sweep_name}-{directory}" if sweep_name else directory
+    return group_name(Path(hc.sweep.dir), sweep_name)
+
+
+def group_name(sweep_dir: Path, sweep_name: str | None) -> str:
+    return f"{sweep_name}-{sweep_dir.name}" if sweep_name else sweep_dir.name
 
 
 def stable_run_id(output_dir: str) -> str:
