@@ -42,9 +42,6 @@ from datamodules.images import RandomCrop, UnreadableImage, list_images, open_rg
 from datamodules.tiles import CODECS, TiledImage, encode_tiles
 from utils.config import ConfigError, require_positive
 
-# litdata hands each DataLoader worker its own chunks, so the length Lightning reads is exact.
-warnings.filterwarnings("ignore", message="Your `IterableDataset` has `__len__` defined")
-
 #: the final report of a preparation, beside litdata's index.json
 REPORT = "preparation.json"
 _PARTS = ".parts"  # settings and per-part records while a preparation is unfinished
@@ -136,7 +133,7 @@ class ShardsDataModule(ImageFolderDataModule):
 
     def train_dataloader(self) -> ResumableStreamingDataLoader:
         return ResumableStreamingDataLoader(self.train_stream, batch_size=self.batch_size, num_workers=self.num_workers,
-                                            pin_memory=self.pin_memory)
+                                            pin_memory=self.pins_memory)
 
 
 # --------------------------------------------------------------------------- preparation
