@@ -1,9 +1,12 @@
 """Evaluation entry point: real bitstreams, metrics, baselines, RD plots, BD-rates (see README).
 
     python evaluate.py codecs.SODEC=[a/codec,b/codec] dataset=kodak metrics=[psnr,ms_ssim,lpips_alex]
+    python evaluate.py codecs.SODEC=logs/sodec_rd_points/multiruns/<date_time>   # a sweep: one RD curve
 """
 
 from __future__ import annotations
+
+import osdic.utils.known_warnings  # noqa: F401  (first: filters the known-harmless warnings of the libraries below)
 
 import json
 import logging
@@ -14,17 +17,22 @@ from pathlib import Path
 import hydra
 import numpy as np
 import torch
+import yaml
 from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 
 from osdic.codec.package import export_package, load_package
 from osdic.images import to_tensor
 from osdic.metrics import baselines
-from osdic.metrics.evaluation import Evaluator, bd_rate_table, compressai_json
+from osdic.metrics.evaluation import Evaluator, bd_rate_table, compressai_json, rd_curve
 from osdic.metrics.latency import decode_breakdown
-from osdic.metrics.plots import plot_metric, published_points, sample_grid
+from osdic.metrics.plots import plot_metric, sample_grid
+from osdic.metrics.published import published_points
+from osdic.metrics.sweep import is_sweep, point_label, read_sweep, swept_keys
 from lightning_modules import MODEL_CONFIG_TARGETS
 from osdic.utils.config import instantiate_node
+from osdic.checks import ConfigError
+from osdic.utils.run import group_name
 from osdic.utils.untrusted import build, load_checkpoint
 from osdic.utils.files import write_atomically
 
@@ -49,6 +57,30 @@ def load_codec(path: str):
     return load_package(export_package(module.codec.eval(), tempfile.mkdtemp(prefix="codec-")))
 
 
+def codec_points(model: str, entries: str | list[str]) -> list[tuple[str, str, str]]:
+    """(path, label, swept values) of each codec of ``codecs.<model>``: codec packages,
+    checkpoints, and sweep directories — every job's codec, a point labelled by the job's swept
+    values (``λ=2, rank=16``); a job without a codec (failed, unfinished) is left out, warned about."""
+    points = []
+    for entry in [entries] if isinstance(entries, str) else entries:
+        if not is_sweep(entry):
+            name = Path(entry).parent.name if Path(entry).name == "codec" else Path(entry).name
+            points.append((entry, f"{model}:{name}", ""))
+            continue
+        jobs = read_sweep(entry)
+        keys = swept_keys([job.overrides for job in jobs])
+        for job in jobs:
+            if job.codec is None:
+                log.warning("sweep %s: job %s (%s) has no codec package (failed or unfinished); left out",
+                            entry, job.directory.name, point_label(job, keys))
+            else:
+                points.append((str(job.codec), f"{model}:{Path(entry).name}/{job.directory.name}",
+                               point_label(job, keys)))
+        if not any(job.codec for job in jobs):
+            raise FileNotFoundError(f"sweep {entry}: no job has a codec package (every job failed or is unfinished)")
+    return points
+
+
 def benchmark(cfg: DictConfig, images: list) -> dict:
     """Times only: per-module decode breakdown (medians after warm-up, synchronised) on the
     first image, for every codec; written to latency.json with device, dtype and resolution."""
@@ -59,10 +91,10 @@ def benchmark(cfg: DictConfig, images: list) -> dict:
     report = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU",
               "dtype": "float32", "image": name, "resolution": [image.height, image.width], "batch": 1,
               "repeat": cfg.benchmark_repeat, "models": {}}
-    for model, paths in cfg.codecs.items():
-        for path in paths:
+    for model, entries in cfg.codecs.items():
+        for path, label, _ in codec_points(model, entries):
             codec, _ = load_codec(path)
-            report["models"][f"{model}:{path}"] = decode_breakdown(codec.to(device), x, cfg.benchmark_repeat, cfg.warmup)
+            report["models"][label] = decode_breakdown(codec.to(device), x, cfg.benchmark_repeat, cfg.warmup)
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     write_atomically(out / "latency.json", json.dumps(report, indent=2).encode())
@@ -83,13 +115,13 @@ def evaluate(cfg: DictConfig) -> dict:
     metrics = list(cfg.metrics)
     evaluator = Evaluator(images, metrics, cfg.output_dir, cfg.device, cfg.allow_random_weights)
     out = Path(cfg.output_dir)
-    learned = {}
-    for model, paths in cfg.codecs.items():
+    learned, sources = {}, []
+    for model, entries in cfg.codecs.items():
         learned[model] = []
-        for path in paths:
+        for path, label, swept in codec_points(model, entries):
+            sources.append(path)
             codec, fingerprint = load_codec(path)
-            label = f"{model}:{Path(path).parent.name if Path(path).name == 'codec' else Path(path).name}"
-            learned[model].append(evaluator.evaluate_codec(model, label, codec, fingerprint, cfg.warmup))
+            learned[model].append(evaluator.evaluate_codec(model, label, codec, fingerprint, cfg.warmup, swept))
     if not learned:
         raise ValueError("nothing to evaluate: set codecs.<name>=[<codec package or .ckpt>, ...]")
     points = {model: [(p, evaluator.summary(p)) for p in pts] for model, pts in learned.items()}
@@ -114,9 +146,11 @@ def evaluate(cfg: DictConfig) -> dict:
     for model, model_points in points.items():
         report = compressai_json(model, model_points, description, evaluator.random_weights, dataset.skipped)
         write_atomically(out / f"{model}.json", json.dumps(report, indent=2).encode())
-        curves[model] = report["results"]
+        curves[model] = rd_curve(model_points)
     quality = [m for m in metrics if any(m in c for c in curves.values())]
     anchor = cfg.anchor or next((m for m in curves if m != first_model and m not in cfg.codecs), first_model)
+    if anchor not in curves:
+        raise ConfigError("anchor", f"{anchor!r} is not an evaluated model or baseline; choose from {list(curves)}")
     table = bd_rate_table(curves, anchor, quality)
     write_atomically(out / "bd_rate.json", json.dumps(table, indent=2).encode())
     warning = "RANDOM-WEIGHT metrics: " + ", ".join(evaluator.random_weights) if evaluator.random_weights else None
@@ -126,7 +160,7 @@ def evaluate(cfg: DictConfig) -> dict:
     sample_columns(evaluator, points, images[0], out / "samples.png")
     print_table(curves, quality, table, out, warning, dataset.skipped)
     if cfg.wandb.enabled:
-        log_to_wandb(cfg, evaluator, out, quality)
+        log_to_wandb(cfg, evaluator, out, curves, quality, sources)
     return curves
 
 
@@ -140,10 +174,11 @@ def sample_columns(evaluator: Evaluator, points: dict, sample: tuple[str, Image.
         if model.lower() in baselines.CODECS:
             continue
         for point, _ in model_points:
+            title = f"{model} {point.swept}" if point.swept else point.label
             fidelity = evaluator.recon_path(f"{point.label}_fidelity", name)
             if fidelity.is_file():
-                columns.append((f"{point.label} x̂_f", bpp_of(point), Image.open(fidelity).convert("RGB")))
-            columns.append((point.label, bpp_of(point), Image.open(evaluator.recon_path(point.label, name)).convert("RGB")))
+                columns.append((f"{title} x̂_f", bpp_of(point), Image.open(fidelity).convert("RGB")))
+            columns.append((title, bpp_of(point), Image.open(evaluator.recon_path(point.label, name)).convert("RGB")))
             learned_bpps.append(bpp_of(point))
     target = float(np.median(learned_bpps))
     for model, model_points in points.items():
@@ -153,25 +188,45 @@ def sample_columns(evaluator: Evaluator, points: dict, sample: tuple[str, Image.
     return sample_grid(original, columns, out)
 
 
-def log_to_wandb(cfg: DictConfig, evaluator: Evaluator, out: Path, metrics: list[str]) -> None:
-    """The per-image table, the JSON summaries, the plots and the samples, in one W&B run."""
+def training_runs(codecs: list[str]) -> tuple[str | None, list[str]]:
+    """The W&B group and tags of the runs that trained ``codecs`` (packages ``<run>/codec`` or
+    checkpoints ``<run>/checkpoints/*.ckpt``), read from the runs' saved configs as data."""
+    groups, tags = [], []
+    for codec in map(Path, codecs):
+        run = codec.parent.parent if codec.suffix == ".ckpt" else codec.parent
+        config_file = run / ".hydra" / "config.yaml"
+        config = (yaml.safe_load(config_file.read_text()) if config_file.is_file() else None) or {}
+        tags += [tag for tag in config.get("tags") or [] if tag not in tags]
+        if (run.parent / "multirun.yaml").is_file():
+            groups.append(group_name(run.parent, config.get("sweep_name")))
+    return (groups[0] if len(set(groups)) == 1 else None), tags
+
+
+def log_to_wandb(cfg: DictConfig, evaluator: Evaluator, out: Path, curves: dict[str, dict], metrics: list[str],
+                 codecs: list[str]) -> None:
+    """In one W&B run, in the group of the training runs (one sweep) with their tags: the RD
+    table and plots, the per-image table, the JSON summaries and the samples."""
     import wandb
 
-    from osdic.utils.loggers import wandb_has_credentials
+    from osdic.utils.loggers import save_with_run, wandb_has_credentials
 
     mode = None if "WANDB_MODE" in os.environ else "online" if wandb_has_credentials() else "offline"
+    group, tags = training_runs(codecs)
     run = wandb.init(project=cfg.wandb.project, job_type="evaluate", dir=str(out), mode=mode,
-                     name=f"evaluate-{cfg.dataset.name}",
+                     name=f"evaluate-{cfg.dataset.name}", group=group, tags=[*tags, "evaluate"],
                      config={k: OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v
                              for k, v in cfg.items() if k != "hydra"})
     try:
         columns = list(dict.fromkeys(k for row in evaluator.rows for k in row))
         run.log({"evaluate/per_image": wandb.Table(columns=columns, data=[[r.get(c) for c in columns]
                                                                            for r in evaluator.rows])})
+        rd_columns = ["model", "point", "bpp", *metrics]
+        run.log({"evaluate/rd_table": wandb.Table(columns=rd_columns, data=[
+            [model, (curve.get("swept") or [""] * len(curve["bpp"]))[i], *(curve[c][i] for c in rd_columns[2:])]
+            for model, curve in curves.items() for i in range(len(curve["bpp"]))])})
         run.log({f"evaluate/rd_{m}": wandb.Image(str(out / f"rd_{m}.png")) for m in metrics})
         run.log({"evaluate/samples": wandb.Image(str(out / "samples.png"))})
-        for summary in out.glob("*.json"):
-            run.save(str(summary), base_path=str(out), policy="now")
+        save_with_run(run, sorted(out.glob("*.json")), out)
     finally:
         wandb.finish()
 
@@ -184,14 +239,15 @@ def print_table(curves: dict, metrics: list[str], bd_table: list[dict], out: Pat
         for i in range(len(results["bpp"])):
             print(f"| {model} | " + " | ".join(f"{results[c][i]:.4f}" for c in columns) + " |")
     for row in bd_table:
-        print(f"BD-rate of {row['model']} vs {row['anchor']}: "
-              + ", ".join(f"{m} {row[m]:+.1f}%" if isinstance(row[m], float) else f"{m} {row[m]}" for m in metrics))
+        print(f"BD-rate of {row['model']} vs {row['anchor']}: " + ", ".join(
+            f"{m} {value:+.1f}%" if value is not None else f"{m} n/a ({row['reason'][m]})"
+            for m, value in row["bd_rate"].items()))
     if warning:
         print(f"WARNING: {warning}")
     if skipped:
         print(f"WARNING: {len(skipped)} unreadable image(s) skipped: " + ", ".join(skipped))
     print(f"\nper-image CSV: {out / 'per_image.csv'}\nJSON per model: {out}/<model>.json\n"
-          f"plots: {out}/rd_<metric>.png, samples: {out / 'samples.png'}, BD-rates: {out / 'bd_rate.json'}")
+          f"plots: {out}/rd_<metric>.png (and .pdf), samples: {out / 'samples.png'}, BD-rates: {out / 'bd_rate.json'}")
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="evaluate")

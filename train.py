@@ -8,6 +8,8 @@ Thin on purpose: everything is instantiated from the Hydra config; the metric na
 
 from __future__ import annotations
 
+import osdic.utils.known_warnings  # noqa: F401  (first: filters the known-harmless warnings of the libraries below)
+
 import json
 import logging
 import signal

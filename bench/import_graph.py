@@ -26,8 +26,7 @@ TRAINING_SIDE = ("lightning_modules", "datamodules", "callbacks", "train", "eval
                  "lightning", "hydra")
 #: library modules that serve training runs (Hydra configs, loggers, checkpoints, run chains)
 TRAINING_HELPERS = ("osdic.utils.run", "osdic.utils.pipeline", "osdic.utils.loggers", "osdic.utils.checkpoint_io",
-                    "osdic.utils.config", "osdic.utils.demo", "osdic.utils.doctor", "osdic.utils.progress",
-                    "osdic.utils.evaluation")
+                    "osdic.utils.config", "osdic.utils.demo", "osdic.utils.preflight")
 
 
 def module_name(path: Path) -> str:

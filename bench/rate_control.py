@@ -51,7 +51,7 @@ def main() -> None:
                 "callbacks/rate_annealing=target_bpp", f"callbacks.rate_annealing.target_bpp={target}",
                 f"callbacks.rate_annealing.lambda_start={args.lambda_start}",
                 f"trainer.max_steps={args.steps}", f"trainer.val_check_interval={args.val_every}",
-                "+trainer.enable_progress_bar=false",
+                "+trainer.enable_progress_bar=false", "~callbacks.progress_bar",
             ], Path(tmp) / f"target_{target}")
             metrics, _ = train(cfg)
             real = metrics["val/bpp_real"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytorch_lightning as pl
+from pytorch_lightning.loggers import WandbLogger
 
 from osdic.codec.package import export_package
 
@@ -14,5 +15,14 @@ class CodecExport(pl.Callback):
         self.dirpath = Path(dirpath)
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if trainer.is_global_zero:
-            export_package(pl_module.codec, self.dirpath)
+        if not trainer.is_global_zero:
+            return
+        export_package(pl_module.codec, self.dirpath)
+        for logger in trainer.loggers:
+            if isinstance(logger, WandbLogger):  # the package beside the run that trained it
+                import wandb
+
+                artifact = wandb.Artifact(f"codec-{logger.experiment.id}", type="codec",
+                                          metadata={"step": trainer.global_step})
+                artifact.add_dir(str(self.dirpath))
+                logger.experiment.log_artifact(artifact)

@@ -96,12 +96,17 @@ class ImageFolderDataModule(pl.LightningDataModule):
             raise ConfigError(f"{split}_dirs", f"no {split} folders configured")
         return self.datasets[split]
 
+    @property
+    def pins_memory(self) -> bool:
+        """``pin_memory`` where it helps: batches go to a GPU (pinning for a CPU trainer only warns)."""
+        return self.pin_memory and self.trainer is not None and self.trainer.strategy.root_device.type == "cuda"
+
     def _loader(self, dataset: ImageFolder, batch_size: int, loader_class=DataLoader, **kwargs) -> DataLoader:
         return loader_class(
             dataset,
             batch_size=batch_size,
             num_workers=self.num_workers,
-            pin_memory=self.pin_memory,
+            pin_memory=self.pins_memory,
             persistent_workers=self.num_workers > 0,
             **kwargs,
         )

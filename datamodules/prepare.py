@@ -9,6 +9,8 @@ counted and listed in ``OUTPUT/preparation.json``.
 
 from __future__ import annotations
 
+import osdic.utils.known_warnings  # noqa: F401  (first: filters the known-harmless warnings of the libraries below)
+
 import argparse
 from pathlib import Path
 

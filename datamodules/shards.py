@@ -43,9 +43,6 @@ from osdic.images import UnreadableImage, list_images, open_rgb
 from datamodules.tiles import CODECS, TiledImage, encode_tiles
 from osdic.checks import ConfigError, require_positive
 
-# litdata hands each DataLoader worker its own chunks, so the length Lightning reads is exact.
-warnings.filterwarnings("ignore", message="Your `IterableDataset` has `__len__` defined")
-
 #: the final report of a preparation, beside litdata's index.json
 REPORT = "preparation.json"
 _PARTS = ".parts"  # settings and per-part records while a preparation is unfinished
@@ -137,7 +134,7 @@ class ShardsDataModule(ImageFolderDataModule):
 
     def train_dataloader(self) -> ResumableStreamingDataLoader:
         return ResumableStreamingDataLoader(self.train_stream, batch_size=self.batch_size, num_workers=self.num_workers,
-                                            pin_memory=self.pin_memory)
+                                            pin_memory=self.pins_memory)
 
 
 # --------------------------------------------------------------------------- preparation

@@ -109,6 +109,12 @@ class CompressionLightningModule(pl.LightningModule):
         if unexpected or not state:
             raise KeyError(f"init_from {path}: {len(unexpected)} keys this module does not have "
                            f"(wrong stage or init_prefix_map?): {unexpected[:8]}")
+        lora = next((k for k in state if ".lora_A." in k and k in own and state[k].shape != own[k].shape), None)
+        if lora is not None:  # one line instead of a size mismatch per LoRA layer
+            saved, wanted = state[lora].shape[0], own[lora].shape[0]
+            raise ConfigError("model.backbone.lora_rank", f"init_from {path}: this checkpoint has LoRA rank {saved}, "
+                              f"the config asks for {wanted}; set model.backbone.lora_rank={saved} or start "
+                              f"from a checkpoint of rank {wanted}")
         missing = sorted(set(own) - set(state) - external_keys(self))
         resize_buffers_like(self, state)
         self.load_state_dict(state, strict=False)

@@ -6,11 +6,15 @@ from __future__ import annotations
 import csv
 import json
 import math
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+import yaml
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
@@ -21,6 +25,9 @@ import evaluate as evaluate_module
 from osdic.codec.package import export_package
 from osdic.metrics import baselines
 from osdic.metrics.bdrate import bd_rate
+from osdic.metrics.evaluation import Point, bd_rate_table, compressai_json
+from osdic.metrics.published import published_points
+from osdic.metrics.sweep import read_sweep
 from osdic.checks import MissingWeightsError
 from osdic.metrics.quality import fid_patches, patch_count
 from osdic.models.hific import HiFiCCompressor
@@ -40,9 +47,10 @@ def packages(tmp_path_factory):
 
 
 def _cfg(tmp_path, kodak_dir, packages, *overrides):
+    codecs = packages if isinstance(packages, str) else f"[{','.join(packages)}]"
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        cfg = compose("evaluate", overrides=[f"+codecs.tiny=[{','.join(packages)}]", "dataset.max_images=2",
+        cfg = compose("evaluate", overrides=[f"+codecs.tiny={codecs}", "dataset.max_images=2",
                                              f"dataset.root={kodak_dir}", *overrides], return_hydra_config=True)
     HydraConfig.instance().set_config(cfg)
     with open_dict(cfg):
@@ -66,14 +74,70 @@ def test_outputs_on_kodak(tmp_path, kodak_dir, packages):
         assert int(row["bytes"]) > 34
     report = json.loads((out / "tiny.json").read_text())
     assert report["name"] == "tiny" and "WARNING" in report and "RANDOM" in report["WARNING"]
-    for key in ("bpp", "psnr", "ms_ssim", "ms_ssim_y", "lpips_alex", "fid256", "encoding_time", "decoding_time"):
+    for key in ("bpp", "psnr-rgb", "ms-ssim-rgb", "ms-ssim-y", "lpips-alex", "fid256", "encoding_time", "decoding_time"):
         assert len(report["results"][key]) == 2, key
     assert report["results"]["fid256_patches"] == [2 * patch_count(512, 768)] * 2
     assert (out / "JPEG.json").is_file() and (out / "rd_psnr.png").is_file() and (out / "samples.png").is_file()
     bd = json.loads((out / "bd_rate.json").read_text())
-    assert {row["model"] for row in bd} == {"tiny", "JPEG"}
+    assert [(row["model"], row["anchor"]) for row in bd] == [("tiny", "JPEG")], "no anchor-vs-itself row"
+    for metric in ("psnr", "ms_ssim", "lpips_alex"):
+        value = bd[0]["bd_rate"][metric]
+        assert isinstance(value, float) or (value is None and bd[0]["reason"][metric]), (metric, value)
     wandb_run = next((out / "wandb").glob("offline-run-*"))
     assert any(wandb_run.glob("*.wandb")), "tables, plots and samples went to an offline W&B run"
+    summary = json.loads(subprocess.run([str(Path(sys.executable).parent / "wandb"), "leet", "inspect", "--summary",
+                                         "--json", str(wandb_run)], capture_output=True, text=True, check=True).stdout)
+    assert {"evaluate/rd_table", "evaluate/rd_psnr", "evaluate/per_image"} <= set(summary["summary"])
+
+
+def _sweep_dir(root: Path, jobs: list[tuple[list[str], str | None]]) -> Path:
+    """A multirun directory: per job its overrides and its codec package (None: the job failed)."""
+    for number, (overrides, codec) in enumerate(jobs):
+        job = root / str(number)
+        (job / ".hydra").mkdir(parents=True)
+        (job / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
+        if codec is not None:
+            shutil.copytree(codec, job / "codec")
+    return root
+
+
+def test_a_sweep_directory_is_evaluated_as_one_curve_labelled_by_its_swept_values(tmp_path, kodak_dir, packages,
+                                                                                   caplog, capsys):
+    sweep = _sweep_dir(tmp_path / "multirun", [
+        (["callbacks.rate_annealing.lambda_start=2", "model.backbone.lora_rank=16", "trainer=gpu"], packages[0]),
+        (["callbacks.rate_annealing.lambda_start=4", "model.backbone.lora_rank=8", "trainer=gpu"], packages[1]),
+        (["callbacks.rate_annealing.lambda_start=8", "model.backbone.lora_rank=8", "trainer=gpu"], None)])
+    cfg = _cfg(tmp_path, kodak_dir, str(sweep), "metrics=[psnr]", "baselines=[]", "dataset.max_images=1")
+    evaluate_module.evaluate(cfg)
+    report = json.loads((tmp_path / "eval" / "tiny.json").read_text())
+    assert len(report["results"]["bpp"]) == 2, "the failed job is left out"
+    rows = {r["point"]: r for r in csv.DictReader((tmp_path / "eval" / "per_image.csv").open())}
+    bpp_of_job = [float(rows[f"tiny:multirun/{job}"]["bpp"]) for job in (0, 1)]  # one image: its bpp is the point's
+    assert dict(zip(report["swept"], report["results"]["bpp"])) == {"λ=2, rank=16": bpp_of_job[0],
+                                                                    "λ=4, rank=8": bpp_of_job[1]}
+    assert "job 2 (λ=8, rank=8) has no codec package" in caplog.text
+    assert "tiny:multirun/1: 100%" in capsys.readouterr().err, "each point shows a progress bar"
+
+
+def test_the_evaluation_run_joins_the_group_and_tags_of_the_training_runs(tmp_path, packages):
+    sweep = _sweep_dir(tmp_path / "multirun", [(["model.backbone.lora_rank=8"], packages[0]),
+                                               (["model.backbone.lora_rank=16"], packages[1])])
+    (sweep / "multirun.yaml").write_text("hydra: {}\n")
+    for job in ("0", "1"):
+        (sweep / job / ".hydra" / "config.yaml").write_text(yaml.safe_dump({"sweep_name": "lora_rank",
+                                                                            "tags": ["sodec", "lora_rank"]}))
+    codecs = [path for path, _, _ in evaluate_module.codec_points("SODEC", str(sweep))]
+    assert evaluate_module.training_runs(codecs) == ("lora_rank-multirun", ["sodec", "lora_rank"])
+    assert evaluate_module.training_runs(packages) == (None, []), "codecs from no recorded run: no group"
+
+
+def test_a_stage_chain_job_is_represented_by_its_last_stage(tmp_path, packages):
+    job = _sweep_dir(tmp_path / "multirun", [(["pipeline.rate_point=4"], None)]) / "0"
+    (job / ".hydra" / "config.yaml").write_text(yaml.safe_dump({"pipeline": {"stages": {"stage1": [], "stage3": []}}}))
+    shutil.copytree(packages[0], job / "stage3" / "codec")
+    (job / "stage3" / "final_metrics.json").write_text('{"val/psnr": 20.0}')
+    [sweep_job] = read_sweep(tmp_path / "multirun")
+    assert sweep_job.codec == job / "stage3" / "codec" and sweep_job.final_metrics == {"val/psnr": 20.0}
 
 
 def test_missing_weights_stop_the_run_with_the_file_to_fetch(tmp_path, kodak_dir, packages):
@@ -103,6 +167,33 @@ def test_interrupted_evaluation_resumes_without_recomputing(tmp_path, kodak_dir,
     assert len(list(csv.DictReader((tmp_path / "eval" / "per_image.csv").open()))) == 4
 
 
+def test_compressai_plot_reads_our_json(tmp_path):
+    from compressai.utils.plot.__main__ import main as compressai_plot
+
+    summaries = [{"bpp": bpp, "psnr": psnr, "ms_ssim": ms_ssim, "lpips_alex": 0.2, "encoding_time": 0.1,
+                  "decoding_time": 0.1} for bpp, psnr, ms_ssim in [(0.4, 30.0, 0.97), (0.1, 25.0, 0.9)]]
+    report = compressai_json("tiny", [(Point("tiny", str(i)), s) for i, s in enumerate(summaries)], "", [], {})
+    (tmp_path / "tiny.json").write_text(json.dumps(report))
+    for metric in ("psnr-rgb", "ms-ssim"):  # CompressAI's own names; "ms-ssim" reads ms-ssim-rgb in dB
+        compressai_plot(["-f", str(tmp_path / "tiny.json"), "-m", metric, "-o", str(tmp_path / f"{metric}.png")])
+        assert (tmp_path / f"{metric}.png").is_file()
+    assert report["results"]["bpp"] == [0.1, 0.4] and report["results"]["psnr-rgb"] == [25.0, 30.0]
+    assert report["results"]["lpips-alex"] == [0.2, 0.2], "metrics CompressAI does not plot stay beside"
+
+
+def test_published_points_are_read_from_the_project_root_under_our_metric_names(tmp_path, monkeypatch):
+    reference = tmp_path / "published.csv"
+    reference.write_text("method,dataset,bpp,metric,value,source,kind\n"
+                         "HiFiC,Kodak,0.1,psnr_rgb,27.5,paper,table\nHiFiC,Kodak,0.1,ms_ssim_rgb,0.93,paper,table\n")
+    (tmp_path / "project").mkdir()
+    monkeypatch.setattr("osdic.metrics.published.PROJECT_ROOT", tmp_path / "project")
+    monkeypatch.chdir(tmp_path / "..")  # the working directory plays no part
+    assert published_points("../published.csv", "Kodak", "psnr") == {"HiFiC (table)": [(0.1, 27.5)]}
+    assert published_points(str(reference), "Kodak", "ms_ssim") == {"HiFiC (table)": [(0.1, 0.93)]}
+    with pytest.warns(RuntimeWarning, match="missing.csv not found"):
+        assert published_points("missing.csv", "Kodak", "psnr") == {}
+
+
 def test_fid_patch_count_for_a_known_size():
     assert fid_patches(torch.zeros(3, 512, 768)).shape == (8, 3, 256, 256)  # 6 + 2 half-shifted
     assert patch_count(256, 256) == 1 and patch_count(383, 1000) == 3 and patch_count(384, 384) == 2
@@ -121,6 +212,21 @@ def test_bd_rate_of_a_curve_against_itself_and_a_shifted_copy():
     assert bd_rate(rates, psnrs, [r * 0.8 for r in rates], psnrs) == pytest.approx(-20.0, abs=1e-6)
     lpips = [0.4, 0.3, 0.2, 0.1]
     assert bd_rate(rates, lpips, [r * 1.25 for r in rates], lpips, higher_is_better=False) == pytest.approx(25.0, abs=1e-6)
+
+
+def test_bd_rate_table_holds_numbers_or_null_with_the_reason(recwarn):
+    curves = {"JPEG": {"bpp": [0.2, 0.4, 0.8], "psnr": [26.0, 28.0, 30.0], "lpips_alex": [0.5, 0.4, 0.3]},
+              "good": {"bpp": [0.16, 0.32, 0.64], "psnr": [26.0, 28.0, 30.0], "lpips_alex": [0.1, 0.08, 0.05]},
+              "one_point": {"bpp": [0.3], "psnr": [27.0], "lpips_alex": [0.45]}}
+    table = bd_rate_table(curves, "JPEG", ["psnr", "lpips_alex"])
+    assert [row["model"] for row in table] == ["good", "one_point"], "the anchor is not compared with itself"
+    good, one_point = table
+    assert good["bd_rate"]["psnr"] == pytest.approx(-20.0, abs=1e-6) and "psnr" not in good["reason"]
+    assert good["bd_rate"]["lpips_alex"] is None and "do not overlap" in good["reason"]["lpips_alex"]
+    assert one_point["bd_rate"] == {"psnr": None, "lpips_alex": None}
+    assert "1 rate point" in one_point["reason"]["psnr"]
+    json.dumps(table, allow_nan=False)  # plain numbers and nulls: any JSON reader takes it
+    assert not [w for w in recwarn if "overlap" in str(w.message)], "the reason is in the table, not a warning"
 
 
 def test_benchmark_mode_times_each_decode_module(tmp_path, kodak_dir, packages):
@@ -168,8 +274,8 @@ def test_ms_ssim_is_not_available_under_its_minimum_size_and_other_metrics_are_k
         rows, report = _evaluate_folder(tmp_path, root, packages, "psnr,ms_ssim")
     assert math.isnan(float(rows["small.png"]["ms_ssim"])) and "176 px" in rows["small.png"]["not_available"]
     assert not math.isnan(float(rows["big.png"]["ms_ssim"])) and rows["big.png"]["not_available"] == ""
-    assert report["results"]["ms_ssim"] == [pytest.approx(float(rows["big.png"]["ms_ssim"]))], "mean over the others"
-    assert report["results"]["psnr"] == [pytest.approx(np.mean([float(r["psnr"]) for r in rows.values()]))]
+    assert report["results"]["ms-ssim-rgb"] == [pytest.approx(float(rows["big.png"]["ms_ssim"]))], "mean over the others"
+    assert report["results"]["psnr-rgb"] == [pytest.approx(np.mean([float(r["psnr"]) for r in rows.values()]))]
     assert list(report["not_available"]) == ["small.png"]
 
 

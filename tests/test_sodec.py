@@ -9,7 +9,7 @@ from torch import nn
 
 from osdic.codec.image_codec import compress_image, decompress_bytes
 from osdic.codec.package import export_package, load_package
-from osdic.checks import MissingWeightsError
+from osdic.checks import ConfigError, MissingWeightsError
 from osdic.models.backbone import DiffusionBackbone
 from tests.conftest import TINY_SODEC, TINY_STAGE1, compose_config
 from train import train
@@ -51,6 +51,14 @@ def test_init_from_the_wrong_stage_is_refused(tmp_path):
     module = _module(tmp_path, "model.init_prefix_map={}")  # stage-1 keys without the mapping
     with pytest.raises(KeyError, match="init_prefix_map"):
         module.load_previous_stage(str(tmp_path / "s1" / "checkpoints" / "last.ckpt"), {})
+
+
+def test_init_from_a_checkpoint_of_another_lora_rank_says_so_in_one_line(tmp_path):
+    checkpoint = tmp_path / "rank4.ckpt"
+    torch.save({"state_dict": _module(tmp_path, "model.backbone.lora_rank=4").state_dict()}, checkpoint)
+    with pytest.raises(ConfigError, match="this checkpoint has LoRA rank 4, the config asks for 8") as error:
+        _module(tmp_path, "model.backbone.lora_rank=8").load_previous_stage(str(checkpoint), {})
+    assert error.value.key == "model.backbone.lora_rank" and "\n" not in str(error.value)
 
 
 @pytest.mark.parametrize("guidance", ["none", "text_tiny", "hyperprior_tiny", "fgm_tiny"])
@@ -182,7 +190,7 @@ def test_decode_path_through_a_file_with_a_pretrained_backbone(tmp_path, pretrai
 
 
 def test_missing_backbone_weights_say_what_to_download(tmp_path):
-    with pytest.raises(MissingWeightsError, match="huggingface-cli download"):
+    with pytest.raises(MissingWeightsError, match="`hf download "):
         DiffusionBackbone(pretrained=str(tmp_path / "no-such-model"))
 
 

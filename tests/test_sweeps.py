@@ -12,7 +12,8 @@ import pytest
 import yaml
 
 import train as train_module
-from osdic.metrics.compare import ablation_table, collect, write_outputs
+from osdic.metrics.compare import ablation_table, collect, rd_curves, write_outputs
+from osdic.metrics.compare import main as compare_main
 from tests.conftest import CONF_DIR, TINY_SODEC, TINY_STAGE1, compose_config
 from train import train
 
@@ -69,8 +70,7 @@ def test_multirun_gives_separate_wandb_runs_in_one_group_and_a_comparison_table(
     assert runs[0]["run_id"] != runs[1]["run_id"]
     assert [r["run_group"] for r in records] == ["lambda_check-sweep"] * 2
     assert [r["job_type"] for r in records] == ["train"] * 2
-    assert [r["display_name"] for r in records] == ["callbacks.rate_annealing.lambda_start=0.5",
-                                                    "callbacks.rate_annealing.lambda_start=2"]
+    assert [r["display_name"] for r in records] == ["train λ=0.5", "train λ=2"]
     assert [run["summary"]["train/lambda"] for run in runs] == [0.5, 2]
     assert all((sweep_dir / str(job) / "provenance" / "pip_freeze.txt").is_file() for job in (0, 1))
 
@@ -151,3 +151,44 @@ def test_pipeline_chains_the_stages_of_a_rate_point_and_resumes_after_the_finish
 
     again = _run(common, tmp_path)
     assert again.stdout.count("finished earlier") == 3
+
+
+def test_run_name_is_the_stage_and_the_values_not_where_it_starts_from(tmp_path):
+    from osdic.utils.run import run_name
+
+    compose_config(["experiment=sodec_stage3", "model.init_from=/runs/stage2/checkpoints/last.ckpt",
+                    "callbacks.rate_annealing.lambda_start=2", "model.backbone.lora_rank=16", "debug=fast"],
+                   tmp_path / "run")
+    assert run_name("sodec_stage3") == "sodec_stage3 λ=2, rank=16"
+
+
+def _finished_sweep(root: Path, jobs: list[tuple[list[str], dict | None]]) -> Path:
+    """A multirun directory: per job its overrides and final metrics (None: the job failed)."""
+    for number, (overrides, metrics) in enumerate(jobs):
+        (root / str(number) / ".hydra").mkdir(parents=True)
+        (root / str(number) / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
+        if metrics is not None:
+            (root / str(number) / "final_metrics.json").write_text(json.dumps(metrics))
+    return root
+
+
+def test_compare_draws_rd_curves_of_jobs_that_differ_in_rate_and_leaves_out_the_loss(tmp_path):
+    jobs = [([f"callbacks.rate_annealing.lambda_start={lam}", f"model.backbone.lora_rank={rank}"],
+             {"val/bpp_real": bpp, "val/psnr": 30 - 2 * lam, "val/loss": 5.0 * lam})
+            for lam, rank, bpp in [(2, 8, 0.4), (4, 8, 0.2), (2, 16, 0.5), (4, 16, 0.25)]]
+    sweep = _finished_sweep(tmp_path / "sweep", [*jobs, (["callbacks.rate_annealing.lambda_start=8",
+                                                          "model.backbone.lora_rank=8"], None)])
+    assert compare_main([str(sweep)]) == 0
+    header, rows = ablation_table(collect(sweep))
+    assert "val/loss" not in header and (sweep / "ablation.png").is_file()
+    rate, curves = rd_curves(header, rows)
+    assert rate == "val/bpp_real"
+    assert {label: [(bpp, rate_label) for bpp, _, rate_label in points] for label, points in curves.items()} == {
+        "rank=8": [(0.2, "λ=4"), (0.4, "λ=2")], "rank=16": [(0.25, "λ=4"), (0.5, "λ=2")]}, "failed job left out"
+
+
+def test_compare_fails_when_every_job_failed(tmp_path, capsys):
+    sweep = _finished_sweep(tmp_path / "sweep", [(["callbacks.rate_annealing.lambda_start=2"], None),
+                                                 (["callbacks.rate_annealing.lambda_start=4"], None)])
+    assert compare_main([str(sweep)]) == 1
+    assert "none of the 2 jobs" in capsys.readouterr().err and not (sweep / "ablation.md").exists()

@@ -23,13 +23,22 @@ from train import train
 REPO = Path(train_module.__file__).resolve().parent
 
 
-def _wandb_summary(run_root: Path) -> dict:
+def _inspect(run_root: Path, *flags: str) -> str:
     run_dir = next((run_root / "wandb").glob("offline-run-*"))
-    result = subprocess.run(
-        [str(Path(sys.executable).parent / "wandb"), "leet", "inspect", "--summary", "--json", str(run_dir)],
-        capture_output=True, text=True, check=True, cwd=run_root,
-    )
-    return json.loads(result.stdout)
+    return subprocess.run([str(Path(sys.executable).parent / "wandb"), "leet", "inspect", *flags, "--json", str(run_dir)],
+                          capture_output=True, text=True, check=True, cwd=run_root).stdout
+
+
+def _wandb_summary(run_root: Path) -> dict:
+    return json.loads(_inspect(run_root, "--summary"))
+
+
+def _wandb_records(run_root: Path) -> list[dict]:
+    return [json.loads(line) for line in _inspect(run_root).splitlines() if line.strip()]
+
+
+def _wandb_run_record(run_root: Path) -> dict:
+    return next(r["run"] for r in _wandb_records(run_root) if r["type"] == "run")
 
 
 def test_stage1_fit_logs_to_wandb_offline_and_exports_a_codec(tmp_path):
@@ -53,6 +62,12 @@ def test_stage1_fit_logs_to_wandb_offline_and_exports_a_codec(tmp_path):
                 "val/psnr", "val/ms_ssim", "val/lpips_alex", "val/loss", "data/skipped_images"]:
         assert key in summary, (key, sorted(summary))
     assert summary["train/lambda"] == pytest.approx(1.0)
+    record = _wandb_run_record(out)
+    assert record["display_name"].startswith("train ") and "debug=fast" in record["tags"], "stage first; a smoke test"
+    assert summary["val/psnr"] == pytest.approx(metrics["val/psnr"]), "the last validation's, like val/bpp_real"
+    assert any(r.get("type") == "artifact" and r["artifact"]["type"] == "codec" for r in _wandb_records(out))
+    run_files = next((out / "wandb").glob("offline-run-*")) / "files"
+    assert (run_files / "provenance" / "git.txt").is_file() and not (run_files / "provenance" / "git.txt").is_symlink()
 
     checkpoint = torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)
     assert not any(".lpips." in key for key in checkpoint["state_dict"]), "frozen LPIPS weights not checkpointed"
@@ -78,6 +93,19 @@ def test_validation_before_training_records_where_the_stage_starts(tmp_path):
     final = json.loads((tmp_path / "run" / "final_metrics.json").read_text())
     assert {"val/psnr", "val/bpp_real"} <= initial.keys() & final.keys()
     assert initial["val/psnr"] != final["val/psnr"]
+
+
+def test_progress_bar_shows_the_steps_toward_max_steps_with_lambda_bpp_and_loss(tiny_stage1_cfg):
+    from callbacks.progress import StepProgressBar
+
+    tiny_stage1_cfg.data.batch_size = 4  # 2 batches an epoch: the 4 steps span epochs
+    _, trainer = train(tiny_stage1_cfg)
+    bar = trainer.progress_bar_callback
+    assert isinstance(bar, StepProgressBar) and trainer.current_epoch >= 1
+    assert (bar.train_progress_bar.n, bar.train_progress_bar.total) == (4, trainer.max_steps) == (4, 4)
+    shown = dict(item.split("=") for item in bar.train_progress_bar.postfix.split(", "))
+    assert shown == {"λ": "1", "bpp": f"{float(trainer.callback_metrics['train/bpp']):.4g}",
+                     "loss": f"{float(trainer.callback_metrics['train/loss']):.4g}"}
 
 
 def test_wandb_run_is_closed_when_training_fails(tmp_path, monkeypatch):

@@ -29,13 +29,15 @@ from typing import Iterable
 import numpy as np
 import torch
 from PIL import Image
+from tqdm.auto import tqdm
 
 from osdic.codec.image_codec import compress_image, decompress_bytes, decompress_outputs
 from osdic.images import to_tensor
 from osdic.metrics.quality import quantize_8bit
 from osdic.metrics import baselines
-from osdic.metrics.bdrate import bd_rate
-from osdic.metrics.quality import DISTRIBUTION, MetricNotAvailable, PatchDistribution, higher_is_better, metric_spec
+from osdic.metrics.bdrate import BDRateNotAvailable, bd_rate
+from osdic.metrics.quality import (DISTRIBUTION, MetricNotAvailable, PatchDistribution, compressai_key, higher_is_better,
+                             metric_spec)
 from osdic.utils.files import write_atomically
 
 TIMING_KEYS = ("encoding_time", "decoding_time")
@@ -51,7 +53,8 @@ class Point:
     """One rate point of one model: a codec package (learned) or a baseline matched to one."""
 
     model: str
-    label: str
+    label: str  # unique: names its rows in per_image.csv and its reconstructions' folder
+    swept: str = ""  # a sweep job's swept values, e.g. "λ=2, rank=16"
     rows: list[dict] = field(default_factory=list)
 
 
@@ -141,12 +144,17 @@ class Evaluator:
         point.rows.append(row)
         self._save_rows()
 
+    def _progress(self, label: str):
+        """The images, with a progress bar (count, rate, ETA) for one point."""
+        return tqdm(self.images, desc=label, unit="image", dynamic_ncols=True)
+
     # ------------------------------------------------------------------------ learned
-    def evaluate_codec(self, model: str, label: str, codec, fingerprint: bytes, warmup: int = 1) -> Point:
-        point, done = Point(model, label), self._done(label)
+    def evaluate_codec(self, model: str, label: str, codec, fingerprint: bytes, warmup: int = 1,
+                       swept: str = "") -> Point:
+        point, done = Point(model, label, swept), self._done(label)
         codec = codec.to(self.device).eval()
         warmed = False
-        for name, image in self.images:
+        for name, image in self._progress(label):
             if name in done:
                 point.rows.append(done[name])
                 continue
@@ -184,7 +192,7 @@ class Evaluator:
 
     def _baseline(self, codec: str, label: str, encode, extra: dict[str, dict]) -> Point:
         point, done = Point(codec.upper(), label), self._done(label)
-        for name, image in self.images:
+        for name, image in self._progress(label):
             if name in done:
                 point.rows.append(done[name])
                 continue
@@ -222,17 +230,29 @@ class Evaluator:
         return summary
 
 
+def rd_curve(points: list[tuple[Point, dict]]) -> dict[str, list]:
+    """One model's summaries as curves, sorted by bpp: ``{"bpp": [...], "psnr": [...], ...}``,
+    with ``swept``, the points' swept values, when they come from a sweep."""
+    curve: dict[str, list] = defaultdict(list)
+    for point, summary in sorted(points, key=lambda p: p[1]["bpp"]):
+        for key, value in summary.items():
+            curve[key].append(value)
+        if any(p.swept for p, _ in points):
+            curve["swept"].append(point.swept)
+    return dict(curve)
+
+
 def compressai_json(model: str, points: list[tuple[Point, dict]], description: str, random_weights: list[str],
                     skipped: dict[str, str]) -> dict:
-    """CompressAI's results format, extended with every metric and the protocol, the images
-    whose file could not be read (``skipped_images``) and the metrics not defined for some
-    images (``not_available``), each image with the reason."""
-    results: dict[str, list] = defaultdict(list)
-    for _, summary in sorted(points, key=lambda p: p[1]["bpp"]):
-        for key, value in summary.items():
-            results[key].append(value)
+    """CompressAI's results format (its key names: ``bpp``, ``psnr-rgb``, ``ms-ssim-rgb``, …, so
+    ``python -m compressai.utils.plot`` reads it), extended with every other metric and the
+    protocol, the images whose file could not be read (``skipped_images``) and the metrics not
+    defined for some images (``not_available``), each image with the reason."""
+    curve = rd_curve(points)
+    swept = curve.pop("swept", None)
+    results = {compressai_key(key): values for key, values in curve.items()}
     not_available = {r["image"]: r["not_available"] for p, _ in points for r in p.rows if r.get("not_available")}
-    out = {"name": model, "description": description, "results": dict(results),
+    out = {"name": model, "description": description, "results": results, **({"swept": swept} if swept else {}),
            "skipped_images": skipped, "not_available": not_available}
     if random_weights:
         out["WARNING"] = f"metrics on RANDOM weights (allow_random_weights), not comparable: {random_weights}"
@@ -240,18 +260,19 @@ def compressai_json(model: str, points: list[tuple[Point, dict]], description: s
 
 
 def bd_rate_table(curves: dict[str, dict[str, list]], anchor: str, metrics: Iterable[str]) -> list[dict]:
+    """One row per model other than the anchor: ``bd_rate`` (%, per metric; null where it is not
+    defined) and ``reason`` (why, for each null)."""
     rows = []
     for model, results in curves.items():
-        row = {"model": model, "anchor": anchor}
+        if model == anchor:
+            continue
+        row: dict = {"model": model, "anchor": anchor, "bd_rate": {}, "reason": {}}
         for metric in metrics:
-            if min(len(curves[anchor]["bpp"]), len(results["bpp"])) < 2:
-                row[metric] = "n/a (needs >= 2 rate points per curve)"
-                continue
             try:
-                value = bd_rate(curves[anchor]["bpp"], curves[anchor][metric], results["bpp"],
-                                results[metric], higher_is_better(metric))
-            except Exception as exc:  # non-monotonic points: say so, never invent a number
-                value = f"n/a ({type(exc).__name__}: {exc})"
-            row[metric] = value if not isinstance(value, float) or math.isfinite(value) else "n/a (curves do not overlap)"
+                row["bd_rate"][metric] = bd_rate(curves[anchor]["bpp"], curves[anchor][metric], results["bpp"],
+                                                 results[metric], higher_is_better(metric))
+            except BDRateNotAvailable as exc:
+                row["bd_rate"][metric] = None
+                row["reason"][metric] = str(exc)
         rows.append(row)
     return rows

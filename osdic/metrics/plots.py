@@ -1,8 +1,8 @@
-"""Rate–quality plots (PNG) and the sample grid."""
+"""Rate–quality plots and the sample grid, each as PNG and PDF."""
 
 from __future__ import annotations
 
-import csv
+import itertools
 from pathlib import Path
 
 import matplotlib
@@ -12,37 +12,59 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
-#: our metric names → the names in shared/reference/published_rd_points.csv
-PUBLISHED_NAMES = {"psnr": "psnr_rgb", "ms_ssim": "ms_ssim_rgb", "ms_ssim_y": "ms_ssim_y", "lpips_alex": "lpips_alex",
-                   "lpips_vgg": "lpips_vgg", "dists": "dists", "fid256": "fid256", "clipiqa": "clipiqa"}
+
+#: one (colour, marker) pair per curve, never reused within a plot of up to 20 curves
+STYLES = [dict(color=plt.get_cmap("tab10")(i % 10), marker="os^Dv<>pP*X"[i % 11]) for i in range(20)]
 
 
-def published_points(path: str | None, dataset: str, metric: str) -> dict[str, list[tuple[float, float]]]:
-    if not path or not Path(path).is_file():
-        return {}
-    points: dict[str, list[tuple[float, float]]] = {}
-    for row in csv.DictReader(open(path)):
-        if row["dataset"] == dataset and row["metric"] == PUBLISHED_NAMES.get(metric):
-            points.setdefault(f"{row['method']} ({row['kind']})", []).append((float(row["bpp"]), float(row["value"])))
-    return points
+def legend_outside(fig, ax) -> None:
+    """The legend to the right of the axes, never over the data or the title."""
+    handles, labels = ax.get_legend_handles_labels()
+    if handles:
+        ax.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=7, frameon=False)
+
+
+def axis_values(metric: str, values) -> np.ndarray:
+    """MS-SSIM as the field plots it, −10·log10(1 − MS-SSIM) in dB; other metrics as they are."""
+    values = np.asarray(values, dtype=float)
+    return -10 * np.log10(1 - values) if metric.startswith("ms_ssim") else values
+
+
+def axis_label(metric: str) -> str:
+    from osdic.metrics.quality import PER_IMAGE_METRICS
+
+    spec = PER_IMAGE_METRICS.get(metric)
+    name = spec.display if spec else metric
+    if metric.startswith("ms_ssim"):
+        return f"{name}: −10·log10(1 − MS-SSIM) (dB)"
+    return f"{name} ({spec.unit})" if spec and spec.unit else name
 
 
 def plot_metric(curves: dict[str, dict[str, list]], metric: str, dataset: str, out: Path,
                 published: dict[str, list[tuple[float, float]]], warning: str | None) -> Path:
-    fig, ax = plt.subplots(figsize=(5.5, 4))
+    """Our curves (solid, filled markers; a sweep's points labelled by their swept values) and the
+    published points (dashed, hollow, "published" in the legend), bpp on x; PNG and PDF."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    styles = itertools.cycle(STYLES)
     for model, results in curves.items():
-        if metric in results:
-            ax.plot(results["bpp"], results[metric], marker="o", label=model)
+        if metric not in results:
+            continue
+        y = axis_values(metric, results[metric])
+        ax.plot(results["bpp"], y, label=model, linestyle="-", **next(styles))
+        for bpp, value, swept in zip(results["bpp"], y, results.get("swept", [])):
+            ax.annotate(swept, (bpp, value), textcoords="offset points", xytext=(4, 4), fontsize=6)
     for method, pts in published.items():
         pts = sorted(pts)
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="x", linestyle="--", alpha=0.6, label=method)
-    ax.set_xlabel("bpp (whole file / original pixels)")
-    ax.set_ylabel(metric)
-    ax.set_title(f"{dataset}: {metric}" + (f"\n{warning}" if warning else ""), fontsize=9)
+        style = next(styles)
+        ax.plot([p[0] for p in pts], axis_values(metric, [p[1] for p in pts]), linestyle="--", alpha=0.8,
+                markerfacecolor="none", label=f"{method}, published", **style)
+    ax.set_xlabel("rate (bpp: whole file / original pixels)")
+    ax.set_ylabel(axis_label(metric))
+    ax.set_title(f"{dataset}: {axis_label(metric).split(':')[0]}" + (f"\n{warning}" if warning else ""), fontsize=9)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(out, dpi=120)
+    legend_outside(fig, ax)
+    for suffix in (".png", ".pdf"):
+        fig.savefig(out.with_suffix(suffix), dpi=150, bbox_inches="tight")
     plt.close(fig)
     return out
 

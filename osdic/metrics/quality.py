@@ -127,7 +127,7 @@ class CLIPIQA(ExternalWeights):
             if not allow_random_weights:
                 raise MissingWeightsError(
                     f"CLIPIQA needs the CLIP model {model!r} in the Hugging Face cache: "
-                    f"`huggingface-cli download {model}` (or set HF_HOME to a cache holding it)"
+                    f"`hf download {model}` (or set HF_HOME to a cache holding it)"
                 ) from None
             from osdic.models.guidance import byte_level_clip_tokenizer
 
@@ -278,6 +278,12 @@ def metric_spec(name: str) -> MetricSpec:
     if name not in PER_IMAGE_METRICS:
         raise ConfigError("metrics", f"unknown metric {name!r}; choose from {list(PER_IMAGE + DISTRIBUTION)}")
     return PER_IMAGE_METRICS[name]
+
+
+def compressai_key(name: str) -> str:
+    """The key of a metric in CompressAI's results JSON (``psnr`` → ``psnr-rgb``); metrics
+    CompressAI does not name (FID/KID) keep ours."""
+    return PER_IMAGE_METRICS[name].compressai_key if name in PER_IMAGE_METRICS else name
 
 
 def higher_is_better(name: str) -> bool:

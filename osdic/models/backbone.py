@@ -33,7 +33,7 @@ def _load_pretrained(cls, source: str, subfolder: str, revision: str | None):
         raise MissingWeightsError(
             f"cannot load {cls.__name__} from {source!r} (subfolder {subfolder!r}): {exc}\n"
             f"Download the model once on a machine with internet, e.g. "
-            f"`huggingface-cli download {source} --local-dir /models/{source.split('/')[-1]}`, then set "
+            f"`hf download {source} --local-dir /models/{source.split('/')[-1]}`, then set "
             f"model.backbone.pretrained=/models/{source.split('/')[-1]} (or point HF_HOME at a cache that holds it)."
         ) from None
 

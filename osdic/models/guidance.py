@@ -97,7 +97,7 @@ class VisionEncoder(ExternalWeights):
             except OSError as exc:
                 raise MissingWeightsError(
                     f"cannot load the guidance ViT {pretrained!r}: {exc}\nDownload it once "
-                    f"(`huggingface-cli download {pretrained}`) into the HF cache, or set "
+                    f"(`hf download {pretrained}`) into the HF cache, or set "
                     f"model.guidance.vit.pretrained to a local directory."
                 ) from None
             if hasattr(self.model, "vision_model"):  # a full CLIP model: keep the vision tower

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import netrc
 import os
+import shutil
+from pathlib import Path
 from typing import Sequence
 
 from pytorch_lightning.loggers import WandbLogger
 
-from osdic.utils.run import run_name, stable_run_id, sweep_group, write_provenance
+from osdic.utils.run import hydra_config, run_name, stable_run_id, sweep_group, write_provenance
 
 
 def wandb_has_credentials() -> bool:
@@ -19,11 +21,6 @@ def wandb_has_credentials() -> bool:
     except (FileNotFoundError, netrc.NetrcParseError):
         return False
     return any("wandb" in host for host in hosts)
-
-
-#: summaries a sweep's table and parallel-coordinates views use without manual set-up
-SUMMARIES = {"val/loss": "min", "val/lpips_alex": "min", "val/psnr": "max", "val/ms_ssim": "max",
-             "val/bpp": "last", "val/bpp_real": "last"}
 
 
 def build_wandb_logger(
@@ -39,33 +36,46 @@ def build_wandb_logger(
 ) -> WandbLogger:
     """WandbLogger that goes offline by itself when no credentials are configured
     (``offline: auto``; ``WANDB_MODE`` in the environment still wins, as in wandb itself).
-    Unset ``name``/``group`` come from the run: the overrides that differ, and the sweep. The
+    Unset ``name``/``group`` come from the run: the stage and the values that differ, and the
+    sweep; a ``debug=…`` run is tagged so. The
     run id is derived from the output dir, so a requeued job continues the same run."""
     if offline == "auto":
         offline = not wandb_has_credentials() and "WANDB_MODE" not in os.environ
     os.makedirs(save_dir, exist_ok=True)
+    debug = (hydra_config().runtime.choices.get("debug") if hydra_config() is not None else None)
     logger = WandbLogger(
         project=project,
         save_dir=save_dir,
         name=name or run_name(job_type or "run"),
         group=group or sweep_group(sweep_name),
         job_type=job_type,
-        tags=list(tags),
+        tags=[*tags, *([f"debug={debug}"] if debug else [])],  # a smoke-test run, kept out of comparisons
         offline=bool(offline),
         id=stable_run_id(save_dir),
         resume="allow",
         **kwargs,
     )
+    # Lightning passes anonymous=None, which wandb warns has no effect: leave it unset
+    logger._wandb_init.pop("anonymous", None)
     return logger
 
 
 def describe_wandb_run(logger: WandbLogger, output_dir: str) -> None:
-    """Summary metrics, and the git commit and pip freeze saved with the run (rank 0 only)."""
+    """The git commit and pip freeze saved with the run (rank 0 only). Summaries stay W&B's
+    default, each metric's last value: every ``val/*`` of the last validation, so a dashboard's
+    RD scatter pairs the bpp and the quality of one checkpoint (the exported codec's), never the
+    best PSNR of one step with the bpp of another."""
     run = logger.experiment
-    for key, summary in SUMMARIES.items():
-        run.define_metric(key, summary=summary)
-    for path in write_provenance(output_dir):
-        run.save(str(path), base_path=output_dir, policy="now")
+    save_with_run(run, write_provenance(output_dir), output_dir)
+
+
+def save_with_run(run, paths: Sequence[Path], base_path: str | Path) -> None:
+    """Copy files into the run's folder, which W&B uploads with the run (``run.save`` links them
+    there instead and warns each time)."""
+    for path in paths:
+        target = Path(run.dir) / Path(path).relative_to(base_path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, target)
 
 
 def finish_wandb(exit_code: int = 0) -> None:

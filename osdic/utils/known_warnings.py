@@ -1,0 +1,27 @@
+"""The one place where messages known to be harmless are silenced. Importing this module installs
+the filters; entry points import it before the libraries that emit them. Every other warning is
+fixed at its cause or meant to be read."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+
+#: message (a regex matched at its start) → why it is harmless and nothing on our side can fix it
+KNOWN_HARMLESS_WARNINGS = {
+    r"`torch\.jit\.script` is deprecated": "compressai scripts a helper when imported; we never call it scripted",
+    r"`isinstance\(treespec, LeafSpec\)` is deprecated": "inside Lightning's own pytree helper",
+    r"Your `IterableDataset` has `__len__` defined": "litdata hands each DataLoader worker its own chunks, so "
+                                                     "the length Lightning reads is exact",
+}
+#: Lightning's advertisement for its hosted logger, printed on every run
+LIGHTNING_TIP = "💡 Tip"
+
+
+def _not_a_tip(record: logging.LogRecord) -> bool:
+    return not str(record.msg).startswith(LIGHTNING_TIP)
+
+
+for _message in KNOWN_HARMLESS_WARNINGS:
+    warnings.filterwarnings("ignore", message=_message)
+logging.getLogger("pytorch_lightning.utilities.rank_zero").addFilter(_not_a_tip)
