@@ -83,7 +83,7 @@ def main() -> None:
               run_dir / "train.log")], threads=2, start=start)
         previous = run_dir
     codecs = ",".join(str(run_dir / "codec") for run_dir in stage1.values())
-    run([("evaluation", [python, str(PROJECT_ROOT / "evaluate.py"), f"+codecs.MS-hyperprior-small=[{codecs}]",
+    run([("evaluation", [python, str(PROJECT_ROOT / "evaluate.py"), f"+codecs.HiFiC-small=[{codecs}]",
                          f"+codecs.SODEC-tiny=[{out / 'stage3' / 'codec'}]", "dataset=folder",
                          f"dataset.root={held_out}", "dataset.name=held-out", "metrics=[psnr,ms_ssim]",
                          "baselines=[jpeg,webp]", f"hydra.run.dir={out / 'evaluation'}"],
