@@ -75,10 +75,10 @@ def report(demo_dir: Path) -> None:
     print("\n".join(rd_table(evaluation)))
     bd = _read(evaluation / "bd_rate.json")
     for row in bd if isinstance(bd, list) else []:
-        if row.get("model") != row.get("anchor"):
-            print(f"BD-rate of {row.get('model')} vs {row.get('anchor')}: "
-                  + ", ".join(f"{k} {v:+.1f} %" if isinstance(v, (int, float)) else f"{k} n/a"
-                              for k, v in row.items() if k not in ("model", "anchor") and not k.endswith("reason")))
+        values, reasons = row.get("bd_rate", {}), row.get("reason", {})
+        print(f"BD-rate of {row.get('model')} vs {row.get('anchor')}: " + ", ".join(
+            f"{metric} {value:+.1f} %" if isinstance(value, (int, float)) else f"{metric} n/a ({reasons.get(metric)})"
+            for metric, value in values.items()))
     print(f"\nRD plots: {evaluation}/rd_*.png (and .pdf), sample grid: {evaluation}/samples.png")
 
 
