@@ -38,7 +38,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=1200)
     parser.add_argument("--val-every", type=int, default=200)
     parser.add_argument("--kodak", type=Path, default=KODAK)
-    parser.add_argument("--lambda-start", type=float, default=1.0, help="initial λ of every run")
+    parser.add_argument("--lambda-start", type=float, default=0.012,
+                        help="initial λ of every run (the demo recipe's scale: d = MSE on [−1, 1])")
     args = parser.parse_args()
     os.environ.setdefault("WANDB_MODE", "offline")
     results = []
@@ -47,7 +48,7 @@ def main() -> None:
         for target in args.targets:
             cfg = compose_run_config([
                 "experiment=demo", "data=folder", f"data.train_dirs=[{train_dir}]", f"data.val_dirs=[{val_dir}]",
-                "data.num_workers=2", "data.pin_memory=false", "logger=none",
+                "data.num_workers=0", "data.cache_decoded=true", "logger=none",
                 "callbacks/rate_annealing=target_bpp", f"callbacks.rate_annealing.target_bpp={target}",
                 f"callbacks.rate_annealing.lambda_start={args.lambda_start}",
                 f"trainer.max_steps={args.steps}", f"trainer.val_check_interval={args.val_every}",
