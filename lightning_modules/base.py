@@ -229,9 +229,7 @@ class CompressionLightningModule(pl.LightningModule):
     def on_validation_epoch_end(self) -> None:
         results = {f"val/{key}": self.val_means[key].compute() for key in sorted(self._val_updated)}
         self.log_dict(results, sync_dist=False)  # torchmetrics already synced across ranks
-        for metric in self.val_means.values():
-            metric.reset()
-        self._val_updated.clear()
+        self._val_updated.clear()  # the metrics themselves are reset when the next validation starts
 
     def real_bpp(self, batch: Tensor) -> Tensor:
         """Bits per pixel of the real files (header included) for each image of the batch."""

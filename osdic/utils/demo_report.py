@@ -46,10 +46,6 @@ def stage_table(runs: list[Path]) -> list[str]:
     return lines
 
 
-def _first(results: dict, *keys: str) -> list | None:
-    return next((results[k] for k in keys if k in results), None)
-
-
 def rd_table(evaluation: Path) -> list[str]:
     lines = ["| model | bpp | PSNR (dB) | MS-SSIM |", "|---|---|---|---|"]
     for path in sorted(evaluation.glob("*.json")):
@@ -57,8 +53,8 @@ def rd_table(evaluation: Path) -> list[str]:
         results = report.get("results") if isinstance(report, dict) else None
         if not isinstance(results, dict) or "bpp" not in results:
             continue
-        psnr = _first(results, "psnr-rgb", "psnr") or [math.nan] * len(results["bpp"])
-        ssim = _first(results, "ms-ssim-rgb", "ms_ssim") or [math.nan] * len(results["bpp"])
+        missing = [math.nan] * len(results["bpp"])
+        psnr, ssim = results.get("psnr-rgb", missing), results.get("ms-ssim-rgb", missing)
         for bpp, p, s in zip(results["bpp"], psnr, ssim):
             lines.append(f"| {report.get('name', path.stem)} | {bpp:.3f} | {p:.2f} | {s:.4f} |")
     return lines

@@ -30,7 +30,7 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        # torch's message also suggests weights_only=False; keep only what the file asked for
+        # torch's message also suggests turning the safe loader off; keep only what the file asked for
         found = re.search(r"GLOBAL ([\w.]+)", str(exc))
         raise UntrustedFileError(
             f"{path}: refused: the checkpoint pickles objects other than tensors and plain containers, "
