@@ -40,6 +40,8 @@ def main() -> None:
     parser.add_argument("--kodak", type=Path, default=KODAK)
     parser.add_argument("--lambda-start", type=float, default=0.012,
                         help="initial λ of every run (the demo recipe's scale: d = MSE on [−1, 1])")
+    parser.add_argument("--gain", type=float, default=None,
+                        help="the controller's gain (default: conf/callbacks/rate_annealing/target_bpp.yaml)")
     args = parser.parse_args()
     os.environ.setdefault("WANDB_MODE", "offline")
     results = []
@@ -51,6 +53,7 @@ def main() -> None:
                 "data.num_workers=0", "data.cache_decoded=true", "logger=none",
                 "callbacks/rate_annealing=target_bpp", f"callbacks.rate_annealing.target_bpp={target}",
                 f"callbacks.rate_annealing.lambda_start={args.lambda_start}",
+                *([f"callbacks.rate_annealing.gain={args.gain}"] if args.gain is not None else []),
                 f"trainer.max_steps={args.steps}", f"trainer.val_check_interval={args.val_every}",
                 "+trainer.enable_progress_bar=false", "~callbacks.progress_bar",
             ], Path(tmp) / f"target_{target}")
