@@ -34,11 +34,11 @@ class ChannelNorm(nn.Module):
         return (x - mean) * torch.rsqrt(var + self.eps) * self.weight + self.bias
 
 
-def _conv_norm_relu(cin: int, cout: int, kernel: int, stride: int) -> list[nn.Module]:
+def _conv_norm_relu(cin: int, cout: int, kernel: int, stride: int, norm: bool = True) -> list[nn.Module]:
     return [
         nn.ReflectionPad2d(kernel // 2) if stride == 1 else nn.ReflectionPad2d((0, 1, 0, 1)),
         nn.Conv2d(cin, cout, kernel, stride=stride),
-        ChannelNorm(cout),
+        ChannelNorm(cout) if norm else nn.Identity(),
         nn.ReLU(inplace=True),
     ]
 
@@ -46,9 +46,9 @@ def _conv_norm_relu(cin: int, cout: int, kernel: int, stride: int) -> list[nn.Mo
 class HiFiCEncoder(nn.Module):
     """E: 7×7 conv to channels[0], stride-2 3×3 convs through the other widths, 3×3 conv to y."""
 
-    def __init__(self, channels: Sequence[int], latent_channels: int, in_channels: int = 3):
+    def __init__(self, channels: Sequence[int], latent_channels: int, in_channels: int = 3, outer_norms: bool = True):
         super().__init__()
-        layers = _conv_norm_relu(in_channels, channels[0], 7, 1)
+        layers = _conv_norm_relu(in_channels, channels[0], 7, 1, norm=outer_norms)
         for cin, cout in zip(channels[:-1], channels[1:]):
             layers += _conv_norm_relu(cin, cout, 3, 2)
         layers += [nn.ReflectionPad2d(1), nn.Conv2d(channels[-1], latent_channels, 3)]
@@ -74,11 +74,12 @@ class HiFiCGenerator(nn.Module):
     """D_a: HiFiC's generator — residual blocks at the widest width with a global skip, stride-2
     transposed convs back through the encoder's widths, and a 7×7 conv to RGB."""
 
-    def __init__(self, channels: Sequence[int], latent_channels: int, residual_blocks: int, out_channels: int = 3):
+    def __init__(self, channels: Sequence[int], latent_channels: int, residual_blocks: int, out_channels: int = 3,
+                 outer_norms: bool = True):
         super().__init__()
         widest = channels[-1]
         self.head = nn.Sequential(
-            ChannelNorm(latent_channels),
+            ChannelNorm(latent_channels) if outer_norms else nn.Identity(),
             nn.ReflectionPad2d(1), nn.Conv2d(latent_channels, widest, 3), ChannelNorm(widest),
         )
         self.residual = nn.Sequential(*[ResidualBlock(widest) for _ in range(residual_blocks)])
@@ -108,7 +109,12 @@ class HiFiCCompressor(HyperpriorCodec):
         encoder_channels: Sequence[int] = (60, 120, 240, 480, 960),
         hyper_channels: int = 320,
         residual_blocks: int = 9,
+        outer_norms: bool = True,
     ):
+        """``outer_norms``: HiFiC's ChannelNorm after E's first conv and on ŷ at D_a's input. Each
+        normalises away a per-pixel magnitude (of the image's features, of the decoded latent) the
+        network must then rebuild; at the demo's width, without them the codec learns faster
+        (BENCHMARKS.md, learning speed)."""
         super().__init__()
         encoder_channels = list(encoder_channels)
         if len(encoder_channels) != 5:
@@ -125,10 +131,12 @@ class HiFiCCompressor(HyperpriorCodec):
             encoder_channels=encoder_channels,
             hyper_channels=hyper_channels,
             residual_blocks=residual_blocks,
+            outer_norms=outer_norms,
         )
-        self.encoder = HiFiCEncoder(encoder_channels, latent_channels)
+        self.encoder = HiFiCEncoder(encoder_channels, latent_channels, outer_norms=outer_norms)
         self.entropy_model = MeanScaleHyperprior(latent_channels, hyper_channels)
-        self.fidelity_decoder = HiFiCGenerator(encoder_channels, latent_channels, residual_blocks)
+        self.fidelity_decoder = HiFiCGenerator(encoder_channels, latent_channels, residual_blocks,
+                                               outer_norms=outer_norms)
 
     # ---------------------------------------------------------------------------- training
     def latents(self, x: Tensor) -> dict:
