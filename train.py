@@ -52,9 +52,9 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], pl.Trainer]:
         ckpt_path = resume_checkpoint(cfg.get("ckpt_path"), cfg.paths.output_dir)
         if cfg.get("validate_before_training") and ckpt_path is None:
             # where the stage starts from: its first validation, beside final_metrics.json
-            initial = trainer.validate(module, datamodule=datamodule, verbose=False)[0]
-            if trainer.is_global_zero:
-                write_metrics(Path(cfg.paths.output_dir) / "initial_metrics.json", initial)
+            initial = trainer.validate(module, datamodule=datamodule, verbose=False)
+            if initial and trainer.is_global_zero:  # empty when the run has no validation data
+                write_metrics(Path(cfg.paths.output_dir) / "initial_metrics.json", initial[0])
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path,
                     weights_only=True)  # a checkpoint is data: tensors and plain containers only
         exit_code = 0

@@ -48,7 +48,7 @@ def train_ours(train_dir: Path, lmbda: float, seconds: float, out: Path) -> Path
     cfg = compose_run_config([
         "experiment=demo", "data=folder", f"data.train_dirs=[{train_dir}]", "data.val_dirs=null",
         "data.num_workers=0", "data.cache_decoded=true", f"callbacks.rate_annealing.lambda_start={lmbda}", "logger=none",
-        "trainer.max_steps=1000000", "trainer.val_check_interval=1000000", "trainer.limit_val_batches=0",
+        "trainer.max_steps=1000000", "trainer.val_check_interval=1000000", "+trainer.limit_val_batches=0",
         "+trainer.enable_progress_bar=false", "~callbacks.progress_bar", "~callbacks.model_checkpoint",
         "+callbacks.cpu_budget._target_=callbacks.budget.CPUTimeBudget", f"+callbacks.cpu_budget.seconds={seconds}",
     ], out)
