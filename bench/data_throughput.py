@@ -64,12 +64,13 @@ def shard_loader(shards: Path, crop: RandomCrop, workers: int) -> ResumableStrea
     return ResumableStreamingDataLoader(CropStream(str(shards), crop, seed=0), batch_size=BATCH, num_workers=workers)
 
 
-def measure_loaders(loaders: dict, crop_sizes: list[int], worker_counts: list[int], crops: int) -> None:
+def measure_loaders(loaders: dict, crop_sizes: list[int], worker_counts: list[int], crops: int,
+                    min_scale: float) -> None:
     print(f"\n{'loader':<20} {'crop':>5} {'workers':>7} {'downscale':>9} {'crops/s':>8} {'× today':>8}")
     for size in crop_sizes:
         for workers in worker_counts:
             for downscale in (False, True):
-                crop = RandomCrop(size, random_downscale=downscale, min_scale=0.25)
+                crop = RandomCrop(size, random_downscale=downscale, min_scale=min_scale)
                 rates = {}
                 for name, (make, source, decoder) in loaders.items():
                     images.pyspng = decoder
@@ -97,6 +98,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, nargs="+", default=[0])
     parser.add_argument("--crop", type=int, nargs="+", default=[256, 512])
     parser.add_argument("--crops", type=int, default=96, help="crops timed per row")
+    parser.add_argument("--min-scale", type=float, default=0.5,
+                        help="random down-scale's floor (conf/data/folder.yaml: min_downscale)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     fast_decoder = images.pyspng
@@ -110,7 +113,7 @@ def main() -> None:
         if args.source is None:
             loaders["jpg folder"] = (folder_loader, make_large_photos(tmp / "jpg", "jpg"), None)
         loaders |= {f"shards {codec}": (shard_loader, path, fast_decoder) for codec, path in shards.items()}
-        measure_loaders(loaders, args.crop, args.workers, args.crops)
+        measure_loaders(loaders, args.crop, args.workers, args.crops, args.min_scale)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ from PIL import Image
 
 import train as train_module
 from osdic.codec.package import load_package
-from tests.conftest import TINY_STAGE1, compose_config
+from tests.conftest import KODAK_DIR, TINY_STAGE1, compose_config
 from train import train
 
 REPO = Path(train_module.__file__).resolve().parent
@@ -93,6 +93,13 @@ def test_validation_before_training_records_where_the_stage_starts(tmp_path):
     final = json.loads((tmp_path / "run" / "final_metrics.json").read_text())
     assert {"val/psnr", "val/bpp_real"} <= initial.keys() & final.keys()
     assert initial["val/psnr"] != final["val/psnr"]
+
+
+def test_validation_before_training_with_validation_off_just_trains(tmp_path):
+    cfg = compose_config([*TINY_STAGE1, "validate_before_training=true", "data=folder", f"data.train_dirs=[{KODAK_DIR}]",
+                          "data.val_dirs=null", "trainer.limit_val_batches=0"], tmp_path / "run")
+    metrics, _ = train(cfg)
+    assert "train/loss" in metrics and not (tmp_path / "run" / "initial_metrics.json").exists()
 
 
 def test_progress_bar_shows_the_steps_toward_max_steps_with_lambda_bpp_and_loss(tiny_stage1_cfg):
