@@ -70,7 +70,7 @@ def main() -> None:
     train_photos, held_out = materialize_samples(SAMPLES)
     stage1 = {lmbda: out / f"stage1_lambda{lmbda}" for lmbda in LAMBDAS}
     run([("stand-in SD", [python, "-m", "osdic.utils.standin_backbone", "--photos", str(train_photos), "--out", str(STANDIN),
-                           "--vae-steps", "400", "--unet-steps", "200"],
+                           "--vae-steps", "300", "--unet-steps", "150"],
           out / "standin.log")]
         + [(f"stage 1, λ = {lmbda}", [python, train, "experiment=demo", f"callbacks.rate_annealing.lambda_start={lmbda}",
                                       f"hydra.run.dir={run_dir}"], run_dir / "train.log")

@@ -13,6 +13,8 @@ KNOWN_HARMLESS_WARNINGS = {
     r"`isinstance\(treespec, LeafSpec\)` is deprecated": "inside Lightning's own pytree helper",
     r"Your `IterableDataset` has `__len__` defined": "litdata hands each DataLoader worker its own chunks, so "
                                                      "the length Lightning reads is exact",
+    r"Found \d+ module\(s\) in eval mode at the start of training": "the frozen parts (SD's VAE and UNet, a fixed "
+                                                                     "D_a) stay in eval mode on purpose",
 }
 #: Lightning's advertisement for its hosted logger, printed on every run
 LIGHTNING_TIP = "💡 Tip"
