@@ -70,7 +70,7 @@ class DiffusionBackbone(ExternalWeights):
         lora_rank: int | None = 32,
         lora_alpha: float | None = None,
         lora_init: str | bool = "gaussian",
-        lora_targets: Sequence[str] = DEFAULT_LORA_TARGETS,
+        lora_targets: Sequence[str] | None = None,
         gradient_checkpointing: bool = False,
     ):
         super().__init__()
@@ -79,6 +79,8 @@ class DiffusionBackbone(ExternalWeights):
             raise ConfigError("pretrained", "give a model id/path, or unet_config, vae_config and scheduler_config")
         if lora_rank is not None:  # null: no LoRA
             require_int("lora_rank", lora_rank, minimum=1)
+        # null in a config: the list has one home, here; a codec package records the resolved list
+        lora_targets = DEFAULT_LORA_TARGETS if lora_targets is None else lora_targets
         self.hparams: dict[str, Any] = dict(
             pretrained=pretrained, revision=revision,
             unet_config=unet_config, vae_config=vae_config,
