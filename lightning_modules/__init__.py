@@ -22,6 +22,7 @@ MODEL_CONFIG_TARGETS = frozenset({
     "lightning_modules.osdiff.OSDiffModule",
     "lightning_modules.losses.DistortionLoss",
     *_subclasses(losses, losses.Alignment),
+    *_subclasses(losses, losses.AdversarialLoss),
     "osdic.models.discriminators.latent_discriminator",
     "osdic.models.discriminators.pixel_discriminator",
     "osdic.models.discriminators.UNetFeatureDiscriminator",
