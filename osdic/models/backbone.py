@@ -34,7 +34,7 @@ def _load_pretrained(cls, source: str, subfolder: str, revision: str | None):
             f"cannot load {cls.__name__} from {source!r} (subfolder {subfolder!r}): {exc}\n"
             f"Download the model once on a machine with internet, e.g. "
             f"`hf download {source} --local-dir /models/{source.split('/')[-1]}`, then set "
-            f"model.backbone.pretrained=/models/{source.split('/')[-1]} (or point HF_HOME at a cache that holds it)."
+            f"model.codec.backbone.pretrained=/models/{source.split('/')[-1]} (or point HF_HOME at a cache that holds it)."
         ) from None
 
 
