@@ -4,8 +4,9 @@
     ŷ → G_s → y_c (4 × H/8);  (y_T, y_c) → UNet ε_θ (frozen) + control module → y_r → D_SD → x̂
 
 Two parts are config nodes, each with the public code's choice by default:
-  entropy_model  ELIC's channel-group + checkerboard context model (``model/codec/entropy_model``: elic), or
-                 the mean-scale hyperprior (hyperprior); models/entropy.py
+  entropy_model  ELIC's channel-group + checkerboard context model
+                 (``model/codec/entropy_model``: elic), or the mean-scale hyperprior
+                 (hyperprior); models/entropy.py
   control        ControlNet-XS-like, width ratio 0.2, reading concat(y_t, y_c), zero-initialised
                  connections into the UNet's encoder, middle block and decoder
                  (``model/codec/control``: controlnet_xs), or diffusers' full ControlNet
@@ -19,8 +20,9 @@ generation (an all-zero context would feed every cross-attention layer values it
 
 The starting latent y_T (``start``, a :class:`StartLatent`; ``model/codec/start``), identical in
 training and decoding unless stated: :class:`PureNoise`, :class:`NoisedCondition` (the default)
-or :class:`NoisedClean`. A new start is a subclass and a YAML file there. Decoding draws its noise
-from a generator seeded with ``noise_seed``, so a file decodes identically every time.
+or :class:`NoisedClean`. A new start is a subclass, a YAML file there, and its name in
+``osdic.codec.package.CODEC_CLASSES`` (what a package may build). Decoding draws its noise from a
+generator seeded with ``noise_seed``, so a file decodes identically every time.
 """
 
 from __future__ import annotations
