@@ -4,7 +4,7 @@ weights, same FLOPs).
     python bench/decode_latency.py                       # SODEC, CPU, 128×128 (default on CPU)
     python bench/decode_latency.py --sizes 512x512 512x768 --dtype bf16   # on a GPU
     python bench/decode_latency.py --model osdiff --sizes 512x768 [-- Hydra overrides of the model, e.g.
-        model/control@model.osdiff.control=controlnet model/entropy@model.osdiff.entropy_model=hyperprior]
+        model/codec/control=controlnet model/codec/entropy_model=hyperprior]
 
 SODEC: full HiFiC, SD 2.1-base's UNet and VAE from their real configs, and a CLIP ViT-L/14
 vision tower from its config; OSDiff: its config (ELIC entropy model, ControlNet-XS control)
@@ -35,20 +35,15 @@ def _compose(overrides: list[str]):
 
 
 def build_sodec(overrides: list[str]):
-    cfg = _compose(["model=sodec_stage2", "model/backbone=sd21_random", "model.distortion.lpips_weight=0", *overrides])
-    guidance = hydra.utils.instantiate(cfg.model.guidance, vit={"pretrained": None, "config": CLIP_L14})
-    from osdic.models.sodec import SODEC
-
-    return SODEC(hydra.utils.instantiate(cfg.model.vae_codec), hydra.utils.instantiate(cfg.model.backbone),
-                 guidance, **cfg.model.sodec)
+    cfg = _compose(["model=sodec_stage2", "model/codec/backbone=sd21_random", "model.distortion.lpips_weight=0",
+                    *overrides])
+    return hydra.utils.instantiate(cfg.model.codec, guidance={"vit": {"pretrained": None, "config": CLIP_L14}})
 
 
 def build_osdiff(overrides: list[str]):
-    cfg = _compose(["model=osdiff", "model/backbone=sd21_random", "model/guidance@model.osdiff.context=text_random",
-                    *overrides])
-    from osdic.models.osdiff import OSDiff
-
-    return OSDiff(hydra.utils.instantiate(cfg.model.backbone), **hydra.utils.instantiate(cfg.model.osdiff))
+    cfg = _compose(["model=osdiff", "model/codec/backbone=sd21_random",
+                    "model/codec/guidance@model.codec.context=text_random", *overrides])
+    return hydra.utils.instantiate(cfg.model.codec)
 
 
 def main() -> None:

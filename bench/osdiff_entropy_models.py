@@ -35,18 +35,18 @@ from osdic.utils.run import compose_run_config
 
 KODAK = Path(os.environ.get("KODAK_DIR", Path(__file__).resolve().parents[2] / "shared" / "data" / "kodak"))
 TINY = [
-    "model=osdiff", "model/backbone=tiny", "model.backbone.lora_rank=null", "model/discriminator=unet_features_tiny",
-    "model/guidance@model.osdiff.context=text_tiny", "model.osdiff.latent_channels=32", "model.osdiff.residual_blocks=1",
+    "model=osdiff", "model/codec/backbone=tiny", "model.codec.backbone.lora_rank=null", "model/discriminator=unet_features_tiny",
+    "model/codec/guidance@model.codec.context=text_tiny", "model.codec.latent_channels=32", "model.codec.residual_blocks=1",
     "model.val_metrics=[psnr]", "trainer=cpu", "logger=none", "data.crop_size=128", "data.batch_size=4",
     "data.val_crop_size=128", "debug=fast",  # one validation batch, no sanity check; the steps are set below
 ]
 ENTROPY_MODELS = {
-    "ELIC": ["model/entropy@model.osdiff.entropy_model=elic", "model.osdiff.entropy_model.hyper_channels=16",
-             "model.osdiff.entropy_model.groups=[2,2,4,8,16]", "model.osdiff.entropy_model.context_channels=[64,32]"],
-    "hyperprior": ["model/entropy@model.osdiff.entropy_model=hyperprior", "model.osdiff.entropy_model.hyper_channels=16"],
+    "ELIC": ["model/codec/entropy_model=elic", "model.codec.entropy_model.hyper_channels=16",
+             "model.codec.entropy_model.groups=[2,2,4,8,16]", "model.codec.entropy_model.context_channels=[64,32]"],
+    "hyperprior": ["model/codec/entropy_model=hyperprior", "model.codec.entropy_model.hyper_channels=16"],
 }
-SD21 = {"ELIC": ["model/entropy@model.osdiff.entropy_model=elic"],
-        "hyperprior": ["model/entropy@model.osdiff.entropy_model=hyperprior"]}
+SD21 = {"ELIC": ["model/codec/entropy_model=elic"],
+        "hyperprior": ["model/codec/entropy_model=hyperprior"]}
 
 
 def best_time(fn, repeat: int = 3):
@@ -81,9 +81,9 @@ def measure(package: Path, kodak: Path) -> dict[str, float]:
 def sd21_coding_time(name: str) -> tuple[float, float]:
     cfg = compose_run_config(["model=osdiff", *SD21[name]], Path(tempfile.mkdtemp()) / "run")
     torch.manual_seed(0)
-    model = hydra.utils.instantiate(cfg.model.osdiff.entropy_model)(latent_channels=cfg.model.osdiff.latent_channels)
+    model = hydra.utils.instantiate(cfg.model.codec.entropy_model)(latent_channels=cfg.model.codec.latent_channels)
     model.eval().update(force=True)
-    y = torch.randn(1, cfg.model.osdiff.latent_channels, 512 // 16, 768 // 16) * 4
+    y = torch.randn(1, cfg.model.codec.latent_channels, 512 // 16, 768 // 16) * 4
     coded, encode = best_time(lambda: model.compress(y))
     _, decode = best_time(lambda: model.decompress(coded["strings"], coded["shape"]))
     return encode, decode

@@ -18,7 +18,7 @@ from hydra import compose, initialize_config_dir
 from torch import nn
 
 CONF = str(Path(__file__).resolve().parents[1] / "conf")
-SD21 = ["model=osdiff", "model/backbone=sd21_random", "model/guidance@model.osdiff.context=text_random",
+SD21 = ["model=osdiff", "model/codec/backbone=sd21_random", "model/codec/guidance@model.codec.context=text_random",
         "model.val_metrics=[psnr]"]
 
 
@@ -35,10 +35,10 @@ def main() -> None:
     torch.manual_seed(0)
     module = hydra.utils.instantiate(_compose([]).model)
     codec = module.codec
-    full_controlnet = hydra.utils.instantiate(_compose(["model/control@model.osdiff.control=controlnet"]).model.osdiff.control)(
+    full_controlnet = hydra.utils.instantiate(_compose(["model/codec/control=controlnet"]).model.codec.control)(
         unet_config=codec.backbone.unet_config, conditioning_channels=codec.backbone.unet.config.in_channels)
     hyperprior = hydra.utils.instantiate(
-        _compose(["model/entropy@model.osdiff.entropy_model=hyperprior"]).model.osdiff.entropy_model)(
+        _compose(["model/codec/entropy_model=hyperprior"]).model.codec.entropy_model)(
         latent_channels=codec.hparams["latent_channels"])
 
     shared = {"G_a (analysis)": count(codec.analysis), "entropy model: ELIC (default)": count(codec.entropy_model),

@@ -17,12 +17,12 @@ class CodecExport(pl.Callback):
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not trainer.is_global_zero:
             return
-        export_package(pl_module.codec, self.dirpath)
+        export_package(pl_module.codec, self.dirpath, pl_module.stage)
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger):  # the package beside the run that trained it
                 import wandb
 
                 artifact = wandb.Artifact(f"codec-{logger.experiment.id}", type="codec",
-                                          metadata={"step": trainer.global_step})
+                                          metadata={"step": trainer.global_step, "stage": pl_module.stage})
                 artifact.add_dir(str(self.dirpath))
                 logger.experiment.log_artifact(artifact)

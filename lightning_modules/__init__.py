@@ -1,4 +1,5 @@
-"""LightningModules, one per training stage, sharing :class:`base.CompressionLightningModule`."""
+"""LightningModules of the training stages (stages 2 and 3 are one module, configured per stage),
+sharing :class:`base.CompressionLightningModule`."""
 
 import torch
 
@@ -16,12 +17,12 @@ def _subclasses(namespace, base: type) -> set[str]:
 MODEL_CONFIG_TARGETS = frozenset({
     *CODEC_CLASSES,
     "lightning_modules.stage1_vae.Stage1VAEModule",
-    "lightning_modules.stage2_diffusion.Stage2DiffusionModule",
-    "lightning_modules.stage3_joint.Stage3JointModule",
+    "lightning_modules.sodec_diffusion.SODECDiffusionModule",
     "lightning_modules.stage4_gan.Stage4GANModule",
     "lightning_modules.osdiff.OSDiffModule",
     "lightning_modules.losses.DistortionLoss",
     *_subclasses(losses, losses.Alignment),
+    *_subclasses(losses, losses.AdversarialLoss),
     "osdic.models.discriminators.latent_discriminator",
     "osdic.models.discriminators.pixel_discriminator",
     "osdic.models.discriminators.UNetFeatureDiscriminator",

@@ -1,7 +1,8 @@
 """The adversarial training step shared by SODEC's stage 4 and OSDiff.
 
-Generator: L = (stage loss) + β·L_g, L_g = −E[log D(fake)] = softplus(−D(fake)) (non-saturating).
-Discriminator: L_D = −E[log D(real)] − E[log(1 − D(sg(fake)))] = softplus(−D(real)) + softplus(D(sg(fake))).
+Generator: L = (stage loss) + β·L_g; discriminator: L_D on D(real) and D(sg(fake)). The pair
+(L_g, L_D) is a config node (``model/adversarial_loss``, losses.AdversarialLoss): non-saturating
+by default, hinge as the alternative.
 
 The generator block runs D with its parameters frozen by ``toggle_optimizer`` — but *with*
 autograd, so β·L_g really reaches the generator (both public codes we studied ran it under
@@ -17,19 +18,10 @@ from __future__ import annotations
 from typing import Callable
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
+from lightning_modules.losses import AdversarialLoss
 from osdic.checks import ConfigError, require_non_negative
-
-
-
-def generator_adversarial_loss(fake_logits: Tensor) -> Tensor:
-    return F.softplus(-fake_logits.float()).mean()
-
-
-def discriminator_loss(real_logits: Tensor, fake_logits: Tensor) -> Tensor:
-    return F.softplus(-real_logits.float()).mean() + F.softplus(fake_logits.float()).mean()
 
 
 def discriminator_accuracy(real_logits: Tensor, fake_logits: Tensor) -> tuple[Tensor, Tensor]:
@@ -45,6 +37,7 @@ class AdversarialMixin:
         self,
         discriminator: nn.Module | Callable[..., nn.Module],
         discriminator_optimizer: Callable[..., torch.optim.Optimizer],
+        adversarial_loss: AdversarialLoss,
         adversarial_weight: float,
         adversarial_start: int = 0,
         d_steps_per_g: int = 1,
@@ -55,6 +48,7 @@ class AdversarialMixin:
             discriminator = discriminator(self.codec.backbone, context=context)
         self.discriminator = discriminator
         self.discriminator_optimizer_factory = discriminator_optimizer
+        self.adversarial_loss = adversarial_loss
         self.adversarial_weight = require_non_negative("adversarial_weight", adversarial_weight)
         self.adversarial_start = int(require_non_negative("adversarial_start", adversarial_start))
         if d_steps_per_g < 1:
@@ -91,7 +85,7 @@ class AdversarialMixin:
         real, fake = self.discriminator_inputs(batch, images)
         generator_loss = terms["loss"]
         if self.adversarial_active:
-            terms["g_adv"] = generator_adversarial_loss(self.discriminator(fake))
+            terms["g_adv"] = self.adversarial_loss.generator_loss(self.discriminator(fake))
             terms["g_adv_weighted"] = self.adversarial_weight * terms["g_adv"]
             generator_loss = generator_loss + terms["g_adv_weighted"]
         terms["loss"] = generator_loss
@@ -100,7 +94,7 @@ class AdversarialMixin:
         # ---------------- discriminator block: fake detached (sg), G untouched
         self.toggle_optimizer(d_opt)
         real_logits, fake_logits = self.discriminator(real.detach(), fake.detach())
-        terms["d_loss"] = discriminator_loss(real_logits, fake_logits)
+        terms["d_loss"] = self.adversarial_loss.discriminator_loss(real_logits, fake_logits)
         terms["d_real"], terms["d_fake"] = real_logits.detach().mean(), fake_logits.detach().mean()
         terms["d_acc_real"], terms["d_acc_fake"] = discriminator_accuracy(real_logits, fake_logits)
         self.untoggle_optimizer(d_opt)
@@ -128,7 +122,7 @@ class AdversarialMixin:
 
     def _extra_discriminator_step(self, d_opt, real: Tensor, fake: Tensor) -> None:
         params = [p for p in self.discriminator.parameters() if p.requires_grad]
-        loss = discriminator_loss(*self.discriminator(real, fake))
+        loss = self.adversarial_loss.discriminator_loss(*self.discriminator(real, fake))
         grads = torch.autograd.grad(loss, params)
         for p, g in zip(params, grads):
             p.grad = self.trainer.strategy.reduce(g, reduce_op="mean") if self.trainer.world_size > 1 else g

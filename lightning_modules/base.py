@@ -28,8 +28,15 @@ log = logging.getLogger(__name__)
 
 
 class CompressionLightningModule(pl.LightningModule):
+    """``codec`` arrives built (its config node is ``model.codec``): it needs nothing from the
+    module, and an exported package rebuilds the same codec from its own config without one.
+    ``stage`` names the training stage (``sodec_stage2``, …), which is a config value rather
+    than a class because stages differ only in their switches; checkpoints and codec packages
+    record it."""
+
     def __init__(
         self,
+        stage: str,
         codec: nn.Module,
         optimizer: Callable[..., torch.optim.Optimizer],
         aux_optimizer: Callable[..., torch.optim.Optimizer],
@@ -43,6 +50,7 @@ class CompressionLightningModule(pl.LightningModule):
     ):
         super().__init__()
         self.automatic_optimization = False
+        self.stage = stage
         self.codec = codec
         self.optimizer_factory, self.aux_optimizer_factory = optimizer, aux_optimizer
         self.scheduler_factory = scheduler
@@ -100,6 +108,7 @@ class CompressionLightningModule(pl.LightningModule):
         stage 1's ``codec.`` → ``codec.vae_codec.``), only keys this module has; a key the
         checkpoint has but this module lacks is an error, keys this stage adds are reported."""
         checkpoint = load_checkpoint(path)
+        previous_stage = checkpoint.get("stage", "unnamed stage")
         state = {}
         for key, value in checkpoint.get("state_dict", checkpoint).items():
             old = next((p for p in prefix_map if key.startswith(p)), None)
@@ -112,15 +121,15 @@ class CompressionLightningModule(pl.LightningModule):
         lora = next((k for k in state if ".lora_A." in k and k in own and state[k].shape != own[k].shape), None)
         if lora is not None:  # one line instead of a size mismatch per LoRA layer
             saved, wanted = state[lora].shape[0], own[lora].shape[0]
-            raise ConfigError("model.backbone.lora_rank", f"init_from {path}: this checkpoint has LoRA rank {saved}, "
-                              f"the config asks for {wanted}; set model.backbone.lora_rank={saved} or start "
-                              f"from a checkpoint of rank {wanted}")
+            raise ConfigError("model.codec.backbone.lora_rank", f"init_from {path}: this checkpoint has LoRA rank "
+                              f"{saved}, the config asks for {wanted}; set model.codec.backbone.lora_rank={saved} "
+                              f"or start from a checkpoint of rank {wanted}")
         missing = sorted(set(own) - set(state) - external_keys(self))
         resize_buffers_like(self, state)
         self.load_state_dict(state, strict=False)
         new_parts = sorted({".".join(k.split(".")[:2]) for k in missing})
-        log.info("init_from %s: loaded %d tensors; %d new in this stage (%s)", path, len(state), len(missing),
-                 ", ".join(new_parts))
+        log.info("init_from %s (%s): loaded %d tensors; %d new in %s (%s)", path, previous_stage, len(state),
+                 len(missing), self.stage, ", ".join(new_parts))
         return {"loaded": sorted(state), "missing": missing}
 
     def on_train_batch_start(self, batch: Tensor, batch_idx: int) -> None:
@@ -263,6 +272,7 @@ class CompressionLightningModule(pl.LightningModule):
         source; trainable ones (LoRA) and everything else are kept."""
         skip = external_keys(self)
         checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k not in skip}
+        checkpoint["stage"] = self.stage
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         own = self.state_dict()

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from osdic.metrics.perceptual import LPIPS
@@ -100,3 +101,36 @@ class MergedAlignment(Alignment):
         terms = distortion(x_hat_f, x)
         logged = {"align_mse": terms["mse"], **({"align_lpips": terms["lpips"]} if "lpips" in terms else {})}
         return logged, terms["distortion"]
+
+
+class AdversarialLoss:
+    """A GAN's pair of losses on the discriminator's logits (the ``model/adversarial_loss``
+    choice, as NeuralCompression's ILLM keeps them): the generator's on D(fake), and the
+    discriminator's on D(real) and D(sg(fake)). Computed in float32 under any autocast."""
+
+    def generator_loss(self, fake_logits: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def discriminator_loss(self, real_logits: Tensor, fake_logits: Tensor) -> Tensor:
+        raise NotImplementedError
+
+
+class NonSaturatingLoss(AdversarialLoss):
+    """L_g = −E[log D(fake)], L_D = −E[log D(real)] − E[log(1 − D(fake))], D = sigmoid(logit)
+    (SODEC's and OSDiff's)."""
+
+    def generator_loss(self, fake_logits):
+        return F.softplus(-fake_logits.float()).mean()
+
+    def discriminator_loss(self, real_logits, fake_logits):
+        return F.softplus(-real_logits.float()).mean() + F.softplus(fake_logits.float()).mean()
+
+
+class HingeLoss(AdversarialLoss):
+    """L_g = −E[D(fake)], L_D = E[max(0, 1 − D(real))] + E[max(0, 1 + D(fake))] (SAGAN, BigGAN)."""
+
+    def generator_loss(self, fake_logits):
+        return -fake_logits.float().mean()
+
+    def discriminator_loss(self, real_logits, fake_logits):
+        return F.relu(1 - real_logits.float()).mean() + F.relu(1 + fake_logits.float()).mean()

@@ -13,20 +13,20 @@ import torch
 from torch import Tensor
 
 from lightning_modules.adversarial import AdversarialMixin
+from lightning_modules.losses import AdversarialLoss
 from lightning_modules.base import CompressionLightningModule
 from osdic.models.entropy import rate_bpp
-from osdic.models.backbone import DiffusionBackbone
 from osdic.models.osdiff import OSDiff
-from osdic.checks import config_section, require_non_negative
+from osdic.checks import require_non_negative
 
 
 class OSDiffModule(AdversarialMixin, CompressionLightningModule):
     def __init__(
         self,
-        backbone: DiffusionBackbone,
-        osdiff: dict,
+        codec: OSDiff,
         discriminator,
         discriminator_optimizer,
+        adversarial_loss: AdversarialLoss,
         diffusion_weight: float = 1.0,
         feature_weight: float = 2.0,
         adversarial_weight: float = 0.01,
@@ -35,13 +35,11 @@ class OSDiffModule(AdversarialMixin, CompressionLightningModule):
         discriminator_clip_val: float | None = None,
         **kwargs,
     ):
-        with config_section("osdiff"):
-            codec = OSDiff(backbone, **osdiff)
         super().__init__(codec=codec, **kwargs)
         self.diffusion_weight = require_non_negative("diffusion_weight", diffusion_weight)
         self.feature_weight = require_non_negative("feature_weight", feature_weight)
-        self.init_adversarial(discriminator, discriminator_optimizer, adversarial_weight, adversarial_start,
-                              d_steps_per_g, discriminator_clip_val)
+        self.init_adversarial(discriminator, discriminator_optimizer, adversarial_loss, adversarial_weight,
+                              adversarial_start, d_steps_per_g, discriminator_clip_val)
 
     def trainable_parameters(self):
         return self.codec.main_parameters()

@@ -5,7 +5,7 @@ on. The training-strategy and alignment ablations are the same switches.
 
 Parts and the loss terms that reach them:
   E, H_a          (``train_vae_module``) x̂ through ŷ and ẑ → T_s, H_s
-  P, ẑ's density  (``train_vae_module`` and ``rate_term``) only the rate term
+  P, ẑ's density  (``train_vae_module`` and ``rate_in_loss``) only the rate term
   D_a             (``train_fidelity_decoder``) the alignment term, and x̂ through the FGM
   H_s, T_s, guidance, LoRA   always (x̂)
 Only parameters on the loss path are optimised; every other parameter is frozen, so DDP never
@@ -19,39 +19,30 @@ calls it "the fixed, fidelity-oriented decoder" of end-to-end fine-tuning).
 
 from __future__ import annotations
 
-from typing import Callable
-
 from torch import Tensor, nn
 
 from lightning_modules.base import CompressionLightningModule
 from lightning_modules.losses import Alignment, DistortionLoss, NoAlignment
 from osdic.models.entropy import rate_bpp
-from osdic.models.backbone import DiffusionBackbone
-from osdic.models.hific import HiFiCCompressor
 from osdic.models.sodec import SODEC
-from osdic.checks import ConfigError, config_section
+from osdic.checks import ConfigError
 
 
 class SODECDiffusionModule(CompressionLightningModule):
     def __init__(
         self,
-        vae_codec: HiFiCCompressor,
-        backbone: DiffusionBackbone,
-        guidance: Callable[..., nn.Module],
-        sodec: dict,
+        codec: SODEC,
         distortion: DistortionLoss,
         alignment: Alignment,
         train_vae_module: bool,
         train_fidelity_decoder: bool,
-        rate_term: bool,
+        rate_in_loss: bool,
         **kwargs,
     ):
-        with config_section("sodec"):
-            codec = SODEC(vae_codec, backbone, guidance, **sodec)
         super().__init__(codec=codec, **kwargs)
         self.distortion, self.alignment = distortion, alignment
         self.train_vae_module, self.train_fidelity_decoder = train_vae_module, train_fidelity_decoder
-        self.rate_in_loss = rate_term
+        self.rate_in_loss = rate_in_loss
         if alignment.needs_lpips and distortion.lpips is None:
             raise ConfigError("alignment", f"{type(alignment).__name__} needs LPIPS: set distortion.lpips_weight > 0")
         if train_fidelity_decoder and isinstance(alignment, NoAlignment):

@@ -7,11 +7,12 @@ from torch import Tensor
 from lightning_modules.base import CompressionLightningModule
 from lightning_modules.losses import DistortionLoss
 from osdic.models.entropy import rate_bpp
+from osdic.models.hific import HiFiCCompressor
 
 
 class Stage1VAEModule(CompressionLightningModule):
-    def __init__(self, vae_codec, distortion: DistortionLoss, **kwargs):
-        super().__init__(codec=vae_codec, **kwargs)
+    def __init__(self, codec: HiFiCCompressor, distortion: DistortionLoss, **kwargs):
+        super().__init__(codec=codec, **kwargs)
         self.distortion = distortion
 
     def trainable_parameters(self):

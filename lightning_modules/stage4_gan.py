@@ -4,6 +4,7 @@ latent of x (supplementary Eq. 1–2; paper β = 0.2, ablation β ∈ {0, 0.01, 
 from __future__ import annotations
 
 from lightning_modules.adversarial import AdversarialMixin
+from lightning_modules.losses import AdversarialLoss
 from lightning_modules.sodec_diffusion import SODECDiffusionModule
 
 
@@ -12,6 +13,7 @@ class Stage4GANModule(AdversarialMixin, SODECDiffusionModule):
         self,
         discriminator,
         discriminator_optimizer,
+        adversarial_loss: AdversarialLoss,
         adversarial_weight: float = 0.2,
         adversarial_start: int = 0,
         d_steps_per_g: int = 1,
@@ -19,5 +21,5 @@ class Stage4GANModule(AdversarialMixin, SODECDiffusionModule):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        self.init_adversarial(discriminator, discriminator_optimizer, adversarial_weight, adversarial_start,
-                              d_steps_per_g, discriminator_clip_val)
+        self.init_adversarial(discriminator, discriminator_optimizer, adversarial_loss, adversarial_weight,
+                              adversarial_start, d_steps_per_g, discriminator_clip_val)

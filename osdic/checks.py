@@ -30,8 +30,8 @@ class MissingWeightsError(RuntimeError):
 
 @contextmanager
 def config_section(key: str) -> Iterator[None]:
-    """ConfigErrors raised inside name their key under ``key``: for a config dict spread into a
-    constructor (``model.sodec`` → ``SODEC(**sodec)``)."""
+    """ConfigErrors raised inside name their key under ``key``: for a part a constructor builds
+    from its config (OSDiff's ``entropy_model`` partial → ``model.codec.entropy_model.groups``)."""
     try:
         yield
     except ConfigError as error:

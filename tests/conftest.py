@@ -26,7 +26,7 @@ _TINY_RUN = [
     "logger=none",
 ]
 #: stage 1 on a tiny HiFiC.
-TINY_STAGE1 = ["model/vae_codec=hific_tiny", "model.distortion.lpips_weight=0", *_TINY_RUN]
+TINY_STAGE1 = ["model/codec/vae_codec@model.codec=hific_tiny", "model.distortion.lpips_weight=0", *_TINY_RUN]
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -55,12 +55,12 @@ def kodak_dir() -> Path:
 
 #: SODEC stages 2/3 at test size: tiny HiFiC, tiny SD-class backbone, tiny ViT for the FGM.
 TINY_SODEC = [
-    "model/vae_codec=hific_tiny",
-    "model/backbone=tiny",
-    "model/guidance=fgm_tiny",
-    "model.sodec.w_channels=8",
-    "model.sodec.transform_width=16",
-    "model.sodec.transform_blocks=1",
+    "model/codec/vae_codec=hific_tiny",
+    "model/codec/backbone=tiny",
+    "model/codec/guidance=fgm_tiny",
+    "model.codec.w_channels=8",
+    "model.codec.transform_width=16",
+    "model.codec.transform_blocks=1",
     "model.distortion.lpips_weight=0",
     *_TINY_RUN,
 ]
@@ -71,12 +71,12 @@ TINY_STAGE4 = ["model=sodec_stage4", *TINY_SODEC, "model/discriminator=latent_ti
 #: OSDiff at test size.
 TINY_OSDIFF = [
     "model=osdiff",
-    "model/backbone=tiny",
-    "model.backbone.lora_rank=null",
+    "model/codec/backbone=tiny",
+    "model.codec.backbone.lora_rank=null",
     "model/discriminator=unet_features_tiny",
-    "model/guidance@model.osdiff.context=text_tiny",
-    "model/entropy@model.osdiff.entropy_model=elic_tiny",
-    "model.osdiff.latent_channels=8",
-    "model.osdiff.residual_blocks=1",
+    "model/codec/guidance@model.codec.context=text_tiny",
+    "model/codec/entropy_model=elic_tiny",
+    "model.codec.latent_channels=8",
+    "model.codec.residual_blocks=1",
     *_TINY_RUN,
 ]

@@ -54,11 +54,11 @@ def test_demo_experiment_builds_its_model(tmp_path):
         ("data.crop_size=100", "data.crop_size"),
         ("+data.train_dirs=[/nonexistent/dataset]", "data.train_dirs"),
         ("model.distortion.lpips_weight=-1", "model.distortion.lpips_weight"),
-        ("model/vae_codec=hific_tiny", None),
+        ("model/codec/vae_codec@model.codec=hific_tiny", None),
     ],
 )
 def test_invalid_values_name_their_key(override, key, tmp_path):
-    overrides = [o for o in TINY_STAGE1 if not o.startswith("model/vae_codec")] + [override]
+    overrides = [o for o in TINY_STAGE1 if not o.startswith("model/codec/vae_codec@model.codec")] + [override]
     if override.startswith("+data.train_dirs"):
         overrides = [*TINY_STAGE1, "data=folder", "data.train_dirs=[/nonexistent/dataset]", "data.val_dirs=null"]
     cfg = compose_config(overrides, tmp_path / "run")
@@ -89,11 +89,11 @@ INVALID = [
     (TINY_STAGE1, "data.num_workers=-1", "data.num_workers"),
     (TINY_STAGE1, "model.optimizer.lr=-1", "model.optimizer.lr"),
     (TINY_STAGE1, "model.aux_optimizer.lr=0", "model.aux_optimizer.lr"),
-    (STAGE2, "model.backbone.lora_rank=abc", "model.backbone.lora_rank"),
-    (STAGE2, "model.sodec.timestep=1000", "model.sodec.timestep"),
-    (TINY_OSDIFF, "model.osdiff.timestep=1000", "model.osdiff.timestep"),
-    (TINY_OSDIFF, "model.osdiff.entropy_model.groups=[2,2]", "model.osdiff.entropy_model.groups"),  # ≠ latent width
-    (TINY_OSDIFF, "model.osdiff.control.width_ratio=0", "model.osdiff.control.width_ratio"),
+    (STAGE2, "model.codec.backbone.lora_rank=abc", "model.codec.backbone.lora_rank"),
+    (STAGE2, "model.codec.timestep=1000", "model.codec.timestep"),
+    (TINY_OSDIFF, "model.codec.timestep=1000", "model.codec.timestep"),
+    (TINY_OSDIFF, "model.codec.entropy_model.groups=[2,2]", "model.codec.entropy_model.groups"),  # ≠ latent width
+    (TINY_OSDIFF, "model.codec.control.width_ratio=0", "model.codec.control.width_ratio"),
 ]
 
 

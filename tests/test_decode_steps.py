@@ -13,7 +13,7 @@ from osdic.utils.config import instantiate_node
 
 CODECS = {
     "hific": TINY_STAGE1,
-    "sodec with input noise": ["model=sodec_stage3", *TINY_SODEC, "model.sodec.input_noise=true"],
+    "sodec with input noise": ["model=sodec_stage3", *TINY_SODEC, "model.codec.input_noise=true"],
     "osdiff": TINY_OSDIFF,
 }
 

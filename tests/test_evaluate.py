@@ -104,9 +104,9 @@ def _sweep_dir(root: Path, jobs: list[tuple[list[str], str | None]]) -> Path:
 def test_a_sweep_directory_is_evaluated_as_one_curve_labelled_by_its_swept_values(tmp_path, kodak_dir, packages,
                                                                                    caplog, capsys):
     sweep = _sweep_dir(tmp_path / "multirun", [
-        (["callbacks.rate_annealing.lambda_start=2", "model.backbone.lora_rank=16", "trainer=gpu"], packages[0]),
-        (["callbacks.rate_annealing.lambda_start=4", "model.backbone.lora_rank=8", "trainer=gpu"], packages[1]),
-        (["callbacks.rate_annealing.lambda_start=8", "model.backbone.lora_rank=8", "trainer=gpu"], None)])
+        (["callbacks.rate_annealing.lambda_start=2", "model.codec.backbone.lora_rank=16", "trainer=gpu"], packages[0]),
+        (["callbacks.rate_annealing.lambda_start=4", "model.codec.backbone.lora_rank=8", "trainer=gpu"], packages[1]),
+        (["callbacks.rate_annealing.lambda_start=8", "model.codec.backbone.lora_rank=8", "trainer=gpu"], None)])
     cfg = _cfg(tmp_path, kodak_dir, str(sweep), "metrics=[psnr]", "baselines=[]", "dataset.max_images=1")
     evaluate_module.evaluate(cfg)
     report = json.loads((tmp_path / "eval" / "tiny.json").read_text())
@@ -120,8 +120,8 @@ def test_a_sweep_directory_is_evaluated_as_one_curve_labelled_by_its_swept_value
 
 
 def test_the_evaluation_run_joins_the_group_and_tags_of_the_training_runs(tmp_path, packages):
-    sweep = _sweep_dir(tmp_path / "multirun", [(["model.backbone.lora_rank=8"], packages[0]),
-                                               (["model.backbone.lora_rank=16"], packages[1])])
+    sweep = _sweep_dir(tmp_path / "multirun", [(["model.codec.backbone.lora_rank=8"], packages[0]),
+                                               (["model.codec.backbone.lora_rank=16"], packages[1])])
     (sweep / "multirun.yaml").write_text("hydra: {}\n")
     for job in ("0", "1"):
         (sweep / job / ".hydra" / "config.yaml").write_text(yaml.safe_dump({"sweep_name": "lora_rank",

@@ -23,9 +23,9 @@ from train import train
 
 #: the other entropy model and control module (the defaults are ELIC and ControlNet-XS)
 HYPERPRIOR_AND_FULL_CONTROLNET = [
-    "model/entropy@model.osdiff.entropy_model=hyperprior_tiny",
-    "model/control@model.osdiff.control=controlnet",
-    "model.osdiff.control.embedding_channels=8",
+    "model/codec/entropy_model=hyperprior_tiny",
+    "model/codec/control=controlnet",
+    "model.codec.control.embedding_channels=8",
 ]
 CHOICES = {"elic+controlnet_xs": [], "hyperprior+controlnet": HYPERPRIOR_AND_FULL_CONTROLNET}
 
@@ -103,7 +103,7 @@ def test_controlnet_xs_connections_reach_the_encoder_middle_block_and_decoder(tm
 def test_controlnet_xs_width_is_a_ratio_of_the_unets(tmp_path, ratio, widths):
     """The tiny UNet is 32, 64 wide with 8 GroupNorm groups: widths round to multiples of 8. A new
     module starts from the UNet's weights (their leading slices), as the public code's does."""
-    codec = _osdiff(tmp_path, f"model.osdiff.control.width_ratio={ratio}").codec
+    codec = _osdiff(tmp_path, f"model.codec.control.width_ratio={ratio}").codec
     control, unet = codec.control, codec.backbone.unet
     assert [block.resnets[0].out_channels for block in control.down_blocks] == widths
     assert torch.equal(control.time_embedding.linear_1.weight, unet.time_embedding.linear_1.weight)
@@ -113,8 +113,9 @@ def test_controlnet_xs_width_is_a_ratio_of_the_unets(tmp_path, ratio, widths):
 @pytest.mark.parametrize("choice, start", [("elic+controlnet_xs", "noise"), ("elic+controlnet_xs", "noised_condition"),
                                            ("hyperprior+controlnet", "noised_condition")])
 def test_file_round_trip_is_deterministic(tmp_path, choice, start):
-    codec = _osdiff(tmp_path, *CHOICES[choice], f"model.osdiff.start={start}").codec.eval()
-    codec, fingerprint = load_package(export_package(codec, tmp_path / "package"))
+    built = _osdiff(tmp_path, *CHOICES[choice], f"model/codec/start={start}").codec.eval()
+    codec, fingerprint = load_package(export_package(built, tmp_path / "package"))
+    assert type(codec.start) is type(built.start), "the package keeps the starting latent"
     path = tmp_path / "photo.osdc"
     path.write_bytes(compress_image(codec, fingerprint, torch.rand(3, 64, 96)))
     assert len(unpack(path.read_bytes()).strings) == codec.NUM_STRINGS == codec.entropy_model.num_strings
@@ -127,7 +128,7 @@ def test_starting_latent_of_training_matches_decoding_unless_asked_not_to(tmp_pa
     """Training knows y_0, a decoder does not. For the consistent choices the training start
     must not depend on y_0 and equal the decoder's for the same noise; ``noised_clean`` is the
     public code's mismatch, kept on purpose."""
-    codec = _osdiff(tmp_path, f"model.osdiff.start={start}").codec.eval()
+    codec = _osdiff(tmp_path, f"model/codec/start={start}").codec.eval()
     y_c, y_0 = torch.randn(1, 4, 8, 8), torch.randn(1, 4, 8, 8) * 3
     seeded = lambda: torch.Generator().manual_seed(7)  # noqa: E731
     training, decoding = codec.start_latent(y_c, y_0, seeded()), codec.start_latent(y_c, None, seeded())

@@ -18,14 +18,14 @@ def test_doctor_lists_every_missing_folder_weight_and_gpu_at_once_with_its_fix(t
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     status = preflight.main(["doctor", "experiment=sodec_stage2", "data=folder", "trainer=gpu",
                              f"data.train_dirs=[{tmp_path / 'missing'}]", f"data.val_dirs=[{images}]",
-                             f"model.guidance.vit.pretrained={vit}", "model.val_metrics=[psnr,lpips_alex]"])
+                             f"model.codec.guidance.vit.pretrained={vit}", "model.val_metrics=[psnr,lpips_alex]"])
     out = capsys.readouterr().out
     assert status == 1
     missing = [line for line in out.splitlines() if line.startswith("[MISSING]")]
     assert any("data.train_dirs[0]" in line for line in missing) and "[ok     ] dataset  data.val_dirs[0]" in out
     assert any("stabilityai/stable-diffusion-2-1-base — not in the Hugging Face cache" in line for line in missing)
     assert "fix: hf download stabilityai/stable-diffusion-2-1-base" in out and "huggingface-cli" not in out
-    assert f"model.guidance.vit.pretrained: {vit} — local directory" in out
+    assert f"model.codec.guidance.vit.pretrained: {vit} — local directory" in out
     assert any("alexnet" in line for line in missing) and any("vgg16" in line for line in missing)
     assert any("1 CUDA GPU(s) — 0 visible" in line for line in missing)
     assert "[ok     ] package  _target_" in out

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
+
 import hydra
 import pytest
 import torch
 from torch import nn
 
 from osdic.codec.image_codec import compress_image, decompress_bytes
-from osdic.codec.package import export_package, load_package
+from osdic.codec.package import CONFIG_FILE, export_package, load_package
 from osdic.checks import ConfigError, MissingWeightsError
 from osdic.models.backbone import DiffusionBackbone
 from tests.conftest import TINY_SODEC, TINY_STAGE1, compose_config
@@ -37,10 +39,14 @@ def test_stages_chain_from_checkpoints(tmp_path):
     assert "train/lambda" not in metrics2, "stage 2 has no rate term, so no λ to report"
 
     s2_ckpt = tmp_path / "s2" / "checkpoints" / "last.ckpt"
+    assert torch.load(s2_ckpt, weights_only=True)["stage"] == "sodec_stage2", "one module, named by its config"
     metrics3, t3 = train(compose_config(["model=sodec_stage3", *TINY_SODEC, f"model.init_from={s2_ckpt}",
                                           "callbacks/rate_annealing=exponential", "callbacks.rate_annealing.num_steps=4"],
                                          tmp_path / "s3"))
     assert metrics3["train/lambda"] > 0.5 and "train/align_mse" in metrics3
+
+    assert torch.load(tmp_path / "s3" / "checkpoints" / "last.ckpt", weights_only=True)["stage"] == "sodec_stage3"
+    assert json.loads((tmp_path / "s3" / "codec" / CONFIG_FILE).read_text())["stage"] == "sodec_stage3"
 
     report = t3.lightning_module.load_previous_stage(str(s2_ckpt), {})
     assert report["missing"] == [], "stage 3 has exactly stage 2's parts"
@@ -55,15 +61,15 @@ def test_init_from_the_wrong_stage_is_refused(tmp_path):
 
 def test_init_from_a_checkpoint_of_another_lora_rank_says_so_in_one_line(tmp_path):
     checkpoint = tmp_path / "rank4.ckpt"
-    torch.save({"state_dict": _module(tmp_path, "model.backbone.lora_rank=4").state_dict()}, checkpoint)
+    torch.save({"state_dict": _module(tmp_path, "model.codec.backbone.lora_rank=4").state_dict()}, checkpoint)
     with pytest.raises(ConfigError, match="this checkpoint has LoRA rank 4, the config asks for 8") as error:
-        _module(tmp_path, "model.backbone.lora_rank=8").load_previous_stage(str(checkpoint), {})
-    assert error.value.key == "model.backbone.lora_rank" and "\n" not in str(error.value)
+        _module(tmp_path, "model.codec.backbone.lora_rank=8").load_previous_stage(str(checkpoint), {})
+    assert error.value.key == "model.codec.backbone.lora_rank" and "\n" not in str(error.value)
 
 
 @pytest.mark.parametrize("guidance", ["none", "text_tiny", "hyperprior_tiny", "fgm_tiny"])
 def test_each_guidance_variant_trains_a_step(tmp_path, guidance):
-    module = _module(tmp_path, f"model/guidance={guidance}")
+    module = _module(tmp_path, f"model/codec/guidance={guidance}")
     x = torch.rand(2, 3, 64, 64)
     terms, images = module.compute_losses(x)
     terms["loss"].backward()
@@ -78,17 +84,18 @@ def test_each_guidance_variant_trains_a_step(tmp_path, guidance):
 @pytest.mark.parametrize("guidance, built", [("none", "NullGuidance"), ("text_tiny", "TextGuidance"),
                                               ("hyperprior_tiny", "HyperpriorGuidance"), ("fgm_tiny", "FidelityGuidance")])
 def test_each_guidance_config_builds_the_module_it_names(tmp_path, guidance, built):
-    assert type(_module(tmp_path, f"model/guidance={guidance}").codec.guidance).__name__ == built
+    assert type(_module(tmp_path, f"model/codec/guidance={guidance}").codec.guidance).__name__ == built
 
 
 def test_lora_rank_sets_the_shape_of_the_lora_matrices_and_survives_export(tmp_path):
     from osdic.codec.package import export_package, load_package
 
-    module = _module(tmp_path, "model.backbone.lora_rank=3", "model.backbone.lora_targets=[to_q,to_v]")
+    module = _module(tmp_path, "model.codec.backbone.lora_rank=3", "model.codec.backbone.lora_targets=[to_q,to_v]")
     lora = {n: p for n, p in module.codec.backbone.unet.named_parameters() if "lora_" in n}
     assert lora and all((p.shape[0] if "lora_A" in n else p.shape[1]) == 3 for n, p in lora.items())
     assert {n.split(".lora_")[0].rsplit(".", 1)[-1] for n in lora} == {"to_q", "to_v"}
     codec, _ = load_package(export_package(module.codec.eval(), tmp_path / "package"))
+    assert codec.backbone.hparams["lora_rank"] == 3, "the package's config rebuilds rank-3 LoRA layers"
     exported = {n: p for n, p in codec.backbone.unet.named_parameters() if "lora_" in n}
     assert exported.keys() == lora.keys()
     assert all(torch.equal(exported[n], lora[n].detach()) for n in lora)
@@ -98,9 +105,19 @@ def test_lora_rank_sets_the_shape_of_the_lora_matrices_and_survives_export(tmp_p
 def test_the_frozen_vae_strategy_freezes_e_h_a_and_p(tmp_path, ablation, trained):
     module = _module(tmp_path, *ablation)
     vae = module.codec.vae_codec
-    optimised = {id(p) for p in module.trainable_parameters()}
-    for part in (vae.encoder, vae.entropy_model.hyper_encoder, vae.entropy_model.entropy_parameters):
+    parts = {"E": vae.encoder, "H_a": vae.entropy_model.hyper_encoder, "P": vae.entropy_model.entropy_parameters}
+    optimizers = module.configure_optimizers()  # the module's own optimizers, as Lightning builds them
+    optimised = {id(p) for opt in optimizers for group in opt.param_groups for p in group["params"]}
+    for part in parts.values():
         assert all((id(p) in optimised) == trained and p.requires_grad == trained for p in part.parameters())
+    before = {name: [p.detach().clone() for p in part.parameters()] for name, part in parts.items()}
+    terms, _ = module.compute_losses(torch.rand(2, 3, 64, 64))
+    (terms["loss"] + (module.codec.aux_loss() if module.aux_parameters() else 0)).backward()
+    for opt in optimizers:
+        opt.step()
+    for name, part in parts.items():
+        unchanged = all(torch.equal(b, p) for b, p in zip(before[name], part.parameters()))
+        assert unchanged != trained, f"{name} {'did not train' if trained else 'changed'}"
 
 
 @pytest.mark.parametrize("alignment", ["none", "mse", "mse_lpips", "merged"])
@@ -155,22 +172,22 @@ def test_stage2_trains_only_lora_and_new_modules(tmp_path):
 def pretrained_tiny_backbone(tmp_path):
     """A tiny backbone saved with save_pretrained, to load through the real from_pretrained path."""
     cfg = compose_config(["model=sodec_stage2", *TINY_SODEC], tmp_path / "cfg")
-    backbone = hydra.utils.instantiate(cfg.model.backbone, lora_rank=None)
+    backbone = hydra.utils.instantiate(cfg.model.codec.backbone, lora_rank=None)
     directory = tmp_path / "tiny-sd"
     backbone.unet.save_pretrained(directory / "unet")
     backbone.vae.save_pretrained(directory / "vae")
     from diffusers import DDPMScheduler
 
-    DDPMScheduler.from_config(dict(cfg.model.backbone.scheduler_config)).save_pretrained(directory / "scheduler")
+    DDPMScheduler.from_config(dict(cfg.model.codec.backbone.scheduler_config)).save_pretrained(directory / "scheduler")
     return directory
 
 
 def test_decode_path_through_a_file_with_a_pretrained_backbone(tmp_path, pretrained_tiny_backbone):
     """The package names the backbone instead of storing it, keeps the LoRA, and the same file
     decodes identically twice through entropy decoding → D_a → FGM → T_s → UNet → D_m."""
-    module = _module(tmp_path, f"model.backbone.pretrained={pretrained_tiny_backbone}",
-                     "model.backbone.unet_config=null", "model.backbone.vae_config=null",
-                     "model.backbone.scheduler_config=null")
+    module = _module(tmp_path, f"model.codec.backbone.pretrained={pretrained_tiny_backbone}",
+                     "model.codec.backbone.unet_config=null", "model.codec.backbone.vae_config=null",
+                     "model.codec.backbone.scheduler_config=null")
     with torch.no_grad():
         for p in module.codec.backbone.lora_parameters():
             p.add_(0.01)  # LoRA that differs from its initialisation must survive export
@@ -208,7 +225,7 @@ class _OracleUNet(nn.Module):
 @pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])
 def test_one_step_clean_latent_for_both_parameterisations(tmp_path, prediction_type):
     cfg = compose_config(["model=sodec_stage2", *TINY_SODEC], tmp_path / "cfg")
-    backbone = hydra.utils.instantiate(cfg.model.backbone, prediction_type=prediction_type)
+    backbone = hydra.utils.instantiate(cfg.model.codec.backbone, prediction_type=prediction_type)
     y0, noise, t = torch.randn(2, 4, 8, 8), torch.randn(2, 4, 8, 8), torch.tensor([999, 500])
     y_t = backbone.add_noise(y0, noise, t)
     alpha_bar = backbone.alphas_cumprod[t].view(-1, 1, 1, 1)
@@ -229,7 +246,7 @@ def test_decode_breakdown_covers_every_module_of_the_path(tmp_path):
 
 
 def test_noised_unet_input_still_decodes_identically(tmp_path):
-    codec = _module(tmp_path, "model.sodec.input_noise=true").codec.eval()
+    codec = _module(tmp_path, "model.codec.input_noise=true").codec.eval()
     codec, fingerprint = load_package(export_package(codec, tmp_path / "package"))
     data = compress_image(codec, fingerprint, torch.rand(3, 64, 64))
     assert torch.equal(decompress_bytes(codec, fingerprint, data), decompress_bytes(codec, fingerprint, data))
@@ -257,15 +274,15 @@ def _optimised_and_aux(module) -> list[torch.nn.Parameter]:
 
 
 VARIANTS = [
-    *[("sodec_stage2", f"model/guidance={g}") for g in ("none", "text_tiny", "hyperprior_tiny", "fgm_tiny")],
-    *[("sodec_stage3", f"model/guidance={g}") for g in ("none", "text_tiny", "hyperprior_tiny", "fgm_tiny")],
+    *[("sodec_stage2", f"model/codec/guidance={g}") for g in ("none", "text_tiny", "hyperprior_tiny", "fgm_tiny")],
+    *[("sodec_stage3", f"model/codec/guidance={g}") for g in ("none", "text_tiny", "hyperprior_tiny", "fgm_tiny")],
     *[("sodec_stage3", f"model/alignment={a}") for a in ("none", "mse", "merged")],
     *[("sodec_stage3", f"model/alignment={a}", "model.train_fidelity_decoder=true") for a in ("mse", "merged")],
     ("sodec_stage2", "model/alignment=mse", "model.train_fidelity_decoder=true"),
     ("sodec_stage3", "ablation=strategy_frozen_vae"),
-    ("sodec_stage3", "model/guidance=hyperprior_tiny", "ablation=strategy_frozen_vae"),
+    ("sodec_stage3", "model/codec/guidance=hyperprior_tiny", "ablation=strategy_frozen_vae"),
     ("sodec_stage3", "ablation=strategy_low_to_high"),
-    ("sodec_stage3", "model.rate_term=false"),
+    ("sodec_stage3", "model.rate_in_loss=false"),
 ]
 
 

@@ -4,6 +4,7 @@ learns, DDP runs, and a resumed run continues exactly."""
 from __future__ import annotations
 
 import csv
+import math
 import os
 import subprocess
 import sys
@@ -13,7 +14,7 @@ import pytest
 import torch
 
 import train as train_module
-from lightning_modules.adversarial import discriminator_loss
+from lightning_modules.losses import HingeLoss, NonSaturatingLoss
 from osdic.models.discriminators import latent_discriminator, pixel_discriminator
 from tests.conftest import TINY_STAGE4, compose_config
 from train import train
@@ -47,9 +48,7 @@ def test_generator_gradient_of_the_adversarial_term_is_nonzero_only_on_trainable
     module.rate_lambda = 1.0
     module.discriminator.requires_grad_(False)  # what toggle_optimizer(g_opt) does
     _, images = module.compute_losses(torch.rand(2, 3, 64, 64))
-    from lightning_modules.adversarial import generator_adversarial_loss
-
-    (0.2 * generator_adversarial_loss(module.discriminator(images["fake_latent"]))).backward()
+    (0.2 * module.adversarial_loss.generator_loss(module.discriminator(images["fake_latent"]))).backward()
     trainable = [p for p in module.trainable_parameters()]
     lora = module.codec.backbone.lora_parameters()
     assert sum(float(p.grad.abs().sum()) for p in lora if p.grad is not None) > 0
@@ -71,12 +70,45 @@ def _train_alone(disc, real, fake, steps: int, lr: float) -> list[float]:
     optimizer = torch.optim.Adam(disc.parameters(), lr=lr, betas=(0.5, 0.999))
     losses = []
     for _ in range(steps):
-        loss = discriminator_loss(*disc(real, fake))
+        loss = NonSaturatingLoss().discriminator_loss(*disc(real, fake))
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
         losses.append(float(loss))
     return losses
+
+
+LOGITS = {"real": torch.tensor([3.0, -1.0]), "fake": torch.tensor([-2.0, 0.5])}
+
+
+def _softplus(value: float) -> float:
+    return math.log1p(math.exp(value))
+
+
+@pytest.mark.parametrize("loss, generator, discriminator", [
+    # −log σ(f) = softplus(−f);  −log σ(r) − log(1 − σ(f)) = softplus(−r) + softplus(f)
+    (NonSaturatingLoss(), (_softplus(2.0) + _softplus(-0.5)) / 2,
+     (_softplus(-3.0) + _softplus(1.0)) / 2 + (_softplus(-2.0) + _softplus(0.5)) / 2),
+    # −mean(f);  mean(max(0, 1 − r)) + mean(max(0, 1 + f)): r = 3 is past the margin, f = −2 too
+    (HingeLoss(), -(-2.0 + 0.5) / 2, (0.0 + 2.0) / 2 + (0.0 + 1.5) / 2),
+])
+def test_adversarial_losses_on_hand_made_logits(loss, generator, discriminator):
+    assert float(loss.generator_loss(LOGITS["fake"])) == pytest.approx(generator)
+    assert float(loss.discriminator_loss(LOGITS["real"], LOGITS["fake"])) == pytest.approx(discriminator)
+    # both fall as their player wins: G when D calls the fake real, D when it tells them apart
+    confident_fake, confident_real = torch.tensor([5.0]), torch.tensor([-5.0])
+    assert loss.generator_loss(confident_fake) < loss.generator_loss(confident_real)
+    assert loss.discriminator_loss(confident_fake, confident_real) < loss.discriminator_loss(confident_real, confident_fake)
+
+
+def test_adversarial_loss_is_chosen_by_its_config_node(tmp_path):
+    import hydra
+
+    for model in ("sodec_stage4", "osdiff"):  # the papers' loss stays the default
+        default = compose_config([f"model={model}"], tmp_path / model).model.adversarial_loss
+        assert type(hydra.utils.instantiate(default)) is NonSaturatingLoss
+    cfg = compose_config([*TINY_STAGE4, "model/adversarial_loss=hinge"], tmp_path / "hinge")
+    assert type(hydra.utils.instantiate(cfg.model).adversarial_loss) is HingeLoss
 
 
 def test_unet_feature_discriminator_learns_on_any_crop_size(tmp_path):

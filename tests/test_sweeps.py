@@ -96,10 +96,10 @@ def test_guidance_sweep_runs_ddp_jobs_each_in_its_own_process_tree(tmp_path):
     Lightning's DDP launcher, re-running argv for rank 1, must not launch the sweep again:
     exactly the four jobs run (submitit's local launcher)."""
     sweep_dir = tmp_path / "sweep"
-    tiny = [o for o in TINY_SODEC if not o.startswith("model/guidance")]
+    tiny = [o for o in TINY_SODEC if not o.startswith("model/codec/guidance")]
     _run(["-m", "sweep=guidance", *tiny, "data=samples", "trainer=ddp_cpu", "logger=csv", "trainer.max_steps=2",
           "hydra/launcher=local", "trainer.val_check_interval=2",
-          "hydra.sweeper.params={model/guidance:'none,text_tiny,hyperprior_tiny,fgm_tiny'}",
+          "hydra.sweeper.params={model/codec/guidance:'none,text_tiny,hyperprior_tiny,fgm_tiny'}",
           f"hydra.sweep.dir={sweep_dir}", f"paths.cache_dir={tmp_path / 'cache'}"], tmp_path, timeout=1200)
     jobs = sorted(p.name for p in sweep_dir.iterdir() if p.is_dir() and p.name.isdigit())
     assert jobs == ["0", "1", "2", "3"]
@@ -125,7 +125,7 @@ def test_pipeline_chains_the_stages_of_a_rate_point_and_resumes_after_the_finish
     λ_3 from stage 2, each in its own directory; a relaunch skips the finished stages."""
     tiny_sodec = [o for o in TINY_SODEC if not o.startswith(("trainer", "data.", "debug", "logger"))]
     stages = {
-        "stage1": ["model/vae_codec=hific_tiny", "model.distortion.lpips_weight=0",
+        "stage1": ["model/codec/vae_codec@model.codec=hific_tiny", "model.distortion.lpips_weight=0",
                    "callbacks.rate_annealing.lambda_start=${pipeline.stage1_lambda}"],
         "stage2": ["model=sodec_stage2", *tiny_sodec],
         "stage3": ["model=sodec_stage3", *tiny_sodec, "callbacks/rate_annealing=exponential",
@@ -157,7 +157,7 @@ def test_run_name_is_the_stage_and_the_values_not_where_it_starts_from(tmp_path)
     from osdic.utils.run import run_name
 
     compose_config(["experiment=sodec_stage3", "model.init_from=/runs/stage2/checkpoints/last.ckpt",
-                    "callbacks.rate_annealing.lambda_start=2", "model.backbone.lora_rank=16", "debug=fast"],
+                    "callbacks.rate_annealing.lambda_start=2", "model.codec.backbone.lora_rank=16", "debug=fast"],
                    tmp_path / "run")
     assert run_name("sodec_stage3") == "sodec_stage3 λ=2, rank=16"
 
@@ -173,11 +173,11 @@ def _finished_sweep(root: Path, jobs: list[tuple[list[str], dict | None]]) -> Pa
 
 
 def test_compare_draws_rd_curves_of_jobs_that_differ_in_rate_and_leaves_out_the_loss(tmp_path):
-    jobs = [([f"callbacks.rate_annealing.lambda_start={lam}", f"model.backbone.lora_rank={rank}"],
+    jobs = [([f"callbacks.rate_annealing.lambda_start={lam}", f"model.codec.backbone.lora_rank={rank}"],
              {"val/bpp_real": bpp, "val/psnr": 30 - 2 * lam, "val/loss": 5.0 * lam})
             for lam, rank, bpp in [(2, 8, 0.4), (4, 8, 0.2), (2, 16, 0.5), (4, 16, 0.25)]]
     sweep = _finished_sweep(tmp_path / "sweep", [*jobs, (["callbacks.rate_annealing.lambda_start=8",
-                                                          "model.backbone.lora_rank=8"], None)])
+                                                          "model.codec.backbone.lora_rank=8"], None)])
     assert compare_main([str(sweep)]) == 0
     header, rows = ablation_table(collect(sweep))
     assert "val/loss" not in header and (sweep / "ablation.png").is_file()

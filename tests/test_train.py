@@ -65,7 +65,8 @@ def test_stage1_fit_logs_to_wandb_offline_and_exports_a_codec(tmp_path):
     record = _wandb_run_record(out)
     assert record["display_name"].startswith("train ") and "debug=fast" in record["tags"], "stage first; a smoke test"
     assert summary["val/psnr"] == pytest.approx(metrics["val/psnr"]), "the last validation's, like val/bpp_real"
-    assert any(r.get("type") == "artifact" and r["artifact"]["type"] == "codec" for r in _wandb_records(out))
+    artifact = next(r["artifact"] for r in _wandb_records(out) if r.get("type") == "artifact")
+    assert artifact["type"] == "codec" and json.loads(artifact["metadata"])["stage"] == "sodec_stage1"
     run_files = next((out / "wandb").glob("offline-run-*")) / "files"
     assert (run_files / "provenance" / "git.txt").is_file() and not (run_files / "provenance" / "git.txt").is_symlink()
 
@@ -73,6 +74,8 @@ def test_stage1_fit_logs_to_wandb_offline_and_exports_a_codec(tmp_path):
     assert not any(".lpips." in key for key in checkpoint["state_dict"]), "frozen LPIPS weights not checkpointed"
     assert any(key.startswith("codec.") for key in checkpoint["state_dict"])
     assert len(checkpoint["optimizer_states"]) == 2  # main + aux
+    assert checkpoint["stage"] == "sodec_stage1"
+    assert json.loads((out / "codec" / "codec.json").read_text())["stage"] == "sodec_stage1"
 
     codec, fingerprint = load_package(out / "codec")
     assert len(fingerprint) == 8 and not codec.training

@@ -3,8 +3,10 @@
 A package is what ``compress``, ``decompress`` and evaluation load. ``codec.json`` holds the
 instantiation config of the codec (``_target_`` + its constructor arguments; a pretrained
 backbone is named by id/path with its LoRA rank and targets, never stored) and the package's
-fingerprint, which every file it writes repeats in its header. The fingerprint tells packages
-apart; it is no signature, so ``codec.json`` may only name the classes of :data:`CODEC_CLASSES`.
+fingerprint, which every file it writes repeats in its header, and the training stage that
+produced it (``stage``: a label, outside the fingerprint, as it changes nothing that is decoded).
+The fingerprint tells packages apart; it is no signature, so ``codec.json`` may only name the
+classes of :data:`CODEC_CLASSES`.
 """
 
 from __future__ import annotations
@@ -31,6 +33,9 @@ CODEC_CLASSES = frozenset({
     "osdic.models.hific.HiFiCCompressor",
     "osdic.models.sodec.SODEC",
     "osdic.models.osdiff.OSDiff",
+    "osdic.models.osdiff.PureNoise",
+    "osdic.models.osdiff.NoisedCondition",
+    "osdic.models.osdiff.NoisedClean",
     "osdic.models.entropy.MeanScaleHyperprior",
     "osdic.models.entropy.ElicEntropyModel",
     "osdic.models.control.ControlNetXS",
@@ -50,8 +55,9 @@ def _fingerprint(config: dict, weights: bytes) -> bytes:
     return digest.digest()[:FINGERPRINT_BYTES]
 
 
-def export_package(codec: nn.Module, directory: str | os.PathLike) -> Path:
-    """Write ``codec`` (after refreshing its entropy-coder tables) as a package directory.
+def export_package(codec: nn.Module, directory: str | os.PathLike, stage: str | None = None) -> Path:
+    """Write ``codec`` (after refreshing its entropy-coder tables) as a package directory;
+    ``stage`` names the training stage that produced it (None: not trained by a stage).
 
     Each file is replaced atomically, so a failed export (a full disk) leaves the previous
     package loadable; an export killed between the two renames leaves weights that do not match
@@ -61,7 +67,8 @@ def export_package(codec: nn.Module, directory: str | os.PathLike) -> Path:
     state = {k: v.detach().to("cpu").contiguous() for k, v in portable_state_dict(codec).items()}
     weights = save(state)
     config = module_config(codec)
-    manifest = {"format": PACKAGE_FORMAT, "codec": config, "fingerprint": _fingerprint(config, weights).hex()}
+    manifest = {"format": PACKAGE_FORMAT, "codec": config, "fingerprint": _fingerprint(config, weights).hex(),
+                "stage": stage}
     write_atomically(directory / WEIGHTS_FILE, weights)
     write_atomically(directory / CONFIG_FILE, json.dumps(manifest, indent=2).encode())
     return directory

@@ -34,7 +34,7 @@ def _load_pretrained(cls, source: str, subfolder: str, revision: str | None):
             f"cannot load {cls.__name__} from {source!r} (subfolder {subfolder!r}): {exc}\n"
             f"Download the model once on a machine with internet, e.g. "
             f"`hf download {source} --local-dir /models/{source.split('/')[-1]}`, then set "
-            f"model.backbone.pretrained=/models/{source.split('/')[-1]} (or point HF_HOME at a cache that holds it)."
+            f"model.codec.backbone.pretrained=/models/{source.split('/')[-1]} (or point HF_HOME at a cache that holds it)."
         ) from None
 
 
@@ -70,7 +70,7 @@ class DiffusionBackbone(ExternalWeights):
         lora_rank: int | None = 32,
         lora_alpha: float | None = None,
         lora_init: str | bool = "gaussian",
-        lora_targets: Sequence[str] = DEFAULT_LORA_TARGETS,
+        lora_targets: Sequence[str] | None = None,
         gradient_checkpointing: bool = False,
     ):
         super().__init__()
@@ -79,6 +79,8 @@ class DiffusionBackbone(ExternalWeights):
             raise ConfigError("pretrained", "give a model id/path, or unet_config, vae_config and scheduler_config")
         if lora_rank is not None:  # null: no LoRA
             require_int("lora_rank", lora_rank, minimum=1)
+        # null in a config: the list has one home, here; a codec package records the resolved list
+        lora_targets = DEFAULT_LORA_TARGETS if lora_targets is None else lora_targets
         self.hparams: dict[str, Any] = dict(
             pretrained=pretrained, revision=revision,
             unet_config=unet_config, vae_config=vae_config,

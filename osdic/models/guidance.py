@@ -1,6 +1,6 @@
 """Cross-attention guidance for the one-step UNet: the tokens c_g that replace the text embedding.
 
-Variants (SODEC's guidance ablation), one config key ``model.guidance``:
+Variants (SODEC's guidance ablation), one config key ``model.codec.guidance``:
   none        learned null tokens
   text        a prompt through SD's own text encoder, computed once and kept as a buffer
   hyperprior  tokens from ẑ
@@ -98,7 +98,7 @@ class VisionEncoder(ExternalWeights):
                 raise MissingWeightsError(
                     f"cannot load the guidance ViT {pretrained!r}: {exc}\nDownload it once "
                     f"(`hf download {pretrained}`) into the HF cache, or set "
-                    f"model.guidance.vit.pretrained to a local directory."
+                    f"model.codec.guidance.vit.pretrained to a local directory."
                 ) from None
             if hasattr(self.model, "vision_model"):  # a full CLIP model: keep the vision tower
                 self.model = self.model.vision_model

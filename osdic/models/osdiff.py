@@ -4,11 +4,12 @@
     ŷ → G_s → y_c (4 × H/8);  (y_T, y_c) → UNet ε_θ (frozen) + control module → y_r → D_SD → x̂
 
 Two parts are config nodes, each with the public code's choice by default:
-  entropy_model  ELIC's channel-group + checkerboard context model (``model/entropy``: elic), or
-                 the mean-scale hyperprior (hyperprior); models/entropy.py
+  entropy_model  ELIC's channel-group + checkerboard context model
+                 (``model/codec/entropy_model``: elic), or the mean-scale hyperprior
+                 (hyperprior); models/entropy.py
   control        ControlNet-XS-like, width ratio 0.2, reading concat(y_t, y_c), zero-initialised
                  connections into the UNet's encoder, middle block and decoder
-                 (``model/control``: controlnet_xs), or diffusers' full ControlNet
+                 (``model/codec/control``: controlnet_xs), or diffusers' full ControlNet
                  (controlnet); models/control.py
 A config gives each as a partial (the widths come from the codec and the backbone, and a new
 control module starts from the UNet's weights); a codec package gives the built module.
@@ -17,14 +18,11 @@ The UNet's cross-attention context (``context``) is SD's own empty-prompt text e
 the public code: the frozen UNet then sees the input it was trained with for unconditional
 generation (an all-zero context would feed every cross-attention layer values it never saw).
 
-The starting latent y_T (``start``), identical in training and decoding unless stated:
-  noise             pure Gaussian noise
-  noised_condition  q(y_T | y_c): y_c through the forward process to t = 999 (default)
-  noised_clean      q(y_T | y_0) in training (the public code) — y_0 is unknown to a decoder,
-                    which then starts from pure noise: the public code's train/test mismatch,
-                    kept only to reproduce it.
-Decoding draws its noise from a generator seeded with ``noise_seed``, so a file decodes
-identically every time.
+The starting latent y_T (``start``, a :class:`StartLatent`; ``model/codec/start``), identical in
+training and decoding unless stated: :class:`PureNoise`, :class:`NoisedCondition` (the default)
+or :class:`NoisedClean`. A new start is a subclass, a YAML file there, and its name in
+``osdic.codec.package.CODEC_CLASSES`` (what a package may build). Decoding draws its noise from a
+generator seeded with ``noise_seed``, so a file decodes identically every time.
 """
 
 from __future__ import annotations
@@ -38,9 +36,43 @@ from torch import Tensor, nn
 from osdic.models.backbone import DiffusionBackbone
 from osdic.models.decode_steps import ENTROPY_DECODING, StepHook, no_hook
 from osdic.models.entropy import HyperpriorCodec
-from osdic.checks import config_section, require_choice, require_int
+from osdic.checks import config_section, require_int
 
-STARTS = ("noise", "noised_condition", "noised_clean")
+
+class StartLatent(nn.Module):
+    """y_T, where the one step starts, from the condition y_c, the clean latent y_0 (None when
+    decoding) and the noise the codec drew. A module without weights, so a codec package
+    records the choice in its config."""
+
+    def __init__(self):
+        super().__init__()
+        self.hparams: dict = {}
+
+    def forward(self, backbone: DiffusionBackbone, y_c: Tensor, y_0: Tensor | None, noise: Tensor,
+                t: Tensor) -> Tensor:
+        raise NotImplementedError
+
+
+class PureNoise(StartLatent):
+    """Pure Gaussian noise."""
+
+    def forward(self, backbone, y_c, y_0, noise, t):
+        return noise
+
+
+class NoisedCondition(StartLatent):
+    """q(y_T | y_c): y_c through the forward process to t."""
+
+    def forward(self, backbone, y_c, y_0, noise, t):
+        return backbone.add_noise(y_c, noise, t)
+
+
+class NoisedClean(StartLatent):
+    """q(y_T | y_0) in training (the public code); y_0 is unknown to a decoder, which then starts
+    from pure noise: the public code's train/test mismatch, kept only to reproduce it."""
+
+    def forward(self, backbone, y_c, y_0, noise, t):
+        return noise if y_0 is None else backbone.add_noise(y_0, noise, t)
 
 
 class OSDiff(HyperpriorCodec):
@@ -50,14 +82,14 @@ class OSDiff(HyperpriorCodec):
         context: nn.Module | Callable[..., nn.Module],
         entropy_model: nn.Module | Callable[..., nn.Module],
         control: nn.Module | Callable[..., nn.Module],
+        start: StartLatent,
         latent_channels: int = 320,
         residual_blocks: int = 3,
-        start: str = "noised_condition",
         timestep: int = 999,
         noise_seed: int = 0,
     ):
         super().__init__()
-        self.start = require_choice("start", start, STARTS)
+        self.start = start
         require_int("timestep", timestep, minimum=0, below=backbone.num_train_timesteps)
         require_int("latent_channels", latent_channels, minimum=1)
         self.backbone, self.timestep, self.noise_seed = backbone, timestep, noise_seed
@@ -84,7 +116,7 @@ class OSDiff(HyperpriorCodec):
         self.control.requires_grad_(True)
         self.hparams = dict(backbone=backbone, context=self.context, entropy_model=self.entropy_model,
                             control=self.control, latent_channels=latent_channels, residual_blocks=residual_blocks,
-                            start=start, timestep=timestep, noise_seed=noise_seed)
+                            start=self.start, timestep=timestep, noise_seed=noise_seed)
 
     @property
     def NUM_STRINGS(self) -> int:  # noqa: N802 (the codec contract's name)
@@ -94,11 +126,7 @@ class OSDiff(HyperpriorCodec):
     def start_latent(self, y_c: Tensor, y_0: Tensor | None, generator: torch.Generator | None) -> Tensor:
         noise = torch.randn(y_c.shape, generator=generator, device=y_c.device, dtype=y_c.dtype)
         t = torch.full((y_c.shape[0],), self.timestep, device=y_c.device, dtype=torch.long)
-        if self.start == "noised_condition":
-            return self.backbone.add_noise(y_c, noise, t)
-        if self.start == "noised_clean" and y_0 is not None:
-            return self.backbone.add_noise(y_0, noise, t)
-        return noise
+        return self.start(self.backbone, y_c, y_0, noise, t)
 
     def denoise(self, y_t: Tensor, y_c: Tensor) -> Tensor:
         """One controlled UNet step at t = 999 → y_r (ε- or v-prediction, as the backbone)."""

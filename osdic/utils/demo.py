@@ -78,7 +78,7 @@ def main() -> None:
     previous = stage1[LAMBDAS[1]]
     for stage in ("stage2", "stage3"):
         run_dir = out / stage
-        run([(stage, [python, train, f"experiment=demo_{stage}", f"model.backbone.pretrained={STANDIN}",
+        run([(stage, [python, train, f"experiment=demo_{stage}", f"model.codec.backbone.pretrained={STANDIN}",
                       f"model.init_from={previous / 'checkpoints' / 'last.ckpt'}", f"hydra.run.dir={run_dir}"],
               run_dir / "train.log")], threads=2, start=start)
         previous = run_dir

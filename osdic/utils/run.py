@@ -94,7 +94,7 @@ def swept_keys() -> set[str]:
 
 
 def display_name(key: str) -> str:
-    """``callbacks.rate_annealing.lambda_start`` → ``λ``, ``model/guidance`` → ``guidance``."""
+    """``callbacks.rate_annealing.lambda_start`` → ``λ``, ``model/codec/guidance`` → ``guidance``."""
     last = key.replace("/", ".").rsplit(".", 1)[-1]
     return DISPLAY_NAMES.get(last, last)
 

@@ -6,7 +6,7 @@ the diffusion stages would show nothing. This trains an SD-class backbone of the
 classes on a few photos instead — the AutoencoderKL as an autoencoder, then the UNet as a
 denoiser (ε-prediction, t uniform) on its latents — and saves it with ``save_pretrained`` in SD's
 folder layout (unet/, vae/, scheduler/, text_encoder/, tokenizer/), so the stages load it through
-the same ``from_pretrained`` path as SD 2.1 (``model.backbone.pretrained=<dir>``). The VAE's
+the same ``from_pretrained`` path as SD 2.1 (``model.codec.backbone.pretrained=<dir>``). The VAE's
 ``scaling_factor`` is set as SD's was: one over the standard deviation of its latents.
 
     python -m osdic.utils.standin_backbone --photos DIR [DIR ...] --out .cache/standin-sd
