@@ -34,11 +34,20 @@ class ChannelNorm(nn.Module):
         return (x - mean) * torch.rsqrt(var + self.eps) * self.weight + self.bias
 
 
-def _conv_norm_relu(cin: int, cout: int, kernel: int, stride: int, norm: bool = True) -> list[nn.Module]:
+#: where HiFiC's ChannelNorm goes: every layer (the paper), all but the two outer ones (after E's
+#: first conv and on ŷ at D_a's input), or nowhere
+CHANNEL_NORM_PLACES = ("all", "inner", "none")
+
+
+def _norm(channels: int, on: bool) -> nn.Module:
+    return ChannelNorm(channels) if on else nn.Identity()
+
+
+def _conv_norm_relu(cin: int, cout: int, kernel: int, stride: int, norm: bool) -> list[nn.Module]:
     return [
         nn.ReflectionPad2d(kernel // 2) if stride == 1 else nn.ReflectionPad2d((0, 1, 0, 1)),
         nn.Conv2d(cin, cout, kernel, stride=stride),
-        ChannelNorm(cout) if norm else nn.Identity(),
+        _norm(cout, norm),
         nn.ReLU(inplace=True),
     ]
 
@@ -46,11 +55,11 @@ def _conv_norm_relu(cin: int, cout: int, kernel: int, stride: int, norm: bool = 
 class HiFiCEncoder(nn.Module):
     """E: 7×7 conv to channels[0], stride-2 3×3 convs through the other widths, 3×3 conv to y."""
 
-    def __init__(self, channels: Sequence[int], latent_channels: int, in_channels: int = 3, outer_norms: bool = True):
+    def __init__(self, channels: Sequence[int], latent_channels: int, in_channels: int = 3, channel_norm: str = "all"):
         super().__init__()
-        layers = _conv_norm_relu(in_channels, channels[0], 7, 1, norm=outer_norms)
+        layers = _conv_norm_relu(in_channels, channels[0], 7, 1, norm=channel_norm == "all")
         for cin, cout in zip(channels[:-1], channels[1:]):
-            layers += _conv_norm_relu(cin, cout, 3, 2)
+            layers += _conv_norm_relu(cin, cout, 3, 2, norm=channel_norm != "none")
         layers += [nn.ReflectionPad2d(1), nn.Conv2d(channels[-1], latent_channels, 3)]
         self.net = nn.Sequential(*layers)
 
@@ -59,11 +68,11 @@ class HiFiCEncoder(nn.Module):
 
 
 class ResidualBlock(nn.Module):
-    def __init__(self, channels: int):
+    def __init__(self, channels: int, norm: bool = True):
         super().__init__()
         self.net = nn.Sequential(
-            nn.ReflectionPad2d(1), nn.Conv2d(channels, channels, 3), ChannelNorm(channels), nn.ReLU(inplace=True),
-            nn.ReflectionPad2d(1), nn.Conv2d(channels, channels, 3), ChannelNorm(channels),
+            nn.ReflectionPad2d(1), nn.Conv2d(channels, channels, 3), _norm(channels, norm), nn.ReLU(inplace=True),
+            nn.ReflectionPad2d(1), nn.Conv2d(channels, channels, 3), _norm(channels, norm),
         )
 
     def forward(self, x: Tensor) -> Tensor:
@@ -75,20 +84,20 @@ class HiFiCGenerator(nn.Module):
     transposed convs back through the encoder's widths, and a 7×7 conv to RGB."""
 
     def __init__(self, channels: Sequence[int], latent_channels: int, residual_blocks: int, out_channels: int = 3,
-                 outer_norms: bool = True):
+                 channel_norm: str = "all"):
         super().__init__()
-        widest = channels[-1]
+        widest, inner = channels[-1], channel_norm != "none"
         self.head = nn.Sequential(
-            ChannelNorm(latent_channels) if outer_norms else nn.Identity(),
-            nn.ReflectionPad2d(1), nn.Conv2d(latent_channels, widest, 3), ChannelNorm(widest),
+            _norm(latent_channels, channel_norm == "all"),
+            nn.ReflectionPad2d(1), nn.Conv2d(latent_channels, widest, 3), _norm(widest, inner),
         )
-        self.residual = nn.Sequential(*[ResidualBlock(widest) for _ in range(residual_blocks)])
+        self.residual = nn.Sequential(*[ResidualBlock(widest, inner) for _ in range(residual_blocks)])
         up: list[nn.Module] = []
         widths = list(reversed(channels))
         for cin, cout in zip(widths[:-1], widths[1:]):
             up += [
                 nn.ConvTranspose2d(cin, cout, 3, stride=2, padding=1, output_padding=1),
-                ChannelNorm(cout),
+                _norm(cout, inner),
                 nn.ReLU(inplace=True),
             ]
         up += [nn.ReflectionPad2d(3), nn.Conv2d(widths[-1], out_channels, 7)]
@@ -109,12 +118,11 @@ class HiFiCCompressor(HyperpriorCodec):
         encoder_channels: Sequence[int] = (60, 120, 240, 480, 960),
         hyper_channels: int = 320,
         residual_blocks: int = 9,
-        outer_norms: bool = True,
+        channel_norm: str = "all",
     ):
-        """``outer_norms``: HiFiC's ChannelNorm after E's first conv and on ŷ at D_a's input. Each
-        normalises away a per-pixel magnitude (of the image's features, of the decoded latent) the
-        network must then rebuild; at the demo's width, without them the codec learns faster
-        (BENCHMARKS.md, learning speed)."""
+        """``channel_norm``: where HiFiC's ChannelNorm goes (:data:`CHANNEL_NORM_PLACES`). Each one
+        normalises away a per-pixel magnitude the next layer must rebuild; at the demo's width the
+        codec learns much faster without them (BENCHMARKS.md, learning speed of the stage-1 recipe)."""
         super().__init__()
         encoder_channels = list(encoder_channels)
         if len(encoder_channels) != 5:
@@ -126,17 +134,19 @@ class HiFiCCompressor(HyperpriorCodec):
                 raise ConfigError(key, f"must be > 0, got {value}")
         if residual_blocks < 0:
             raise ConfigError("residual_blocks", f"must be >= 0, got {residual_blocks}")
+        if channel_norm not in CHANNEL_NORM_PLACES:
+            raise ConfigError("channel_norm", f"must be one of {', '.join(CHANNEL_NORM_PLACES)}, got {channel_norm!r}")
         self.hparams = dict(
             latent_channels=latent_channels,
             encoder_channels=encoder_channels,
             hyper_channels=hyper_channels,
             residual_blocks=residual_blocks,
-            outer_norms=outer_norms,
+            channel_norm=channel_norm,
         )
-        self.encoder = HiFiCEncoder(encoder_channels, latent_channels, outer_norms=outer_norms)
+        self.encoder = HiFiCEncoder(encoder_channels, latent_channels, channel_norm=channel_norm)
         self.entropy_model = MeanScaleHyperprior(latent_channels, hyper_channels)
         self.fidelity_decoder = HiFiCGenerator(encoder_channels, latent_channels, residual_blocks,
-                                               outer_norms=outer_norms)
+                                               channel_norm=channel_norm)
 
     # ---------------------------------------------------------------------------- training
     def latents(self, x: Tensor) -> dict:
