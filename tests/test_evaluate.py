@@ -80,9 +80,10 @@ def test_outputs_on_kodak(tmp_path, kodak_dir, packages):
     assert (out / "JPEG.json").is_file() and (out / "rd_psnr.png").is_file() and (out / "samples.png").is_file()
     bd = json.loads((out / "bd_rate.json").read_text())
     assert [(row["model"], row["anchor"]) for row in bd] == [("tiny", "JPEG")], "no anchor-vs-itself row"
+    # untrained codecs reach a quality JPEG never goes down to: no BD-rate, and the table says why
+    assert bd[0]["bd_rate"] == {"psnr": None, "ms_ssim": None, "ms_ssim_y": None, "lpips_alex": None, "fid256": None}
     for metric in ("psnr", "ms_ssim", "lpips_alex"):
-        value = bd[0]["bd_rate"][metric]
-        assert isinstance(value, float) or (value is None and bd[0]["reason"][metric]), (metric, value)
+        assert "quality ranges do not overlap" in bd[0]["reason"][metric], metric
     wandb_run = next((out / "wandb").glob("offline-run-*"))
     assert any(wandb_run.glob("*.wandb")), "tables, plots and samples went to an offline W&B run"
     summary = json.loads(subprocess.run([str(Path(sys.executable).parent / "wandb"), "leet", "inspect", "--summary",
