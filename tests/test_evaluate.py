@@ -27,9 +27,11 @@ from osdic.metrics import baselines
 from osdic.metrics.bdrate import bd_rate
 from osdic.metrics.evaluation import Point, bd_rate_table, compressai_json
 from osdic.metrics.published import published_points
-from osdic.metrics.sweep import read_sweep
+from osdic.metrics.evaluate_codecs import codec_points
+from osdic.metrics.sweep import read_sweep, training_runs
 from osdic.checks import MissingWeightsError
 from osdic.metrics.quality import fid_patches, patch_count
+from osdic.utils.config import metric_for_sweep
 from osdic.models.hific import HiFiCCompressor
 from tests.conftest import CONF_DIR
 
@@ -61,8 +63,9 @@ def _cfg(tmp_path, kodak_dir, packages, *overrides):
 
 def test_outputs_on_kodak(tmp_path, kodak_dir, packages):
     cfg = _cfg(tmp_path, kodak_dir, packages, "metrics=[psnr,ms_ssim,ms_ssim_y,lpips_alex,fid256]",
-               "allow_random_weights=true", "baselines=[jpeg]", "match_baselines=true", "wandb.enabled=true")
-    evaluate_module.evaluate(cfg)
+               "allow_random_weights=true", "baselines=[jpeg]", "match_baselines=true", "wandb.enabled=true",
+               "optimized_metric=bd_rate/tiny/lpips_alex")
+    result = evaluate_module.evaluate(cfg)
     out = tmp_path / "eval"
     rows = list(csv.DictReader((out / "per_image.csv").open()))
     assert len(rows) == 2 * 2 * 2  # 2 images × (2 learned points + 2 JPEG points)
@@ -84,6 +87,9 @@ def test_outputs_on_kodak(tmp_path, kodak_dir, packages):
     assert bd[0]["bd_rate"] == {"psnr": None, "ms_ssim": None, "ms_ssim_y": None, "lpips_alex": None, "fid256": None}
     for metric in ("psnr", "ms_ssim", "lpips_alex"):
         assert "quality ranges do not overlap" in bd[0]["reason"][metric], metric
+    scalars = result.scalars()  # what a sweep over evaluate.py optimises: undefined is NaN, never a number
+    assert sorted(scalars) == [f"bd_rate/tiny/{m}" for m in ("fid256", "lpips_alex", "ms_ssim", "ms_ssim_y", "psnr")]
+    assert math.isnan(metric_for_sweep(cfg, scalars)) and all(math.isnan(v) for v in scalars.values())
     wandb_run = next((out / "wandb").glob("offline-run-*"))
     assert any(wandb_run.glob("*.wandb")), "tables, plots and samples went to an offline W&B run"
     summary = json.loads(subprocess.run([str(Path(sys.executable).parent / "wandb"), "leet", "inspect", "--summary",
@@ -127,9 +133,20 @@ def test_the_evaluation_run_joins_the_group_and_tags_of_the_training_runs(tmp_pa
     for job in ("0", "1"):
         (sweep / job / ".hydra" / "config.yaml").write_text(yaml.safe_dump({"sweep_name": "lora_rank",
                                                                             "tags": ["sodec", "lora_rank"]}))
-    codecs = [path for path, _, _ in evaluate_module.codec_points("SODEC", str(sweep))]
-    assert evaluate_module.training_runs(codecs) == ("lora_rank-multirun", ["sodec", "lora_rank"])
-    assert evaluate_module.training_runs(packages) == (None, []), "codecs from no recorded run: no group"
+    codecs = [point.path for point in codec_points("SODEC", str(sweep))]
+    assert training_runs(codecs) == ("lora_rank-multirun", ["sodec", "lora_rank"])
+    assert training_runs(packages) == (None, []), "codecs from no recorded run: no group"
+
+
+def test_the_evaluation_run_is_closed_after_an_error(tmp_path, kodak_dir, packages, monkeypatch):
+    import wandb
+
+    cfg = _cfg(tmp_path, kodak_dir, packages[:1], "metrics=[psnr]", "baselines=[]", "dataset.max_images=1",
+               "wandb.enabled=true")
+    monkeypatch.setattr(wandb, "Image", lambda *args, **kwargs: (_ for _ in ()).throw(OSError("disk full")))
+    with pytest.raises(OSError, match="disk full"):
+        evaluate_module.evaluate(cfg)
+    assert wandb.run is None
 
 
 def test_a_stage_chain_job_is_represented_by_its_last_stage(tmp_path, packages):
@@ -258,6 +275,21 @@ def _evaluate_folder(tmp_path, root, packages, metrics):
     out = tmp_path / "eval"
     rows = csv.DictReader((out / "per_image.csv").read_text().splitlines())
     return {r["image"]: r for r in rows}, json.loads((out / "tiny.json").read_text())
+
+
+def test_the_library_evaluates_codec_packages_without_hydra_or_lightning(tmp_path, packages):
+    root = _folder(tmp_path / "images", {"a.png": (64, 64)})
+    training_side = ("pytorch_lightning", "lightning", "hydra", "lightning_modules", "datamodules", "callbacks")
+    script = ("import sys\nfrom osdic.metrics.datasets import EvalImages\n"
+              "from osdic.metrics.evaluate_codecs import evaluate_codecs\n"
+              f"result = evaluate_codecs(EvalImages('mine', {str(root)!r}), {{'tiny': {packages!r}}}, "
+              f"{str(tmp_path / 'eval')!r}, metrics=['psnr'], baselines=[])\n"
+              "print(list(result.curves), len(result.rows))\n"
+              f"print(sorted(m for m in {training_side!r} if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().splitlines()[-2:] == ["['tiny'] 2", "[]"]
+    assert (tmp_path / "eval" / "tiny.json").is_file()
 
 
 def test_an_unreadable_image_is_skipped_named_and_listed(tmp_path, packages):
