@@ -1,11 +1,11 @@
 """Evaluation entry point: real bitstreams, metrics, baselines, RD plots, BD-rates (see README).
 
-    python evaluate.py codecs.SODEC=[a/codec,b/codec] dataset=kodak metrics=[psnr,ms_ssim,lpips_alex]
+    python evaluate.py codecs.SODEC=[a/codec,b/codec] data=kodak metrics=[psnr,ms_ssim,lpips_alex]
     python evaluate.py codecs.SODEC=logs/sodec_rd_points/multiruns/<date_time>   # a sweep: one RD curve
 
-Thin on purpose: the images are instantiated from the config and the library runs the
-evaluation (osdic.metrics.evaluate_codecs); the metric named by ``optimized_metric`` is returned
-for sweeps; the W&B run is always closed.
+Thin on purpose: the images are the ``split`` of the data node training reads too (conf/data/),
+the library runs the evaluation (osdic.metrics.evaluate_codecs); the metric named by
+``optimized_metric`` is returned for sweeps; the W&B run is always closed.
 """
 
 from __future__ import annotations
@@ -19,9 +19,11 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from lightning_modules import MODEL_CONFIG_TARGETS
+from osdic.checks import config_section
 from osdic.codec.package import export_package, load_package
+from osdic.metrics.datasets import split_images
 from osdic.metrics.evaluate_codecs import EvaluationResult, benchmark_codecs, evaluate_codecs
-from osdic.utils.config import instantiate_node, metric_for_sweep
+from osdic.utils.config import metric_for_sweep
 from osdic.utils.loggers import finish_wandb, log_evaluation
 from osdic.utils.untrusted import build, load_checkpoint
 
@@ -46,7 +48,8 @@ def load_codec(path: str):
 
 def evaluate(cfg: DictConfig) -> EvaluationResult | dict:
     """The evaluation's result, or in benchmark mode the latency report."""
-    images = instantiate_node(cfg.dataset, "dataset")
+    with config_section("data"):
+        images = split_images(cfg.data, cfg.split, cfg.max_images)
     codecs = OmegaConf.to_container(cfg.codecs, resolve=True)
     if cfg.benchmark:
         return benchmark_codecs(images, codecs, cfg.output_dir, device=cfg.device, warmup=cfg.warmup,

@@ -38,7 +38,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], pl.Trainer]:
     check_train_config(cfg)
     isolate_multirun_job(Path(__file__).resolve())
     pl.seed_everything(cfg.seed, workers=True)
-    datamodule = instantiate_node(cfg.data, "data")
+    datamodule = instantiate_node(cfg.data, "data", seed=cfg.seed)  # the run's seed: the data nodes describe data
     module = instantiate_node(cfg.model, "model")
     callbacks = instantiate_collection(cfg.get("callbacks"), "callbacks")
     loggers = instantiate_collection(cfg.get("logger"), "logger")

@@ -24,14 +24,16 @@ from PIL import Image
 import evaluate as evaluate_module
 from osdic.codec.package import export_package
 from osdic.metrics import baselines
+from osdic.images import to_tensor
 from osdic.metrics.bdrate import bd_rate
+from osdic.metrics.datasets import split_images
 from osdic.metrics.evaluation import Point, bd_rate_table, compressai_json
 from osdic.metrics.published import published_points
 from osdic.metrics.evaluate_codecs import codec_points
 from osdic.metrics.sweep import read_sweep, training_runs
-from osdic.checks import MissingWeightsError
+from osdic.checks import ConfigError, MissingWeightsError
 from osdic.metrics.quality import fid_patches, patch_count
-from osdic.utils.config import metric_for_sweep
+from osdic.utils.config import instantiate_node, metric_for_sweep
 from osdic.models.hific import HiFiCCompressor
 from tests.conftest import CONF_DIR
 
@@ -52,8 +54,8 @@ def _cfg(tmp_path, kodak_dir, packages, *overrides):
     codecs = packages if isinstance(packages, str) else f"[{','.join(packages)}]"
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        cfg = compose("evaluate", overrides=[f"+codecs.tiny={codecs}", "dataset.max_images=2",
-                                             f"dataset.root={kodak_dir}", *overrides], return_hydra_config=True)
+        cfg = compose("evaluate", overrides=[f"+codecs.tiny={codecs}", "max_images=2",
+                                             f"data.test_dirs=[{kodak_dir}]", *overrides], return_hydra_config=True)
     HydraConfig.instance().set_config(cfg)
     with open_dict(cfg):
         cfg.output_dir = str(tmp_path / "eval")
@@ -114,7 +116,7 @@ def test_a_sweep_directory_is_evaluated_as_one_curve_labelled_by_its_swept_value
         (["callbacks.rate_annealing.lambda_start=2", "model.backbone.lora_rank=16", "trainer=gpu"], packages[0]),
         (["callbacks.rate_annealing.lambda_start=4", "model.backbone.lora_rank=8", "trainer=gpu"], packages[1]),
         (["callbacks.rate_annealing.lambda_start=8", "model.backbone.lora_rank=8", "trainer=gpu"], None)])
-    cfg = _cfg(tmp_path, kodak_dir, str(sweep), "metrics=[psnr]", "baselines=[]", "dataset.max_images=1")
+    cfg = _cfg(tmp_path, kodak_dir, str(sweep), "metrics=[psnr]", "baselines=[]", "max_images=1")
     evaluate_module.evaluate(cfg)
     report = json.loads((tmp_path / "eval" / "tiny.json").read_text())
     assert len(report["results"]["bpp"]) == 2, "the failed job is left out"
@@ -138,10 +140,17 @@ def test_the_evaluation_run_joins_the_group_and_tags_of_the_training_runs(tmp_pa
     assert training_runs(packages) == (None, []), "codecs from no recorded run: no group"
 
 
+def test_the_value_a_sweep_optimises_is_a_models_bd_rate_against_the_anchor(tmp_path, packages):
+    root = _folder(tmp_path / "images", {"a.png": (96, 128)})  # where the two points' PSNR grows with the rate
+    cfg = _cfg(tmp_path, root, packages, f"+codecs.copy=[{','.join(packages)}]", "data=folder", "metrics=[psnr]",
+               "baselines=[]", "anchor=tiny", "optimized_metric=bd_rate/copy/psnr")
+    assert metric_for_sweep(cfg, evaluate_module.evaluate(cfg).scalars()) == pytest.approx(0.0, abs=1e-9)
+
+
 def test_the_evaluation_run_is_closed_after_an_error(tmp_path, kodak_dir, packages, monkeypatch):
     import wandb
 
-    cfg = _cfg(tmp_path, kodak_dir, packages[:1], "metrics=[psnr]", "baselines=[]", "dataset.max_images=1",
+    cfg = _cfg(tmp_path, kodak_dir, packages[:1], "metrics=[psnr]", "baselines=[]", "max_images=1",
                "wandb.enabled=true")
     monkeypatch.setattr(wandb, "Image", lambda *args, **kwargs: (_ for _ in ()).throw(OSError("disk full")))
     with pytest.raises(OSError, match="disk full"):
@@ -269,7 +278,7 @@ def _folder(root: Path, images: dict[str, tuple[int, int]]) -> Path:
 
 
 def _evaluate_folder(tmp_path, root, packages, metrics):
-    cfg = _cfg(tmp_path, root, packages[:1], "dataset=folder", "dataset.max_images=null", f"metrics=[{metrics}]",
+    cfg = _cfg(tmp_path, root, packages[:1], "data=folder", "max_images=null", f"metrics=[{metrics}]",
                "baselines=[]")
     evaluate_module.evaluate(cfg)
     out = tmp_path / "eval"
@@ -290,6 +299,40 @@ def test_the_library_evaluates_codec_packages_without_hydra_or_lightning(tmp_pat
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip().splitlines()[-2:] == ["['tiny'] 2", "[]"]
     assert (tmp_path / "eval" / "tiny.json").is_file()
+
+
+def _compose(config_name: str, overrides: list[str]):
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        return compose(config_name, overrides=overrides)
+
+
+@pytest.mark.parametrize("node, name, size", [
+    ("kodak", "Kodak", (120, 80)), ("clic2020", "CLIC2020", (1000, 800)), ("clic2020_768", "CLIC2020-768", (768, 768)),
+    ("div2k", "DIV2K-val", (1020, 700)), ("div2k_val_crop", "DIV2K-val-512", (512, 512))])
+def test_evaluation_reads_the_data_node_training_reads(tmp_path, monkeypatch, node, name, size):
+    """One tree: evaluate.py's images are a split of the training data node, in its validation view."""
+    monkeypatch.delenv("KODAK_DIR", raising=False)
+    for folder, image_size in [("kodak", (80, 120)), ("CLIC2020/test", (800, 1000)), ("DIV2K/DIV2K_valid_HR", (700, 1020)),
+                               ("DIV2K/DIV2K_train_HR", (64, 64))]:
+        _folder(tmp_path / folder, {"a.png": image_size})
+    data = _compose("evaluate", [f"data={node}", f"paths.data_dir={tmp_path}"]).data
+    [(image_name, image)] = list(split_images(data))
+    assert (split_images(data).name, image_name, image.size) == (name, "a.png", size)
+    datamodule = instantiate_node(data, "data")
+    datamodule.setup("validate")
+    assert torch.equal(datamodule.datasets["val"][0], to_tensor(image)), "validation sees what evaluation sees"
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["data.test_dirs=[/nonexistent/kodak]"], r"data\.test_dirs: dataset directory /nonexistent/kodak does not exist"),
+    (["data=lsdir"], r"data\.test_dirs: DIV2K-val has no test folders to evaluate"),
+    (["split=val", "data.val_dirs=[/nonexistent/val]"], r"data\.val_dirs: dataset directory /nonexistent/val does"),
+])
+def test_a_missing_evaluation_folder_is_reported_under_its_key(tmp_path, packages, overrides, message):
+    cfg = _compose("evaluate", [f"+codecs.tiny=[{packages[0]}]", f"output_dir={tmp_path}", *overrides])
+    with pytest.raises(ConfigError, match=message):
+        evaluate_module.evaluate(cfg)
 
 
 def test_an_unreadable_image_is_skipped_named_and_listed(tmp_path, packages):
