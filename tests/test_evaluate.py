@@ -244,14 +244,17 @@ def test_bd_rate_of_a_curve_against_itself_and_a_shifted_copy():
 def test_bd_rate_table_holds_numbers_or_null_with_the_reason(recwarn):
     curves = {"JPEG": {"bpp": [0.2, 0.4, 0.8], "psnr": [26.0, 28.0, 30.0], "lpips_alex": [0.5, 0.4, 0.3]},
               "good": {"bpp": [0.16, 0.32, 0.64], "psnr": [26.0, 28.0, 30.0], "lpips_alex": [0.1, 0.08, 0.05]},
-              "one_point": {"bpp": [0.3], "psnr": [27.0], "lpips_alex": [0.45]}}
+              "one_point": {"bpp": [0.3], "psnr": [27.0], "lpips_alex": [0.45]},
+              "dips": {"bpp": [0.2, 0.3, 0.6], "psnr": [26.5, 26.0, 29.0], "lpips_alex": [0.5, 0.45, 0.3]}}
     table = bd_rate_table(curves, "JPEG", ["psnr", "lpips_alex"])
-    assert [row["model"] for row in table] == ["good", "one_point"], "the anchor is not compared with itself"
-    good, one_point = table
+    assert [row["model"] for row in table] == ["good", "one_point", "dips"], "the anchor is not compared with itself"
+    good, one_point, dips = table
     assert good["bd_rate"]["psnr"] == pytest.approx(-20.0, abs=1e-6) and "psnr" not in good["reason"]
     assert good["bd_rate"]["lpips_alex"] is None and "do not overlap" in good["reason"]["lpips_alex"]
     assert one_point["bd_rate"] == {"psnr": None, "lpips_alex": None}
     assert "1 rate point" in one_point["reason"]["psnr"]
+    assert dips["bd_rate"]["psnr"] is None and "does not improve with every step" in dips["reason"]["psnr"]
+    assert dips["bd_rate"]["lpips_alex"] < 0 and "lpips_alex" not in dips["reason"], "its monotone metric: fewer bits"
     json.dumps(table, allow_nan=False)  # plain numbers and nulls: any JSON reader takes it
     assert not [w for w in recwarn if "overlap" in str(w.message)], "the reason is in the table, not a warning"
 
