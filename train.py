@@ -22,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.loggers import WandbLogger
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
-from osdic.utils.config import check_train_config, instantiate_collection, instantiate_node
+from osdic.utils.config import check_train_config, instantiate_collection, instantiate_node, metric_for_sweep
 from osdic.utils.loggers import describe_wandb_run, finish_wandb
 from osdic.utils.pipeline import run_pipeline
 from osdic.utils.run import isolate_multirun_job, job_overrides, resume_checkpoint
@@ -38,7 +38,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], pl.Trainer]:
     check_train_config(cfg)
     isolate_multirun_job(Path(__file__).resolve())
     pl.seed_everything(cfg.seed, workers=True)
-    datamodule = instantiate_node(cfg.data, "data")
+    datamodule = instantiate_node(cfg.data, "data", seed=cfg.seed)  # the run's seed: the data nodes describe data
     module = instantiate_node(cfg.model, "model")
     callbacks = instantiate_collection(cfg.get("callbacks"), "callbacks")
     loggers = instantiate_collection(cfg.get("logger"), "logger")
@@ -74,15 +74,6 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], pl.Trainer]:
 def write_metrics(path: Path, metrics: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({k: float(v) for k, v in metrics.items()}, indent=2, sort_keys=True))
-
-
-def metric_for_sweep(cfg: DictConfig, metrics: dict[str, float]) -> float | None:
-    name = cfg.get("optimized_metric")
-    if not name:
-        return None
-    if name not in metrics:
-        raise KeyError(f"optimized_metric {name!r} was not logged; logged: {sorted(metrics)}")
-    return metrics[name]
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")

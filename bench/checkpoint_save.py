@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import argparse
 import resource
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
+
+from osdic.utils.devices import timed
 
 WRITERS = {
     "lightning (TorchCheckpointIO)": "lightning_fabric.plugins.io.torch_io:TorchCheckpointIO",
@@ -31,12 +31,9 @@ def measure(writer: str, mib: int, directory: Path) -> tuple[float, float]:
     checkpoint_io = getattr(__import__(module, fromlist=[name]), name)()
     checkpoint = {"state_dict": {"weights": torch.randn(mib, 2**18)}}  # 2**18 float32 = 1 MiB
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    times = []
-    for _ in range(3):
-        start = time.perf_counter()
-        checkpoint_io.save_checkpoint(checkpoint, directory / "last.ckpt")
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    # no warm-up: the first save's memory is part of what a save costs
+    _, seconds = timed(lambda: checkpoint_io.save_checkpoint(checkpoint, directory / "last.ckpt"), repeat=3, warmup=0)
+    return seconds, (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
 
 
 def main() -> None:

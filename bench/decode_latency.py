@@ -23,6 +23,7 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from osdic.metrics.latency import decode_breakdown
+from osdic.utils.devices import resolve_device
 
 CONF = str(Path(__file__).resolve().parents[1] / "conf")
 CLIP_L14 = dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16,
@@ -54,7 +55,7 @@ def main() -> None:
     parser.add_argument("--model", choices=["sodec", "osdiff"], default="sodec")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides of the model's config")
     args = parser.parse_args()
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = resolve_device("auto")
     sizes = args.sizes or (["512x512", "512x768"] if device.type == "cuda" else ["128x128"])
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[args.dtype or ("bf16" if device.type == "cuda" else "fp32")]
     repeat = args.repeat or (10 if device.type == "cuda" else 3)

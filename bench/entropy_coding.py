@@ -5,7 +5,7 @@
 For each image: the real file (header included) against the rate estimated from the
 likelihoods, and the time of the entropy coder alone (ŷ, ẑ ⇄ strings; decoding with and
 without osdic.codec.entropy_guard's checks and padding) and of the whole
-compress / decompress on the CPU.
+compress / decompress on the CPU; each the median of 3 after a warm-up.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import time
 from pathlib import Path
 
 import torch
@@ -24,18 +23,9 @@ from osdic.codec.image_codec import compress_image, decompress_bytes
 from osdic.codec.package import load_package
 from osdic.images import open_rgb, to_tensor
 from osdic.models.entropy import rate_bpp
+from osdic.utils.devices import timed
 
 KODAK = Path(os.environ.get("KODAK_DIR", Path(__file__).resolve().parents[2] / "shared" / "data" / "kodak"))
-
-
-def timed(fn, repeat: int = 3):
-    fn()  # warm-up
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        result = fn()
-        times.append(time.perf_counter() - start)
-    return result, min(times)
 
 
 def main() -> None:

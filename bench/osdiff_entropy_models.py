@@ -8,7 +8,8 @@ time of entropy coding.
    2, 2, 4, 8, 16) and the mean-scale hyperprior, both with 16 hyper channels; exports each.
 2. On the 24 Kodak images, per model: the rate estimated from the likelihoods (rounding, as
    coded), the real file (header and checksum included) and its entropy-coded strings alone,
-   and the time of the entropy coder alone (y → strings, strings → ŷ) on the CPU.
+   and the time of the entropy coder alone (y → strings, strings → ŷ) on the CPU, each the median
+   of 3 after a warm-up.
 3. The entropy coder's time at SD 2.1 size (M = 320, N = 192, random weights) on a 512×768
    image's y: the checkerboard's two passes per group cost time the hyperprior does not spend.
 """
@@ -30,6 +31,7 @@ from osdic.codec.image_codec import compress_image
 from osdic.codec.package import load_package
 from osdic.images import open_rgb, to_tensor
 from osdic.models.entropy import rate_bpp
+from osdic.utils.devices import timed
 from train import train
 from osdic.utils.run import compose_run_config
 
@@ -49,16 +51,6 @@ SD21 = {"ELIC": ["model/codec/entropy_model=elic"],
         "hyperprior": ["model/codec/entropy_model=hyperprior"]}
 
 
-def best_time(fn, repeat: int = 3):
-    fn()  # warm-up
-    times, result = [], None
-    for _ in range(repeat):
-        start = time.perf_counter()
-        result = fn()
-        times.append(time.perf_counter() - start)
-    return result, min(times)
-
-
 def measure(package: Path, kodak: Path) -> dict[str, float]:
     codec, fingerprint = load_package(package)
     rows = []
@@ -69,8 +61,8 @@ def measure(package: Path, kodak: Path) -> dict[str, float]:
             y = codec.analysis(codec.backbone.encode(codec.pad(x)))
             estimated = float(rate_bpp(codec.entropy_model(y)["likelihoods"], pixels))
         data = compress_image(codec, fingerprint, x)
-        coded, encode = best_time(lambda: codec.entropy_model.compress(y))
-        _, decode = best_time(lambda: codec.entropy_model.decompress(coded["strings"], coded["shape"]))
+        coded, encode = timed(lambda: codec.entropy_model.compress(y))
+        _, decode = timed(lambda: codec.entropy_model.decompress(coded["strings"], coded["shape"]))
         payload = sum(len(s) for s in unpack(data).strings)
         rows.append(dict(estimated=estimated, real=len(data) * 8 / pixels, payload=payload * 8 / pixels,
                          encode=encode, decode=decode))
@@ -84,8 +76,8 @@ def sd21_coding_time(name: str) -> tuple[float, float]:
     model = hydra.utils.instantiate(cfg.model.codec.entropy_model)(latent_channels=cfg.model.codec.latent_channels)
     model.eval().update(force=True)
     y = torch.randn(1, cfg.model.codec.latent_channels, 512 // 16, 768 // 16) * 4
-    coded, encode = best_time(lambda: model.compress(y))
-    _, decode = best_time(lambda: model.decompress(coded["strings"], coded["shape"]))
+    coded, encode = timed(lambda: model.compress(y))
+    _, decode = timed(lambda: model.decompress(coded["strings"], coded["shape"]))
     return encode, decode
 
 

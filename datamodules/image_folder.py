@@ -1,9 +1,8 @@
-"""One datamodule for every image-folder dataset; the dataset configs only set its folders."""
+"""One datamodule for every image-folder dataset; the data configs (conf/data/) set its folders,
+which evaluate.py reads too."""
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 from typing import Callable, Sequence
 
 import pytorch_lightning as pl
@@ -11,6 +10,7 @@ from torch.utils.data import DataLoader
 
 from datamodules.images import CenterCrop, EpochShuffle, ImageFolder, RandomCrop
 from osdic.checks import ConfigError, require_int, require_positive
+from osdic.images import existing_folders
 
 #: the codecs pad to multiples of 64 (z is at H/64); training crops must already be.
 CROP_MULTIPLE = 64
@@ -33,26 +33,21 @@ class ResumableLoader(DataLoader):
         self.sampler.resume(state["epoch"], state["batches"] * self.batch_size)
 
 
-def _folders(key: str, folders: str | Sequence[str] | None) -> list[str]:
-    if folders is None:
-        return []
-    folders = [folders] if isinstance(folders, (str, os.PathLike)) else list(folders)
-    for folder in folders:
-        if not Path(folder).is_dir():
-            raise ConfigError(key, f"dataset directory {folder} does not exist (set paths.data_dir or the folder)")
-    return [str(f) for f in folders]
-
-
 class ImageFolderDataModule(pl.LightningDataModule):
-    """Random crops for training; full images (or central crops) for validation and test."""
+    """Random crops for training; full images (or central crops, after resizing the short side
+    if ``val_resize_short`` is set) for validation and test: the view evaluate.py takes of the
+    same data node's folders (:func:`osdic.metrics.datasets.split_images`). ``name`` is the
+    dataset's name as evaluation outputs and the literature's points spell it."""
 
     def __init__(
         self,
+        name: str = "images",
         train_dirs: str | Sequence[str] | None = None,
         val_dirs: str | Sequence[str] | None = None,
         test_dirs: str | Sequence[str] | None = None,
         crop_size: int = 256,
         val_crop_size: int | None = None,
+        val_resize_short: int | None = None,
         random_downscale: bool = False,
         min_downscale: float = 0.5,
         hflip: bool = True,
@@ -71,13 +66,16 @@ class ImageFolderDataModule(pl.LightningDataModule):
             raise ConfigError("min_downscale", f"must be in (0, 1], got {min_downscale}")
         if val_crop_size is None and val_batch_size != 1:
             raise ConfigError("val_batch_size", "full-size validation images differ in size: use 1 or set val_crop_size")
+        if val_resize_short is not None:
+            require_int("val_resize_short", val_resize_short, minimum=1)
         require_positive("batch_size", batch_size)
         require_int("num_workers", num_workers, minimum=0)
-        self.train_dirs = _folders("train_dirs", train_dirs)
-        self.val_dirs = _folders("val_dirs", val_dirs)
-        self.test_dirs = _folders("test_dirs", test_dirs)
+        self.name = name
+        self.train_dirs = existing_folders("train_dirs", train_dirs)
+        self.val_dirs = existing_folders("val_dirs", val_dirs)
+        self.test_dirs = existing_folders("test_dirs", test_dirs)
         self.train_view = RandomCrop(crop_size, random_downscale, min_downscale, hflip, cache_decoded)
-        self.eval_view = CenterCrop(val_crop_size)
+        self.eval_view = CenterCrop(val_crop_size, val_resize_short)
         self.batch_size, self.val_batch_size = batch_size, val_batch_size
         self.num_workers, self.pin_memory, self.seed = num_workers, pin_memory, seed
         self.datasets: dict[str, ImageFolder] = {}

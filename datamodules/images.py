@@ -18,7 +18,7 @@ from PIL import Image
 from torch import Tensor
 from torch.utils.data import Dataset, DistributedSampler
 
-from osdic.images import Decoded, IMAGE_EXTENSIONS, UnreadableImage, list_images, open_rgb, to_tensor
+from osdic.images import Decoded, IMAGE_EXTENSIONS, UnreadableImage, evaluation_view, list_images, open_rgb, to_tensor
 
 
 class RandomCrop:
@@ -82,22 +82,16 @@ class RandomCrop:
 
 
 class CenterCrop:
-    """Deterministic validation view: the central ``size``² crop, or the whole image if None."""
+    """Deterministic validation view, evaluation's (:func:`osdic.images.evaluation_view`): the
+    central ``size``² crop (the whole image if None), after resizing the short side to
+    ``resize_short`` if set."""
 
-    def __init__(self, size: int | None):
-        self.size = size
+    def __init__(self, size: int | None, resize_short: int | None = None):
+        self.size, self.resize_short = size, resize_short
 
     def __call__(self, path: Path, rng: random.Random) -> tuple[Tensor, str | None]:
         image, note, _, _ = open_rgb(path)
-        if self.size is not None:
-            w, h = image.size
-            if min(w, h) < self.size:
-                scale = self.size / min(w, h)
-                image = image.resize((math.ceil(w * scale), math.ceil(h * scale)), Image.BICUBIC)
-                w, h = image.size
-            left, top = (w - self.size) // 2, (h - self.size) // 2
-            image = image.crop((left, top, left + self.size, top + self.size))
-        return to_tensor(image), note
+        return to_tensor(evaluation_view(image, self.resize_short, self.size)), note
 
 
 # Per-file status shared by all DataLoader workers (inherited through fork or pickled for spawn).

@@ -3,12 +3,12 @@ packages (no download)."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from PIL import Image
 
 from datamodules.image_folder import ImageFolderDataModule
+from osdic.utils.files import atomic_write
 
 #: scikit-image's bundled photos (``camera``, ``brick`` and ``grass`` are grey, stored as RGB)
 TRAIN_PHOTOS = ("astronaut", "rocket", "grace_hopper", "hubble_deep_field", "immunohistochemistry", "retina", "camera",
@@ -35,10 +35,9 @@ def materialize_samples(root: str | Path) -> tuple[Path, Path]:
         folder.mkdir(parents=True, exist_ok=True)
         for name in names:
             target = folder / f"{name}.png"
-            if not target.exists():
-                tmp = target.with_name(f"{target.stem}.{os.getpid()}.tmp.png")  # concurrent jobs race here
-                _photo(name).convert("RGB").save(tmp)  # the grey photos too: a warning-free demo
-                tmp.replace(target)
+            if not target.exists():  # concurrent jobs race here: each writes whole files
+                with atomic_write(target) as file:
+                    _photo(name).convert("RGB").save(file, format="PNG")  # the grey photos too: a warning-free demo
     return root / "train", root / "val"
 
 

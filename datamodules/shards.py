@@ -42,6 +42,7 @@ from datamodules.images import RandomCrop
 from osdic.images import UnreadableImage, list_images, open_rgb
 from datamodules.tiles import CODECS, TiledImage, encode_tiles
 from osdic.checks import ConfigError, require_positive
+from osdic.utils.files import write_atomically
 
 #: the final report of a preparation, beside litdata's index.json
 REPORT = "preparation.json"
@@ -176,9 +177,7 @@ def _prepare_part(task: tuple[int, list[str], dict, str]) -> dict:
 
 
 def _write_json(path: Path, content: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(content, indent=1))
-    tmp.replace(path)  # a record exists whole or not at all: it marks its part as finished
+    write_atomically(path, json.dumps(content, indent=1).encode())  # a part's record marks it finished
 
 
 def _remove_partial_part(output: Path, part: int) -> None:

@@ -1,4 +1,5 @@
-"""Bad-input-safe image reading, for training, evaluation and the command-line codec alike.
+"""Bad-input-safe image reading, for training, evaluation and the command-line codec alike, and
+the one view validation and evaluation take of an image (:func:`evaluation_view`).
 
 Every file is decoded by PIL (JPEG through its draft mode when the crop will be down-scaled
 anyway; an RGB PNG by libspng through pyspng when installed, about 2× faster), EXIF-rotated, and
@@ -17,12 +18,14 @@ import os
 import stat
 import zlib
 from pathlib import Path
-from typing import Iterable, NamedTuple
+from typing import Iterable, NamedTuple, Sequence
 
 import numpy as np
 import torch
 from PIL import Image, ImageFile, ImageOps
 from torch import Tensor
+
+from osdic.checks import ConfigError
 
 try:
     import pyspng
@@ -48,6 +51,34 @@ def list_images(roots: Iterable[str | os.PathLike]) -> list[Path]:
         root = Path(root)
         files += sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and not p.is_dir())
     return files
+
+
+def existing_folders(key: str, folders: str | os.PathLike | Sequence[str | os.PathLike] | None) -> list[str]:
+    """``folders`` (one, a list, or None for none) as strings, each an existing directory; a
+    ConfigError naming ``key`` otherwise."""
+    if folders is None:
+        return []
+    folders = [folders] if isinstance(folders, (str, os.PathLike)) else list(folders)
+    for folder in folders:
+        if not Path(folder).is_dir():
+            raise ConfigError(key, f"dataset directory {folder} does not exist (set paths.data_dir or the folder)")
+    return [str(f) for f in folders]
+
+
+def evaluation_view(image: Image.Image, resize_short: int | None = None, crop_size: int | None = None) -> Image.Image:
+    """An image as validation and evaluation see it: resized (bicubic) so that its short side is
+    ``resize_short``, then its central ``crop_size``² (an image whose short side is under that
+    is first up-scaled to fit, never padded); None skips a step."""
+    if resize_short is not None:
+        scale = resize_short / min(image.size)
+        image = image.resize((round(image.width * scale), round(image.height * scale)), Image.BICUBIC)
+    if crop_size is not None:
+        if min(image.size) < crop_size:
+            scale = crop_size / min(image.size)
+            image = image.resize((math.ceil(image.width * scale), math.ceil(image.height * scale)), Image.BICUBIC)
+        left, top = (image.width - crop_size) // 2, (image.height - crop_size) // 2
+        image = image.crop((left, top, left + crop_size, top + crop_size))
+    return image
 
 
 def _require_regular_file(path: Path) -> None:

@@ -84,6 +84,16 @@ def test_validation_view_keeps_whole_images(messy_folder):
     assert shape == (3, 200, 100)
 
 
+def test_the_evaluation_view_resizes_the_short_side_then_crops_the_centre_never_padding():
+    gradient = Image.fromarray(np.broadcast_to(np.arange(200, dtype=np.uint8)[None, :, None], (100, 200, 3)).copy())
+    assert images.evaluation_view(gradient).size == (200, 100), "neither step set: the image as it is"
+    assert images.evaluation_view(gradient, resize_short=50).size == (100, 50)
+    centre = np.asarray(images.evaluation_view(gradient, crop_size=64))
+    assert centre.shape == (64, 64, 3) and centre[0, 0, 0] == 68, "the central 64 columns (68..131)"
+    small = np.asarray(images.evaluation_view(gradient, resize_short=32, crop_size=48))
+    assert small.shape == (48, 48, 3) and small.min() > 0, "a short side under the crop is up-scaled, not padded"
+
+
 def test_datamodule_loads_batches_with_workers_and_reports_counts(messy_folder):
     dm = ImageFolderDataModule(
         train_dirs=[str(messy_folder)], val_dirs=[str(messy_folder)], crop_size=64, batch_size=1, num_workers=2

@@ -24,12 +24,16 @@ from PIL import Image
 import evaluate as evaluate_module
 from osdic.codec.package import export_package
 from osdic.metrics import baselines
+from osdic.images import to_tensor
 from osdic.metrics.bdrate import bd_rate
+from osdic.metrics.datasets import split_images
 from osdic.metrics.evaluation import Point, bd_rate_table, compressai_json
 from osdic.metrics.published import published_points
-from osdic.metrics.sweep import read_sweep
-from osdic.checks import MissingWeightsError
+from osdic.metrics.evaluate_codecs import codec_points
+from osdic.metrics.sweep import read_sweep, training_runs
+from osdic.checks import ConfigError, MissingWeightsError
 from osdic.metrics.quality import fid_patches, patch_count
+from osdic.utils.config import instantiate_node, metric_for_sweep
 from osdic.models.hific import HiFiCCompressor
 from tests.conftest import CONF_DIR
 
@@ -50,8 +54,8 @@ def _cfg(tmp_path, kodak_dir, packages, *overrides):
     codecs = packages if isinstance(packages, str) else f"[{','.join(packages)}]"
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        cfg = compose("evaluate", overrides=[f"+codecs.tiny={codecs}", "dataset.max_images=2",
-                                             f"dataset.root={kodak_dir}", *overrides], return_hydra_config=True)
+        cfg = compose("evaluate", overrides=[f"+codecs.tiny={codecs}", "max_images=2",
+                                             f"data.test_dirs=[{kodak_dir}]", *overrides], return_hydra_config=True)
     HydraConfig.instance().set_config(cfg)
     with open_dict(cfg):
         cfg.output_dir = str(tmp_path / "eval")
@@ -61,8 +65,9 @@ def _cfg(tmp_path, kodak_dir, packages, *overrides):
 
 def test_outputs_on_kodak(tmp_path, kodak_dir, packages):
     cfg = _cfg(tmp_path, kodak_dir, packages, "metrics=[psnr,ms_ssim,ms_ssim_y,lpips_alex,fid256]",
-               "allow_random_weights=true", "baselines=[jpeg]", "match_baselines=true", "wandb.enabled=true")
-    evaluate_module.evaluate(cfg)
+               "allow_random_weights=true", "baselines=[jpeg]", "match_baselines=true", "wandb.enabled=true",
+               "optimized_metric=bd_rate/tiny/lpips_alex")
+    result = evaluate_module.evaluate(cfg)
     out = tmp_path / "eval"
     rows = list(csv.DictReader((out / "per_image.csv").open()))
     assert len(rows) == 2 * 2 * 2  # 2 images × (2 learned points + 2 JPEG points)
@@ -80,9 +85,13 @@ def test_outputs_on_kodak(tmp_path, kodak_dir, packages):
     assert (out / "JPEG.json").is_file() and (out / "rd_psnr.png").is_file() and (out / "samples.png").is_file()
     bd = json.loads((out / "bd_rate.json").read_text())
     assert [(row["model"], row["anchor"]) for row in bd] == [("tiny", "JPEG")], "no anchor-vs-itself row"
+    # untrained codecs reach a quality JPEG never goes down to: no BD-rate, and the table says why
+    assert bd[0]["bd_rate"] == {"psnr": None, "ms_ssim": None, "ms_ssim_y": None, "lpips_alex": None, "fid256": None}
     for metric in ("psnr", "ms_ssim", "lpips_alex"):
-        value = bd[0]["bd_rate"][metric]
-        assert isinstance(value, float) or (value is None and bd[0]["reason"][metric]), (metric, value)
+        assert "quality ranges do not overlap" in bd[0]["reason"][metric], metric
+    scalars = result.scalars()  # what a sweep over evaluate.py optimises: undefined is NaN, never a number
+    assert sorted(scalars) == [f"bd_rate/tiny/{m}" for m in ("fid256", "lpips_alex", "ms_ssim", "ms_ssim_y", "psnr")]
+    assert math.isnan(metric_for_sweep(cfg, scalars)) and all(math.isnan(v) for v in scalars.values())
     wandb_run = next((out / "wandb").glob("offline-run-*"))
     assert any(wandb_run.glob("*.wandb")), "tables, plots and samples went to an offline W&B run"
     summary = json.loads(subprocess.run([str(Path(sys.executable).parent / "wandb"), "leet", "inspect", "--summary",
@@ -107,7 +116,7 @@ def test_a_sweep_directory_is_evaluated_as_one_curve_labelled_by_its_swept_value
         (["callbacks.rate_annealing.lambda_start=2", "model.codec.backbone.lora_rank=16", "trainer=gpu"], packages[0]),
         (["callbacks.rate_annealing.lambda_start=4", "model.codec.backbone.lora_rank=8", "trainer=gpu"], packages[1]),
         (["callbacks.rate_annealing.lambda_start=8", "model.codec.backbone.lora_rank=8", "trainer=gpu"], None)])
-    cfg = _cfg(tmp_path, kodak_dir, str(sweep), "metrics=[psnr]", "baselines=[]", "dataset.max_images=1")
+    cfg = _cfg(tmp_path, kodak_dir, str(sweep), "metrics=[psnr]", "baselines=[]", "max_images=1")
     evaluate_module.evaluate(cfg)
     report = json.loads((tmp_path / "eval" / "tiny.json").read_text())
     assert len(report["results"]["bpp"]) == 2, "the failed job is left out"
@@ -126,9 +135,27 @@ def test_the_evaluation_run_joins_the_group_and_tags_of_the_training_runs(tmp_pa
     for job in ("0", "1"):
         (sweep / job / ".hydra" / "config.yaml").write_text(yaml.safe_dump({"sweep_name": "lora_rank",
                                                                             "tags": ["sodec", "lora_rank"]}))
-    codecs = [path for path, _, _ in evaluate_module.codec_points("SODEC", str(sweep))]
-    assert evaluate_module.training_runs(codecs) == ("lora_rank-multirun", ["sodec", "lora_rank"])
-    assert evaluate_module.training_runs(packages) == (None, []), "codecs from no recorded run: no group"
+    codecs = [point.path for point in codec_points("SODEC", str(sweep))]
+    assert training_runs(codecs) == ("lora_rank-multirun", ["sodec", "lora_rank"])
+    assert training_runs(packages) == (None, []), "codecs from no recorded run: no group"
+
+
+def test_the_value_a_sweep_optimises_is_a_models_bd_rate_against_the_anchor(tmp_path, packages):
+    root = _folder(tmp_path / "images", {"a.png": (96, 128)})  # where the two points' PSNR grows with the rate
+    cfg = _cfg(tmp_path, root, packages, f"+codecs.copy=[{','.join(packages)}]", "data=folder", "metrics=[psnr]",
+               "baselines=[]", "anchor=tiny", "optimized_metric=bd_rate/copy/psnr")
+    assert metric_for_sweep(cfg, evaluate_module.evaluate(cfg).scalars()) == pytest.approx(0.0, abs=1e-9)
+
+
+def test_the_evaluation_run_is_closed_after_an_error(tmp_path, kodak_dir, packages, monkeypatch):
+    import wandb
+
+    cfg = _cfg(tmp_path, kodak_dir, packages[:1], "metrics=[psnr]", "baselines=[]", "max_images=1",
+               "wandb.enabled=true")
+    monkeypatch.setattr(wandb, "Image", lambda *args, **kwargs: (_ for _ in ()).throw(OSError("disk full")))
+    with pytest.raises(OSError, match="disk full"):
+        evaluate_module.evaluate(cfg)
+    assert wandb.run is None
 
 
 def test_a_stage_chain_job_is_represented_by_its_last_stage(tmp_path, packages):
@@ -217,14 +244,17 @@ def test_bd_rate_of_a_curve_against_itself_and_a_shifted_copy():
 def test_bd_rate_table_holds_numbers_or_null_with_the_reason(recwarn):
     curves = {"JPEG": {"bpp": [0.2, 0.4, 0.8], "psnr": [26.0, 28.0, 30.0], "lpips_alex": [0.5, 0.4, 0.3]},
               "good": {"bpp": [0.16, 0.32, 0.64], "psnr": [26.0, 28.0, 30.0], "lpips_alex": [0.1, 0.08, 0.05]},
-              "one_point": {"bpp": [0.3], "psnr": [27.0], "lpips_alex": [0.45]}}
+              "one_point": {"bpp": [0.3], "psnr": [27.0], "lpips_alex": [0.45]},
+              "dips": {"bpp": [0.2, 0.3, 0.6], "psnr": [26.5, 26.0, 29.0], "lpips_alex": [0.5, 0.45, 0.3]}}
     table = bd_rate_table(curves, "JPEG", ["psnr", "lpips_alex"])
-    assert [row["model"] for row in table] == ["good", "one_point"], "the anchor is not compared with itself"
-    good, one_point = table
+    assert [row["model"] for row in table] == ["good", "one_point", "dips"], "the anchor is not compared with itself"
+    good, one_point, dips = table
     assert good["bd_rate"]["psnr"] == pytest.approx(-20.0, abs=1e-6) and "psnr" not in good["reason"]
     assert good["bd_rate"]["lpips_alex"] is None and "do not overlap" in good["reason"]["lpips_alex"]
     assert one_point["bd_rate"] == {"psnr": None, "lpips_alex": None}
     assert "1 rate point" in one_point["reason"]["psnr"]
+    assert dips["bd_rate"]["psnr"] is None and "does not improve with every step" in dips["reason"]["psnr"]
+    assert dips["bd_rate"]["lpips_alex"] < 0 and "lpips_alex" not in dips["reason"], "its monotone metric: fewer bits"
     json.dumps(table, allow_nan=False)  # plain numbers and nulls: any JSON reader takes it
     assert not [w for w in recwarn if "overlap" in str(w.message)], "the reason is in the table, not a warning"
 
@@ -251,12 +281,61 @@ def _folder(root: Path, images: dict[str, tuple[int, int]]) -> Path:
 
 
 def _evaluate_folder(tmp_path, root, packages, metrics):
-    cfg = _cfg(tmp_path, root, packages[:1], "dataset=folder", "dataset.max_images=null", f"metrics=[{metrics}]",
+    cfg = _cfg(tmp_path, root, packages[:1], "data=folder", "max_images=null", f"metrics=[{metrics}]",
                "baselines=[]")
     evaluate_module.evaluate(cfg)
     out = tmp_path / "eval"
     rows = csv.DictReader((out / "per_image.csv").read_text().splitlines())
     return {r["image"]: r for r in rows}, json.loads((out / "tiny.json").read_text())
+
+
+def test_the_library_evaluates_codec_packages_without_hydra_or_lightning(tmp_path, packages):
+    root = _folder(tmp_path / "images", {"a.png": (64, 64)})
+    training_side = ("pytorch_lightning", "lightning", "hydra", "lightning_modules", "datamodules", "callbacks")
+    script = ("import sys\nfrom osdic.metrics.datasets import EvalImages\n"
+              "from osdic.metrics.evaluate_codecs import evaluate_codecs\n"
+              f"result = evaluate_codecs(EvalImages('mine', {str(root)!r}), {{'tiny': {packages!r}}}, "
+              f"{str(tmp_path / 'eval')!r}, metrics=['psnr'], baselines=[])\n"
+              "print(list(result.curves), len(result.rows))\n"
+              f"print(sorted(m for m in {training_side!r} if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().splitlines()[-2:] == ["['tiny'] 2", "[]"]
+    assert (tmp_path / "eval" / "tiny.json").is_file()
+
+
+def _compose(config_name: str, overrides: list[str]):
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        return compose(config_name, overrides=overrides)
+
+
+@pytest.mark.parametrize("node, name, size", [
+    ("kodak", "Kodak", (120, 80)), ("clic2020", "CLIC2020", (1000, 800)), ("clic2020_768", "CLIC2020-768", (768, 768)),
+    ("div2k", "DIV2K-val", (1020, 700)), ("div2k_val_crop", "DIV2K-val-512", (512, 512))])
+def test_evaluation_reads_the_data_node_training_reads(tmp_path, monkeypatch, node, name, size):
+    """One tree: evaluate.py's images are a split of the training data node, in its validation view."""
+    monkeypatch.delenv("KODAK_DIR", raising=False)
+    for folder, image_size in [("kodak", (80, 120)), ("CLIC2020/test", (800, 1000)), ("DIV2K/DIV2K_valid_HR", (700, 1020)),
+                               ("DIV2K/DIV2K_train_HR", (64, 64))]:
+        _folder(tmp_path / folder, {"a.png": image_size})
+    data = _compose("evaluate", [f"data={node}", f"paths.data_dir={tmp_path}"]).data
+    [(image_name, image)] = list(split_images(data))
+    assert (split_images(data).name, image_name, image.size) == (name, "a.png", size)
+    datamodule = instantiate_node(data, "data")
+    datamodule.setup("validate")
+    assert torch.equal(datamodule.datasets["val"][0], to_tensor(image)), "validation sees what evaluation sees"
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["data.test_dirs=[/nonexistent/kodak]"], r"data\.test_dirs: dataset directory /nonexistent/kodak does not exist"),
+    (["data=lsdir"], r"data\.test_dirs: DIV2K-val has no test folders to evaluate"),
+    (["split=val", "data.val_dirs=[/nonexistent/val]"], r"data\.val_dirs: dataset directory /nonexistent/val does"),
+])
+def test_a_missing_evaluation_folder_is_reported_under_its_key(tmp_path, packages, overrides, message):
+    cfg = _compose("evaluate", [f"+codecs.tiny=[{packages[0]}]", f"output_dir={tmp_path}", *overrides])
+    with pytest.raises(ConfigError, match=message):
+        evaluate_module.evaluate(cfg)
 
 
 def test_an_unreadable_image_is_skipped_named_and_listed(tmp_path, packages):

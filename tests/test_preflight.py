@@ -34,3 +34,12 @@ def test_doctor_lists_every_missing_folder_weight_and_gpu_at_once_with_its_fix(t
 def test_doctor_passes_on_a_config_that_has_everything(tmp_path, capsys):
     assert preflight.main(["doctor", "experiment=demo", "trainer=cpu", "logger=none"]) == 0
     assert "0 missing" in capsys.readouterr().out
+
+
+def test_doctor_checks_the_folders_an_evaluation_reads(tmp_path, capsys):
+    status = preflight.main(["doctor", "--config", "evaluate", "data=div2k", f"paths.data_dir={tmp_path}",
+                             "metrics=[psnr]", "baselines=[]"])
+    out = capsys.readouterr().out
+    assert status == 1
+    assert f"[MISSING] dataset  data.test_dirs[0]: {tmp_path}/DIV2K/DIV2K_valid_HR" in out
+    assert "train_dirs" not in out, "evaluation never reads the training folders"

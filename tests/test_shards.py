@@ -125,6 +125,24 @@ def test_interrupted_preparation_continues_where_it_stopped(photos, prepared, tm
         assert (output / chunk.name).read_bytes() == chunk.read_bytes(), chunk.name
 
 
+def test_a_part_record_cut_short_is_no_record_and_the_part_is_prepared_again(photos, prepared, tmp_path, monkeypatch):
+    output, real_replace = tmp_path / "shards", os.replace
+
+    def killed_while_recording_part_1(source, target):
+        if Path(target).name == "1.json":
+            raise KeyboardInterrupt
+        real_replace(source, target)
+
+    monkeypatch.setattr(os, "replace", killed_while_recording_part_1)
+    warnings.simplefilter("ignore", RuntimeWarning)  # the bad files: the first test counts them
+    with pytest.raises(KeyboardInterrupt):
+        prepare_shards([photos], output, **SETTINGS)
+    assert sorted(p.name for p in (output / shards._PARTS).iterdir()) == ["0.json", "settings.json"], \
+        "part 1 has no record, whole or partial, and nothing else there looks like one"
+    monkeypatch.setattr(os, "replace", real_replace)
+    assert prepare_shards([photos], output, **SETTINGS) == prepared[1]["report"]
+
+
 @pytest.mark.slow
 def test_parallel_preparation_writes_the_same_shards(photos, prepared, tmp_path):
     with warnings.catch_warnings(record=True) as caught:

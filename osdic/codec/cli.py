@@ -21,13 +21,8 @@ from osdic.codec.bitstream import DEFAULT_MAX_PIXELS, BitstreamError, unpack
 from osdic.codec.image_codec import bits_per_pixel, compress_image, decompress_bytes
 from osdic.codec.package import load_package
 from osdic.images import UnreadableImage, open_rgb, to_tensor
+from osdic.utils.devices import resolve_device
 from osdic.utils.untrusted import UntrustedFileError
-
-
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def save_png(image: torch.Tensor, path: str | Path) -> None:
@@ -47,7 +42,7 @@ def _parser(description: str, output_help: str) -> argparse.ArgumentParser:
 def _load_package(program: str, args: argparse.Namespace):
     """(codec, fingerprint), or None after saying why the package is refused."""
     try:
-        return load_package(args.codec, _device(args.device))
+        return load_package(args.codec, resolve_device(args.device))
     except UntrustedFileError as exc:
         print(f"{program}: {exc}", file=sys.stderr)
         return None

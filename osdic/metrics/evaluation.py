@@ -19,7 +19,6 @@ from __future__ import annotations
 import csv
 import io
 import math
-import time
 import warnings
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -38,14 +37,10 @@ from osdic.metrics import baselines
 from osdic.metrics.bdrate import BDRateNotAvailable, bd_rate
 from osdic.metrics.quality import (DISTRIBUTION, MetricNotAvailable, PatchDistribution, compressai_key, higher_is_better,
                              metric_spec)
+from osdic.utils.devices import resolve_device, timed
 from osdic.utils.files import write_atomically
 
 TIMING_KEYS = ("encoding_time", "decoding_time")
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 @dataclass
@@ -66,8 +61,7 @@ class Evaluator:
     def __init__(self, images, metrics: list[str], output_dir: str, device: str = "auto",
                  allow_random_weights: bool = False):
         self.images, self.metric_names = images, list(metrics)
-        self.device = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
-                                   "cpu" if device == "auto" else device)
+        self.device = resolve_device(device)
         self.output_dir = Path(output_dir)
         self.output_dir.mkdir(parents=True, exist_ok=True)
         self.per_image = {n: _on(metric_spec(n).build(allow_random_weights), self.device)
@@ -163,14 +157,9 @@ class Evaluator:
                 for _ in range(warmup):
                     decompress_bytes(codec, fingerprint, compress_image(codec, fingerprint, x))
                 warmed = True
-            synchronize(self.device)
-            start = time.perf_counter()
-            data = compress_image(codec, fingerprint, x)
-            synchronize(self.device)
-            encode_time = time.perf_counter() - start
-            decoded = decompress_outputs(codec, fingerprint, data)
-            synchronize(self.device)
-            decode_time = time.perf_counter() - start - encode_time
+            once = dict(repeat=1, warmup=0, device=self.device)  # every image is timed; the warm-up ran above
+            data, encode_time = timed(lambda: compress_image(codec, fingerprint, x), **once)
+            decoded, decode_time = timed(lambda: decompress_outputs(codec, fingerprint, data), **once)
             if "x_hat_f" in decoded:  # SODEC's preliminary reconstruction, for the sample grid
                 self._save_png(decoded["x_hat_f"], self.recon_path(f"{label}_fidelity", name))
             self._record(point, name, image, data, decoded["x_hat"], (encode_time, decode_time), {})
@@ -196,12 +185,8 @@ class Evaluator:
             if name in done:
                 point.rows.append(done[name])
                 continue
-            start = time.perf_counter()
-            coded = encode(name, image)
-            encode_time = time.perf_counter() - start
-            start = time.perf_counter()
-            x_hat = to_tensor(baselines.decode(coded.data))[None]
-            decode_time = time.perf_counter() - start
+            coded, encode_time = timed(lambda: encode(name, image), repeat=1, warmup=0)
+            x_hat, decode_time = timed(lambda: to_tensor(baselines.decode(coded.data))[None], repeat=1, warmup=0)
             self._record(point, name, image, coded.data, x_hat, (encode_time, decode_time),
                          {"quality": coded.quality, **{key: values[name] for key, values in extra.items()}})
         return point

@@ -14,6 +14,7 @@ from torch import Tensor
 
 from osdic.models.decode_steps import ENTROPY_DECODING
 from osdic.models.osdiff import OSDiff
+from osdic.utils.devices import synchronize
 
 #: OSDiff's reported 0.060 s timed its decode path without entropy decoding (and without synchronisation)
 PAPER_PARTS = "total without entropy decoding (the OSDiff paper's parts)"
@@ -27,16 +28,12 @@ class StepTimer:
         self.device = device
         self.seconds: dict[str, list[float]] = defaultdict(list)
 
-    def _synchronize(self) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-
     @contextmanager
     def __call__(self, name: str) -> Iterator[None]:
-        self._synchronize()
+        synchronize(self.device)
         start = time.perf_counter()
         yield
-        self._synchronize()
+        synchronize(self.device)
         self.seconds[name].append(time.perf_counter() - start)
 
 

@@ -11,9 +11,11 @@ from pathlib import Path
 
 import yaml
 
-from osdic.utils.run import display_name
 #: swept keys that set a job's rate: jobs differing only in these are points of one RD curve
 RATE_KEYS = ("lambda_start", "lambda_end", "rate_point", "target_bpp")
+#: short names of keys in run names and RD-curve labels (the key's last part otherwise)
+DISPLAY_NAMES = {"lambda_start": "λ", "lambda_end": "λ_end", "rate_point": "λ", "lora_rank": "rank",
+                 "adversarial_weight": "β", "target_bpp": "target bpp"}
 
 
 @dataclass
@@ -39,6 +41,18 @@ class SweepJob:
         """``final_metrics.json``, empty for a job that failed or has not finished."""
         path = self.output_dir / "final_metrics.json"
         return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def display_name(key: str) -> str:
+    """``callbacks.rate_annealing.lambda_start`` → ``λ``, ``model/codec/guidance`` → ``guidance``."""
+    last = key.replace("/", ".").rsplit(".", 1)[-1]
+    return DISPLAY_NAMES.get(last, last)
+
+
+def group_name(sweep_dir: Path, sweep_name: str | None) -> str:
+    """The W&B group of a sweep's runs: ``<sweep_name>-<sweep dir>`` (the directory alone for an
+    ad-hoc sweep), so two launches of one sweep stay apart."""
+    return f"{sweep_name}-{sweep_dir.name}" if sweep_name else sweep_dir.name
 
 
 def is_sweep(path: str | Path) -> bool:
@@ -68,3 +82,18 @@ def is_rate_key(key: str) -> bool:
 def point_label(job: SweepJob, keys: list[str]) -> str:
     """``λ=2, rank=16``: the job's values of ``keys``."""
     return ", ".join(f"{display_name(k)}={job.overrides.get(k, '')}" for k in keys)
+
+
+def training_runs(codecs: list[str]) -> tuple[str | None, list[str]]:
+    """The W&B group and tags of the runs that trained ``codecs`` (packages ``<run>/codec`` or
+    checkpoints ``<run>/checkpoints/*.ckpt``), read from the runs' saved configs as data: the
+    group when they all come from one sweep, else None."""
+    groups, tags = [], []
+    for codec in map(Path, codecs):
+        run = codec.parent.parent if codec.suffix == ".ckpt" else codec.parent
+        config_file = run / ".hydra" / "config.yaml"
+        config = (yaml.safe_load(config_file.read_text()) if config_file.is_file() else None) or {}
+        tags += [tag for tag in config.get("tags") or [] if tag not in tags]
+        if (run.parent / "multirun.yaml").is_file():
+            groups.append(group_name(run.parent, config.get("sweep_name")))
+    return (groups[0] if len(set(groups)) == 1 else None), tags

@@ -52,6 +52,17 @@ def instantiate_collection(node: DictConfig | None, path: str) -> list[Any]:
     ]
 
 
+def metric_for_sweep(cfg: DictConfig, metrics: dict[str, float]) -> float | None:
+    """The value of ``optimized_metric`` among a run's ``metrics``, which a sweeper (Optuna and
+    friends) minimises or maximises; None when the config names none."""
+    name = cfg.get("optimized_metric")
+    if not name:
+        return None
+    if name not in metrics:
+        raise KeyError(f"optimized_metric {name!r} was not logged; logged: {sorted(metrics)}")
+    return metrics[name]
+
+
 def _learning_rates(node: DictConfig, key: str) -> Iterator[tuple[str, Any]]:
     for name, child in node.items_ex(resolve=False):
         if name == "lr":

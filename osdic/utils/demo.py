@@ -84,8 +84,8 @@ def main() -> None:
         previous = run_dir
     codecs = ",".join(str(run_dir / "codec") for run_dir in stage1.values())
     run([("evaluation", [python, str(PROJECT_ROOT / "evaluate.py"), f"+codecs.HiFiC-small=[{codecs}]",
-                         f"+codecs.SODEC-tiny=[{out / 'stage3' / 'codec'}]", "dataset=folder",
-                         f"dataset.root={held_out}", "dataset.name=held-out", "metrics=[psnr,ms_ssim]",
+                         f"+codecs.SODEC-tiny=[{out / 'stage3' / 'codec'}]", "data=folder",
+                         f"data.test_dirs=[{held_out}]", "data.name=held-out", "metrics=[psnr,ms_ssim]",
                          "baselines=[jpeg,webp]", f"hydra.run.dir={out / 'evaluation'}"],
           out / "evaluation" / "evaluate.log")], threads=2, start=start)
     from osdic.utils.demo_report import report

@@ -1,4 +1,4 @@
-"""Logger construction and teardown."""
+"""Logger construction and teardown: training runs' WandbLogger, evaluation's W&B run."""
 
 from __future__ import annotations
 
@@ -6,11 +6,15 @@ import netrc
 import os
 import shutil
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from pytorch_lightning.loggers import WandbLogger
 
+from osdic.metrics.sweep import training_runs
 from osdic.utils.run import hydra_config, run_name, stable_run_id, sweep_group, write_provenance
+
+if TYPE_CHECKING:  # the evaluation's modules (metrics, plots) are not a training run's
+    from osdic.metrics.evaluate_codecs import EvaluationResult
 
 
 def wandb_has_credentials() -> bool:
@@ -76,6 +80,30 @@ def save_with_run(run, paths: Sequence[Path], base_path: str | Path) -> None:
         target = Path(run.dir) / Path(path).relative_to(base_path)
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(path, target)
+
+
+def log_evaluation(project: str, result: EvaluationResult, config: dict[str, Any]) -> None:
+    """One W&B run (offline without credentials, ``WANDB_MODE`` wins) in the group of the runs
+    that trained the codecs (one sweep) with their tags, holding the RD table and plots, the
+    per-image table, the JSON summaries and the samples of ``result``. The run stays open:
+    the caller closes it (:func:`finish_wandb`), after an error too."""
+    import wandb
+
+    out = result.output_dir
+    mode = None if "WANDB_MODE" in os.environ else "online" if wandb_has_credentials() else "offline"
+    group, tags = training_runs(result.codec_paths)
+    run = wandb.init(project=project, job_type="evaluate", dir=str(out), mode=mode, name=f"evaluate-{result.dataset}",
+                     group=group, tags=[*tags, "evaluate"], config=config)
+    columns = list(dict.fromkeys(k for row in result.rows for k in row))
+    run.log({"evaluate/per_image": wandb.Table(columns=columns, data=[[r.get(c) for c in columns]
+                                                                       for r in result.rows])})
+    rd_columns = ["model", "point", "bpp", *result.metrics]
+    run.log({"evaluate/rd_table": wandb.Table(columns=rd_columns, data=[
+        [model, (curve.get("swept") or [""] * len(curve["bpp"]))[i], *(curve[c][i] for c in rd_columns[2:])]
+        for model, curve in result.curves.items() for i in range(len(curve["bpp"]))])})
+    run.log({f"evaluate/rd_{m}": wandb.Image(str(out / f"rd_{m}.png")) for m in result.metrics})
+    run.log({"evaluate/samples": wandb.Image(str(out / "samples.png"))})
+    save_with_run(run, sorted(out.glob("*.json")), out)
 
 
 def finish_wandb(exit_code: int = 0) -> None:

@@ -1,7 +1,7 @@
 """Before a long job, everything the composed config needs, checked in one pass:
 
     python -m osdic.utils.preflight doctor experiment=sodec_stage3 data=lsdir
-    python -m osdic.utils.preflight doctor --config evaluate dataset=kodak "metrics=[psnr,lpips_alex,fid256]"
+    python -m osdic.utils.preflight doctor --config evaluate data=kodak "metrics=[psnr,lpips_alex,fid256]"
     python -m osdic.utils.preflight download experiment=sodec_stage3 data=lsdir   # on a machine with internet
 
 ``doctor`` lists every dataset folder, pretrained weight (the Hugging Face cache looked up
@@ -80,9 +80,10 @@ def _folder(key: str, folder: str) -> Requirement:
 
 
 def dataset_requirements(cfg: dict) -> list[Requirement]:
+    """The folders the run reads: training's and validation's, or evaluation's ``split``."""
     found = []
     data = cfg.get("data") or {}
-    for key in ("train_dirs", "val_dirs"):
+    for key in (f"{cfg['split']}_dirs",) if "split" in cfg else ("train_dirs", "val_dirs"):
         for index, folder in enumerate(data.get(key) or []):
             found.append(_folder(f"data.{key}[{index}]", folder))
     shards = data.get("train_shards")
@@ -92,8 +93,6 @@ def dataset_requirements(cfg: dict) -> list[Requirement]:
         ok = (Path(shards) / "index.json").is_file()
         found.append(Requirement("dataset", "data.train_shards", shards, ok, "prepared" if ok else "no index.json",
                                  "" if ok else f"python -m datamodules.prepare <image folder> -o {shards}"))
-    if cfg.get("dataset") and cfg["dataset"].get("root"):
-        found.append(_folder("dataset.root", cfg["dataset"]["root"]))
     return found
 
 
@@ -237,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("command", choices=["doctor", "download"])
     parser.add_argument("--config", default="train", choices=["train", "evaluate"], help="the entry point's config")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides, as given to train.py / evaluate.py")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)  # `doctor --config evaluate data=kodak`: options among the overrides
     if args.command == "doctor":
         os.environ["HF_HUB_OFFLINE"] = "1"  # a lookup in the cache, never a request
         found = requirements(args.config, args.overrides)

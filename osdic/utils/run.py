@@ -17,13 +17,11 @@ from hydra.types import RunMode
 from omegaconf import OmegaConf, read_write
 
 from osdic import PROJECT_ROOT
+from osdic.metrics.sweep import display_name, group_name
 
 #: overrides that locate a run rather than define it (left out of W&B run names)
 _LOCATING = ("hydra.", "paths.", "ckpt_path", "logger", "trainer.devices", "trainer.num_nodes", "model.init_from",
              "experiment", "debug")
-#: short names of keys in run names and RD-curve labels (the key's last part otherwise)
-DISPLAY_NAMES = {"lambda_start": "λ", "lambda_end": "λ_end", "rate_point": "λ", "lora_rank": "rank",
-                 "adversarial_weight": "β", "target_bpp": "target bpp"}
 log = logging.getLogger(__name__)
 
 
@@ -93,12 +91,6 @@ def swept_keys() -> set[str]:
     return keys
 
 
-def display_name(key: str) -> str:
-    """``callbacks.rate_annealing.lambda_start`` → ``λ``, ``model/codec/guidance`` → ``guidance``."""
-    last = key.replace("/", ".").rsplit(".", 1)[-1]
-    return DISPLAY_NAMES.get(last, last)
-
-
 def run_name(stage: str) -> str:
     """The stage and the values that make this run differ from its sweep's other jobs (in a
     multirun) or from the defaults (otherwise), e.g. ``sodec_stage3 λ=2, rank=16`` — never where
@@ -114,16 +106,12 @@ def run_name(stage: str) -> str:
 
 
 def sweep_group(sweep_name: str | None = None) -> str | None:
-    """All jobs of one multirun share a group named after the sweep: ``<sweep_name>-<sweep dir>``
-    (the directory alone for an ad-hoc sweep), so two launches of one sweep stay apart."""
+    """All jobs of one multirun share a W&B group named after the sweep (:func:`group_name`);
+    None outside a multirun."""
     hc = hydra_config()
     if hc is None or hc.mode != RunMode.MULTIRUN:
         return None
     return group_name(Path(hc.sweep.dir), sweep_name)
-
-
-def group_name(sweep_dir: Path, sweep_name: str | None) -> str:
-    return f"{sweep_name}-{sweep_dir.name}" if sweep_name else sweep_dir.name
 
 
 def stable_run_id(output_dir: str) -> str:
