@@ -22,7 +22,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
-import datamodules.images as images
+import osdic.images as images
 from datamodules.images import ImageFolder, RandomCrop
 from datamodules.shards import CropStream, ResumableStreamingDataLoader, prepare_shards
 

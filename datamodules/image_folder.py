@@ -52,6 +52,7 @@ class ImageFolderDataModule(pl.LightningDataModule):
         min_downscale: float = 0.5,
         hflip: bool = True,
         cache_decoded: bool = False,
+        crops_per_image: int = 1,
         batch_size: int = 8,
         val_batch_size: int = 1,
         num_workers: int = 4,
@@ -70,6 +71,7 @@ class ImageFolderDataModule(pl.LightningDataModule):
             require_int("val_resize_short", val_resize_short, minimum=1)
         require_positive("batch_size", batch_size)
         require_int("num_workers", num_workers, minimum=0)
+        self.crops_per_image = require_int("crops_per_image", crops_per_image, minimum=1)
         self.name = name
         self.train_dirs = existing_folders("train_dirs", train_dirs)
         self.val_dirs = existing_folders("val_dirs", val_dirs)
@@ -112,7 +114,8 @@ class ImageFolderDataModule(pl.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         dataset = self._dataset("train")
         world, rank = (self.trainer.world_size, self.trainer.global_rank) if self.trainer else (1, 0)
-        sampler = EpochShuffle(len(dataset), self.seed, world, rank)
+        # an index past the photos' count is another crop of photo index % count (ImageFolder)
+        sampler = EpochShuffle(len(dataset) * self.crops_per_image, self.seed, world, rank)
         return self._loader(dataset, self.batch_size, ResumableLoader, sampler=sampler, drop_last=True,
                             batches_done=self._batches_done)
 

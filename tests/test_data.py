@@ -107,6 +107,20 @@ def test_datamodule_loads_batches_with_workers_and_reports_counts(messy_folder):
     assert dm.input_report() == {"skipped": len(SKIPPED), "converted": len(CONVERTED)}
 
 
+def test_crops_per_image_takes_that_many_crops_of_every_photo_per_epoch(tmp_path):
+    for i in range(3):
+        Image.fromarray(np.full((96, 128, 3), 60 * i, np.uint8)).save(tmp_path / f"photo{i}.png")
+    dm = ImageFolderDataModule(train_dirs=[str(tmp_path)], val_dirs=[str(tmp_path)], crop_size=64, batch_size=2,
+                               crops_per_image=4, num_workers=0)
+    dm.setup("fit")
+    crops = torch.cat(list(dm.train_dataloader()))
+    assert crops.shape[0] == 12, "3 photos × 4 crops in one epoch"
+    colours = sorted(round(float(c.mean()) * 255) for c in crops)
+    assert colours == [0] * 4 + [60] * 4 + [120] * 4, "each photo 4 times"
+    with pytest.raises(Exception, match="crops_per_image"):
+        ImageFolderDataModule(train_dirs=[str(tmp_path)], val_dirs=None, crops_per_image=0)
+
+
 def test_jpeg_draft_decoding_covers_the_crop(tmp_path):
     big = tmp_path / "big.jpg"
     Image.fromarray(_rgb(1200, 1600)).save(big)
