@@ -94,3 +94,23 @@ def test_a_file_from_another_model_is_refused(package, kodak_images, tmp_path):
     assert other_fingerprint != fingerprint
     with pytest.raises(BitstreamError, match="another codec"):
         decompress_bytes(other_codec, other_fingerprint, data)
+
+
+@pytest.mark.parametrize("channel_norm, encoder_norms, decoder_norms",
+                         [("all", 5, 10), ("inner", 4, 9), ("none", 0, 0)])
+def test_channel_norm_places_hifics_channelnorm_where_it_says(channel_norm, encoder_norms, decoder_norms):
+    from osdic.models.hific import ChannelNorm
+
+    codec = HiFiCCompressor(16, [8, 8, 8, 8, 16], 8, residual_blocks=2, channel_norm=channel_norm)
+    count = lambda module: sum(isinstance(m, ChannelNorm) for m in module.modules())  # noqa: E731
+    # E: after the 7×7 conv and each of four stride-2 convs; D_a: on ŷ, after the head conv, two per
+    # residual block, after each of four transposed convs
+    assert (count(codec.encoder), count(codec.fidelity_decoder)) == (encoder_norms, decoder_norms)
+    assert codec.hparams["channel_norm"] == channel_norm, "a codec package rebuilds the same layers"
+
+
+def test_an_unknown_channel_norm_names_the_key():
+    from osdic.checks import ConfigError
+
+    with pytest.raises(ConfigError, match="channel_norm"):
+        HiFiCCompressor(16, [8, 8, 8, 8, 16], 8, residual_blocks=1, channel_norm="some")
