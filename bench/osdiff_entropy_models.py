@@ -27,9 +27,10 @@ import hydra
 import torch
 
 from osdic.codec.bitstream import unpack
-from osdic.codec.image_codec import compress_image
+from osdic.codec.image_codec import compress_image, decompress_bytes
 from osdic.codec.package import load_package
 from osdic.images import open_rgb, to_tensor
+from osdic.metrics.quality import psnr
 from osdic.models.entropy import rate_bpp
 from osdic.utils.devices import timed
 from train import train
@@ -64,8 +65,10 @@ def measure(package: Path, kodak: Path) -> dict[str, float]:
         coded, encode = timed(lambda: codec.entropy_model.compress(y))
         _, decode = timed(lambda: codec.entropy_model.decompress(coded["strings"], coded["shape"]))
         payload = sum(len(s) for s in unpack(data).strings)
+        # the bits mean something only beside the quality they buy
+        quality = float(psnr(decompress_bytes(codec, fingerprint, data).clamp(0, 1), x)[0])
         rows.append(dict(estimated=estimated, real=len(data) * 8 / pixels, payload=payload * 8 / pixels,
-                         encode=encode, decode=decode))
+                         psnr=quality, encode=encode, decode=decode))
     return {key: statistics.mean(row[key] for row in rows) for key in rows[0]} | {
         "images": len(rows), "strings": codec.NUM_STRINGS}
 
@@ -98,11 +101,12 @@ def main() -> None:
     threads = torch.get_num_threads()
     print(f"\ntiny OSDiff (y: 32 channels at H/16), {args.steps} batches each, Kodak ({results['ELIC']['images']} "
           f"images), CPU ({threads} threads):\n")
-    print("| entropy model | strings | estimated bpp | real file bpp | strings only bpp | entropy encode | entropy decode |")
-    print("|---|---|---|---|---|---|---|")
+    print("| entropy model | strings | estimated bpp | real file bpp | strings only bpp | PSNR (dB) | entropy encode "
+          "| entropy decode |")
+    print("|---|---|---|---|---|---|---|---|")
     for name, r in results.items():
         print(f"| {name} | {r['strings']} | {r['estimated']:.4f} | {r['real']:.4f} ({(r['real'] / r['estimated'] - 1) * 100:+.1f} %) "
-              f"| {r['payload']:.4f} | {r['encode'] * 1e3:.1f} ms | {r['decode'] * 1e3:.1f} ms |")
+              f"| {r['payload']:.4f} | {r['psnr']:.2f} | {r['encode'] * 1e3:.1f} ms | {r['decode'] * 1e3:.1f} ms |")
     elic, hyperprior = results["ELIC"], results["hyperprior"]
     print(f"\nELIC against the hyperprior: estimated {(elic['estimated'] / hyperprior['estimated'] - 1) * 100:+.1f} %, "
           f"real files {(elic['real'] / hyperprior['real'] - 1) * 100:+.1f} %")
