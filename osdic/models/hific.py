@@ -34,9 +34,9 @@ class ChannelNorm(nn.Module):
         return (x - mean) * torch.rsqrt(var + self.eps) * self.weight + self.bias
 
 
-#: where HiFiC's ChannelNorm goes: every layer (the paper), all but the two outer ones (after E's
-#: first conv and on ŷ at D_a's input), or nowhere
-CHANNEL_NORM_PLACES = ("all", "inner", "none")
+#: where HiFiC's ChannelNorm goes → (on the two outer layers: after E's first conv and on ŷ at D_a's
+#: input, on every other layer): every layer (the paper), all but the outer two, or nowhere
+CHANNEL_NORM_PLACES = {"all": (True, True), "inner": (False, True), "none": (False, False)}
 
 
 def _norm(channels: int, on: bool) -> nn.Module:
@@ -57,9 +57,10 @@ class HiFiCEncoder(nn.Module):
 
     def __init__(self, channels: Sequence[int], latent_channels: int, in_channels: int = 3, channel_norm: str = "all"):
         super().__init__()
-        layers = _conv_norm_relu(in_channels, channels[0], 7, 1, norm=channel_norm == "all")
+        outer, inner = CHANNEL_NORM_PLACES[channel_norm]
+        layers = _conv_norm_relu(in_channels, channels[0], 7, 1, norm=outer)
         for cin, cout in zip(channels[:-1], channels[1:]):
-            layers += _conv_norm_relu(cin, cout, 3, 2, norm=channel_norm != "none")
+            layers += _conv_norm_relu(cin, cout, 3, 2, norm=inner)
         layers += [nn.ReflectionPad2d(1), nn.Conv2d(channels[-1], latent_channels, 3)]
         self.net = nn.Sequential(*layers)
 
@@ -86,9 +87,9 @@ class HiFiCGenerator(nn.Module):
     def __init__(self, channels: Sequence[int], latent_channels: int, residual_blocks: int, out_channels: int = 3,
                  channel_norm: str = "all"):
         super().__init__()
-        widest, inner = channels[-1], channel_norm != "none"
+        widest, (outer, inner) = channels[-1], CHANNEL_NORM_PLACES[channel_norm]
         self.head = nn.Sequential(
-            _norm(latent_channels, channel_norm == "all"),
+            _norm(latent_channels, outer),
             nn.ReflectionPad2d(1), nn.Conv2d(latent_channels, widest, 3), _norm(widest, inner),
         )
         self.residual = nn.Sequential(*[ResidualBlock(widest, inner) for _ in range(residual_blocks)])
@@ -121,8 +122,8 @@ class HiFiCCompressor(HyperpriorCodec):
         channel_norm: str = "all",
     ):
         """``channel_norm``: where HiFiC's ChannelNorm goes (:data:`CHANNEL_NORM_PLACES`). Each one
-        normalises away a per-pixel magnitude the next layer must rebuild; at the demo's width the
-        codec learns much faster without them (BENCHMARKS.md, learning speed of the stage-1 recipe)."""
+        normalises away a per-pixel magnitude the next layer must rebuild, which matters at a small
+        width (BENCHMARKS.md, learning speed of the stage-1 recipe)."""
         super().__init__()
         encoder_channels = list(encoder_channels)
         if len(encoder_channels) != 5:
