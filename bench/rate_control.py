@@ -1,16 +1,18 @@
 """Where the λ controller lands: stage-1 runs asked for a bpp, measured on the real files.
 
-    python bench/rate_control.py [--targets 0.25 0.5] [--steps 1200] [--kodak DIR]
+    python bench/rate_control.py [--targets 0.25 0.5] [--steps 800] [--kodak DIR]
 
 Trains the demo's stage-1 codec (experiment=demo) on Kodak images 1–18 with
 ``callbacks/rate_annealing=target_bpp`` for each target, validating on Kodak 19–24 (whole
-images, real files: header and coder overhead included), and prints the final val/bpp_real
-against the target. No λ is set by hand: every run starts from the same λ.
+images, real files: header and coder overhead included), and prints, per validation, λ, the
+controller's goal for the training estimate and the real bpp, then the final val/bpp_real against
+the target. No λ is set by hand: every run starts from the same λ.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import os
 import tempfile
 from pathlib import Path
@@ -32,16 +34,35 @@ def split_kodak(kodak: Path, root: Path) -> tuple[Path, Path]:
     return train_dir, val_dir
 
 
+def print_trajectory(run_dir: Path) -> None:
+    """Per validation: batch, λ, the mean rounded training rate since the last one, the goal, the
+    validation's estimated and real bpp and its PSNR."""
+    rows = list(csv.DictReader((run_dir / "csv" / "version_0" / "metrics.csv").open()))
+    interval: list[dict] = []
+    print("  batch      λ   train bpp (rounded)   goal   val/bpp  val/bpp_real  val/psnr")
+    for row in rows:
+        if row.get("train/bpp_rounded"):
+            interval.append(row)
+        if row.get("val/bpp_real") and interval:
+            last = interval[-1]
+            mean_bpp = sum(float(r["train/bpp_rounded"]) for r in interval) / len(interval)
+            print(f"  {int(last['step']) + 1:5d}  {float(last['train/lambda']):.4g}  {mean_bpp:9.4f}  "
+                  f"{float(last['train/rate_goal']):.4f}  {float(row['val/bpp']):.4f}   {float(row['val/bpp_real']):.4f}"
+                  f"     {float(row['val/psnr']):.2f}")
+            interval = []
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--targets", type=float, nargs="+", default=[0.25, 0.5])
-    parser.add_argument("--steps", type=int, default=1200)
-    parser.add_argument("--val-every", type=int, default=200)
+    parser.add_argument("--steps", type=int, default=800)
+    parser.add_argument("--val-every", type=int, default=100)
     parser.add_argument("--kodak", type=Path, default=KODAK)
     parser.add_argument("--lambda-start", type=float, default=0.012,
                         help="initial λ of every run (the demo recipe's scale: d = MSE on [−1, 1])")
-    parser.add_argument("--gain", type=float, default=None,
-                        help="the controller's gain (default: conf/callbacks/rate_annealing/target_bpp.yaml)")
+    parser.add_argument("--override", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="more Hydra overrides, e.g. callbacks.rate_annealing.integral_gain=0.01 "
+                             "(the controller's defaults: conf/callbacks/rate_annealing/target_bpp.yaml)")
     args = parser.parse_args()
     os.environ.setdefault("WANDB_MODE", "offline")
     results = []
@@ -50,14 +71,15 @@ def main() -> None:
         for target in args.targets:
             cfg = compose_run_config([
                 "experiment=demo", "data=folder", f"data.train_dirs=[{train_dir}]", f"data.val_dirs=[{val_dir}]",
-                "data.num_workers=0", "data.cache_decoded=true", "logger=none",
+                "data.num_workers=0", "data.cache_decoded=true", "logger=csv", "trainer.log_every_n_steps=1",
                 "callbacks/rate_annealing=target_bpp", f"callbacks.rate_annealing.target_bpp={target}",
                 f"callbacks.rate_annealing.lambda_start={args.lambda_start}",
-                *([f"callbacks.rate_annealing.gain={args.gain}"] if args.gain is not None else []),
+                *args.override,
                 f"trainer.max_steps={args.steps}", f"trainer.val_check_interval={args.val_every}",
                 "+trainer.enable_progress_bar=false", "~callbacks.progress_bar",
             ], Path(tmp) / f"target_{target}")
             metrics, _ = train(cfg)
+            print_trajectory(Path(tmp) / f"target_{target}")
             real = metrics["val/bpp_real"]
             results.append((target, real, metrics["train/lambda"]))
             print(f"target {target:.3f} bpp → val/bpp_real {real:.4f} ({100 * (real / target - 1):+.1f} %), "

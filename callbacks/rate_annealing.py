@@ -118,8 +118,12 @@ class StepLambda(RateAnnealing):
 
 
 class _MeasuresTrainingRate(RateAnnealing):
-    """Schedules that react to the training rate: an EMA of ``train/bpp`` over batches,
-    averaged over ranks first so every rank takes the same decision."""
+    """Schedules that react to the training rate: an EMA over batches of ``train/bpp_rounded``,
+    the rate of the rounded latents the files code (not the noisy training estimate, up to 3× off
+    early in training and slower to follow λ), averaged over ranks first so every rank takes the
+    same decision."""
+
+    RATE_KEY = "train/bpp_rounded"
 
     def __init__(self, lambda_start: float, bpp_ema: float, start_step: int = 0):
         super().__init__(lambda_start, start_step)
@@ -129,14 +133,18 @@ class _MeasuresTrainingRate(RateAnnealing):
         self.measured_bpp: float | None = None
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        bpp = trainer.callback_metrics.get("train/bpp")
+        bpp = trainer.callback_metrics.get(self.RATE_KEY)
         if bpp is None:
-            raise RuntimeError(f"{type(self).__name__} needs the module to log train/bpp every step")
+            raise RuntimeError(f"{type(self).__name__} needs the module to log {self.RATE_KEY} every step")
         bpp = float(trainer.strategy.reduce(torch.as_tensor(bpp, device=pl_module.device).float(), reduce_op="mean"))
         previous = bpp if self.measured_bpp is None else self.measured_bpp
         self.measured_bpp = self.bpp_ema * previous + (1 - self.bpp_ema) * bpp
+        self.observe_batch(bpp)
         self.observe(self.measured_bpp)
         super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+
+    def observe_batch(self, bpp: float) -> None:
+        """Called after every batch with this batch's training rate (averaged over ranks)."""
 
     def observe(self, measured_bpp: float) -> None:
         """Called after every batch with the smoothed training rate."""
@@ -184,22 +192,34 @@ class TargetRate(_MeasuresTrainingRate):
     """A λ controller that makes a run end at ``target_bpp`` of the **real files** of its
     validation set, without λ tuning by hand.
 
-    Inner loop, every batch: log λ moves by ``gain``·log(measured / goal), where measured is the
-    EMA of the training rate estimate and goal = target_bpp / c; λ is kept in [λ_min, λ_max].
-    Outer loop, every validation: c = val/bpp_real ÷ measured — how much the real files of the
-    validation images (whole images, header and coder overhead included) exceed the training
-    crops' estimate. So the inner loop steers the quantity it sees every batch to the value that
-    puts the validation files on target. λ_start is the initial λ."""
+    Inner loop, every batch, on e = log(measured / goal), measured = the EMA of the training
+    rate estimate, goal = target_bpp / c:  log λ = I + proportional_gain·e,  I += integral_gain·e.
+    The proportional part answers a rate that moves at once and is gone when the rate is on goal;
+    the integral part, slow, finds the λ that holds it there. A pure integrator (the earlier
+    design) kept integrating while the rate answered tens of batches late, overshot, and λ went
+    high enough to switch latent channels off for good (BENCHMARKS.md, λ controller). λ stays in
+    [λ_min, λ_max] and the integrator stops at those bounds.
+    Outer loop, every validation: c = val/bpp_real ÷ the mean training estimate of the last
+    ``ratio_window`` batches — how much the real files of the validation images (whole images,
+    header and coder overhead included) exceed the training crops' estimate; a window, not the
+    EMA's last value, whose noise would go into c whole. λ_start is the initial λ."""
 
-    def __init__(self, target_bpp: float | str, lambda_start: float = 1.0, gain: float = 0.02,
-                 lambda_min: float = 1e-4, lambda_max: float = 1e4, bpp_ema: float = 0.9, start_step: int = 0):
+    def __init__(self, target_bpp: float | str, lambda_start: float = 1.0, integral_gain: float = 0.02,
+                 proportional_gain: float = 1.0, ratio_window: int = 50, lambda_min: float = 1e-4,
+                 lambda_max: float = 1e4, bpp_ema: float = 0.9, start_step: int = 0):
         super().__init__(lambda_start, bpp_ema, start_step)
         self.target_bpp = read_target_bpp(target_bpp)
-        self.gain = require_positive("gain", gain)
+        self.integral_gain = require_positive("integral_gain", integral_gain)
+        if proportional_gain < 0:
+            raise ConfigError("proportional_gain", f"must be >= 0, got {proportional_gain}")
+        self.proportional_gain = proportional_gain
+        self.ratio_window = int(require_positive("ratio_window", ratio_window))
         self.lambda_min, self.lambda_max = require_positive("lambda_min", lambda_min), lambda_max
         if not lambda_max > lambda_min:
             raise ConfigError("lambda_max", f"must be > lambda_min ({lambda_min}), got {lambda_max}")
-        self.log_lambda = math.log(lambda_start)
+        self.integral = math.log(lambda_start)
+        self.error = 0.0
+        self.recent_bpp: list[float] = []
         self.real_over_estimate = 1.0
 
     @property
@@ -207,24 +227,36 @@ class TargetRate(_MeasuresTrainingRate):
         """The training-crop rate estimate that corresponds to the target on the real files."""
         return self.target_bpp / self.real_over_estimate
 
+    def _clamped(self, log_lambda: float) -> float:
+        return min(max(log_lambda, math.log(self.lambda_min)), math.log(self.lambda_max))
+
     def value(self, batch: int | None = None) -> float:
-        return math.exp(self.log_lambda)
+        return math.exp(self._clamped(self.integral + self.proportional_gain * self.error))
+
+    def observe_batch(self, bpp: float) -> None:
+        self.recent_bpp = [*self.recent_bpp, bpp][-self.ratio_window:]
 
     def observe(self, measured_bpp: float) -> None:
         if self.batches_seen < self.start_step:
             return
-        step = self.gain * math.log(max(measured_bpp, 1e-9) / self.training_goal)
-        self.log_lambda = min(max(self.log_lambda + step, math.log(self.lambda_min)), math.log(self.lambda_max))
+        self.error = math.log(max(measured_bpp, 1e-9) / self.training_goal)
+        self.integral = self._clamped(self.integral + self.integral_gain * self.error)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+        pl_module.log("train/rate_goal", self.training_goal, on_step=True, on_epoch=False)
 
     def on_validation_end(self, trainer, pl_module) -> None:
         real = trainer.callback_metrics.get("val/bpp_real")
-        if trainer.sanity_checking or real is None or self.measured_bpp is None:
+        if trainer.sanity_checking or real is None or not self.recent_bpp:
             return
-        self.real_over_estimate = float(real) / self.measured_bpp
+        self.real_over_estimate = float(real) / (sum(self.recent_bpp) / len(self.recent_bpp))
 
     def state_dict(self) -> dict:
-        return {**super().state_dict(), "log_lambda": self.log_lambda, "real_over_estimate": self.real_over_estimate}
+        return {**super().state_dict(), "integral": self.integral, "error": self.error,
+                "recent_bpp": list(self.recent_bpp), "real_over_estimate": self.real_over_estimate}
 
     def load_state_dict(self, state_dict: dict) -> None:
         super().load_state_dict(state_dict)
-        self.log_lambda, self.real_over_estimate = state_dict["log_lambda"], state_dict["real_over_estimate"]
+        self.integral, self.error = state_dict["integral"], state_dict["error"]
+        self.recent_bpp, self.real_over_estimate = list(state_dict["recent_bpp"]), state_dict["real_over_estimate"]

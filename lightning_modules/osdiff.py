@@ -15,7 +15,7 @@ from torch import Tensor
 from lightning_modules.adversarial import AdversarialMixin
 from lightning_modules.losses import AdversarialLoss
 from lightning_modules.base import CompressionLightningModule
-from osdic.models.entropy import rate_bpp
+from osdic.models.entropy import rate_terms
 from osdic.models.osdiff import OSDiff
 from osdic.checks import require_non_negative
 
@@ -50,7 +50,7 @@ class OSDiffModule(AdversarialMixin, CompressionLightningModule):
         terms = {
             "diffusion": torch.mean((out["y_r"].float() - y_0) ** 2),
             "feature": torch.mean((out["y_c"].float() - y_0) ** 2),
-            "bpp": rate_bpp(out["likelihoods"], x.shape[-2] * x.shape[-1]),
+            **rate_terms(out, x.shape[-2] * x.shape[-1]),
             "mse": torch.mean((out["x_hat"].float() - x.float()) ** 2),
         }
         weighted = {"diffusion_weighted": self.diffusion_weight * terms["diffusion"],  # λ1·L_diff

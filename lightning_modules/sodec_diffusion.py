@@ -23,7 +23,7 @@ from torch import Tensor, nn
 
 from lightning_modules.base import CompressionLightningModule
 from lightning_modules.losses import Alignment, DistortionLoss, NoAlignment
-from osdic.models.entropy import rate_bpp
+from osdic.models.entropy import rate_terms
 from osdic.models.sodec import SODEC
 from osdic.checks import ConfigError
 
@@ -73,7 +73,7 @@ class SODECDiffusionModule(CompressionLightningModule):
         align = not isinstance(self.alignment, NoAlignment)
         out = self.codec(x, fidelity_image=align or not self.training)
         terms = self.distortion(out["x_hat"], x)
-        terms["bpp"] = rate_bpp(out["likelihoods"], x.shape[-2] * x.shape[-1])
+        terms.update(rate_terms(out, x.shape[-2] * x.shape[-1]))
         loss = terms["distortion"]
         if self.rate_in_loss:
             loss = loss + self.current_lambda * terms["bpp"]

@@ -6,7 +6,7 @@ from torch import Tensor
 
 from lightning_modules.base import CompressionLightningModule
 from lightning_modules.losses import DistortionLoss
-from osdic.models.entropy import rate_bpp
+from osdic.models.entropy import rate_terms
 from osdic.models.hific import HiFiCCompressor
 
 
@@ -20,8 +20,6 @@ class Stage1VAEModule(CompressionLightningModule):
 
     def compute_losses(self, x: Tensor) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
         out = self.codec(x)
-        bpp = rate_bpp(out["likelihoods"], x.shape[-2] * x.shape[-1])
-        terms = self.distortion(out["x_hat"], x)
-        terms["bpp"] = bpp
-        terms["loss"] = terms["distortion"] + self.current_lambda * bpp
+        terms = {**self.distortion(out["x_hat"], x), **rate_terms(out, x.shape[-2] * x.shape[-1])}
+        terms["loss"] = terms["distortion"] + self.current_lambda * terms["bpp"]
         return terms, {"x_hat": out["x_hat"]}

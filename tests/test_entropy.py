@@ -9,7 +9,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from osdic.models.entropy import ElicEntropyModel, MeanScaleHyperprior
+from osdic.checks import ConfigError
+from osdic.models.entropy import ElicEntropyModel, MeanScaleHyperprior, rate_bpp
 
 MODELS = {
     "hyperprior": lambda: MeanScaleHyperprior(8, hyper_channels=8),
@@ -62,3 +63,33 @@ def test_coding_in_another_precision_leaves_the_model_unchanged(name):
     model.compress(_latent().double())
     assert list(model.state_dict()) == keys and list(model.parameters()) == parameters
     assert all(p.dtype == torch.float64 for p in model.parameters())
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_training_gives_the_rate_of_the_rounded_latents_the_files_code(name):
+    """``likelihoods_rounded`` in training = the likelihoods evaluation gives the same weights and
+    y (the rate a controller steers), while the training likelihoods (noise) differ from them."""
+    model, y = _model(name), _latent(2)
+    pixels = 16 * y.shape[-2] * y.shape[-1]
+    with torch.no_grad():
+        evaluated = rate_bpp(model(y)["likelihoods"], pixels)
+        out = model.train()(y)
+    assert float(rate_bpp(out["likelihoods_rounded"], pixels)) == pytest.approx(float(evaluated), rel=1e-5)
+    assert float(rate_bpp(out["likelihoods"], pixels)) != pytest.approx(float(evaluated), rel=1e-3)
+    assert model.training  # the rounded pass leaves the model in training mode
+
+
+def test_decoder_input_is_rounded_or_noisy_in_training_and_always_rounded_in_evaluation():
+    y = _latent(2)
+    torch.manual_seed(0)
+    rounded, noisy = MeanScaleHyperprior(8, 8).train(), MeanScaleHyperprior(8, 8, decoder_input="noisy").train()
+    noisy.load_state_dict(rounded.state_dict())
+    from_rounded, from_noisy = rounded(y)["y_hat"], noisy(y)["y_hat"]
+    means = rounded.entropy_parameters(rounded(y)["z_hat"])[1]
+    offsets = lambda y_hat: ((y_hat - means) - (y_hat - means).round()).abs().max()  # noqa: E731
+    assert offsets(from_rounded) < 1e-5
+    assert 0 < (from_noisy - y).abs().max() <= 0.5 and offsets(from_noisy) > 0.1
+    assert torch.equal(noisy.eval()(y)["y_hat"], rounded.eval()(y)["y_hat"])
+    with pytest.raises(ConfigError) as error:
+        MeanScaleHyperprior(8, 8, decoder_input="soft")
+    assert error.value.key == "decoder_input"

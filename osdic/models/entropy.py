@@ -8,7 +8,10 @@
                        predicted from ẑ, the already decoded groups and the group's anchors.
                        OSDiff's public code's model.
 
-Training rates use additive uniform noise; the decoder input is ŷ rounded around μ with a
+Training rates use additive uniform noise; ``likelihoods_rounded`` (no gradient) gives the rate of
+the rounded latents the real files code, which a rate controller must steer (the noisy estimate
+differs from it by up to 3× early in training and does not follow λ as closely: BENCHMARKS.md,
+λ controller). The decoder input is ŷ rounded around μ with a
 straight-through gradient, ẑ rounded around the bottleneck's medians likewise. For real coding
 the networks that derive entropy parameters always run in float32 on the CPU: encoder and decoder
 must derive bit-identical Gaussian indexes and means whatever device or dtype each runs on.
@@ -61,6 +64,14 @@ def rate_bpp(likelihoods: dict[str, Tensor], num_pixels: int) -> Tensor:
     batch = next(iter(likelihoods.values())).shape[0]
     bits = sum(torch.log(p.float()).sum() for p in likelihoods.values()) / -math.log(2)
     return bits / (batch * num_pixels)
+
+
+def rate_terms(out: dict, num_pixels: int) -> dict[str, Tensor]:
+    """``bpp`` (the training estimate, differentiable) and ``bpp_rounded`` (the rounded latents',
+    what the files code) of a codec's output."""
+    bpp = rate_bpp(out["likelihoods"], num_pixels)
+    rounded = out["likelihoods_rounded"]
+    return {"bpp": bpp, "bpp_rounded": bpp.detach() if rounded is out["likelihoods"] else rate_bpp(rounded, num_pixels)}
 
 
 # Lower bound of the Gaussian scale and the table the entropy coder quantises scales to.
@@ -163,14 +174,25 @@ class EntropyParameters(nn.Module):
         return self.scales(z_hat), self.means(z_hat)
 
 
+#: what the decoder is given for ŷ in training (evaluation and real coding always round):
+#:   rounded  round(y − μ) + μ with a straight-through gradient (HiFiC; what the decoder will see)
+#:   noisy    y + U(−½, ½), the rate's own surrogate (compressai's models): a small codec trained
+#:            with ``rounded`` can learn to keep y within ½ of μ, so the decoder sees μ alone and
+#:            the rate collapses whatever λ (BENCHMARKS.md, learning speed)
+DECODER_INPUTS = ("rounded", "noisy")
+
+
 class MeanScaleHyperprior(nn.Module):
     #: strings per image: ŷ, then ẑ
     num_strings = 2
 
-    def __init__(self, latent_channels: int, hyper_channels: int = 192):
+    def __init__(self, latent_channels: int, hyper_channels: int = 192, decoder_input: str = "rounded"):
         super().__init__()
         require_int("hyper_channels", hyper_channels, minimum=1)
-        self.hparams = dict(latent_channels=latent_channels, hyper_channels=hyper_channels)
+        if decoder_input not in DECODER_INPUTS:
+            raise ConfigError("decoder_input", f"must be one of {', '.join(DECODER_INPUTS)}, got {decoder_input!r}")
+        self.decoder_input = decoder_input
+        self.hparams = dict(latent_channels=latent_channels, hyper_channels=hyper_channels, decoder_input=decoder_input)
         self.hyper_encoder = hyper_analysis(latent_channels, hyper_channels)
         self.entropy_parameters = EntropyParameters(hyper_channels, latent_channels)
         self.entropy_bottleneck = EntropyBottleneck(hyper_channels)
@@ -185,8 +207,18 @@ class MeanScaleHyperprior(nn.Module):
             z_hat = quantize_ste(z - z_offset) + z_offset
             scales, means = self.entropy_parameters(z_hat)
             _, y_likelihoods = self.gaussian_conditional(y, scales, means=means)
-            y_hat = quantize_ste(y - means) + means
-        return {"y_hat": y_hat, "z_hat": z_hat, "likelihoods": {"y": y_likelihoods, "z": z_likelihoods}}
+            if self.training and self.decoder_input == "noisy":
+                y_hat = y + torch.empty_like(y).uniform_(-0.5, 0.5)
+            else:
+                y_hat = quantize_ste(y - means) + means
+            likelihoods = {"y": y_likelihoods, "z": z_likelihoods}
+            if self.training:
+                with torch.no_grad():
+                    rounded = {"y": self.gaussian_conditional(y, scales, means=means, training=False)[1],
+                               "z": self.entropy_bottleneck(z, training=False)[1]}
+            else:
+                rounded = likelihoods
+        return {"y_hat": y_hat, "z_hat": z_hat, "likelihoods": likelihoods, "likelihoods_rounded": rounded}
 
     def update(self, force: bool = False) -> bool:
         return update_entropy_models(self, force)
@@ -288,7 +320,15 @@ class ElicEntropyModel(nn.Module):
     def forward(self, y: Tensor) -> dict:
         with torch.autocast(device_type=y.device.type, enabled=False):
             out = self.latent_codec(y.float())
-        return {"y_hat": out["y_hat"], "likelihoods": out["likelihoods"]}
+            rounded = out["likelihoods"]
+            if self.training:
+                with torch.no_grad():
+                    self.latent_codec.eval()
+                    try:
+                        rounded = self.latent_codec(y.float())["likelihoods"]
+                    finally:
+                        self.latent_codec.train()
+        return {"y_hat": out["y_hat"], "likelihoods": out["likelihoods"], "likelihoods_rounded": rounded}
 
     def update(self, force: bool = False) -> bool:
         return update_entropy_models(self, force)

@@ -120,10 +120,12 @@ class HiFiCCompressor(HyperpriorCodec):
         hyper_channels: int = 320,
         residual_blocks: int = 9,
         channel_norm: str = "all",
+        decoder_input: str = "rounded",
     ):
         """``channel_norm``: where HiFiC's ChannelNorm goes (:data:`CHANNEL_NORM_PLACES`). Each one
         normalises away a per-pixel magnitude the next layer must rebuild, which matters at a small
-        width (BENCHMARKS.md, learning speed of the stage-1 recipe)."""
+        width (BENCHMARKS.md, learning speed of the stage-1 recipe). ``decoder_input``: ŷ as D_a
+        sees it in training (:data:`osdic.models.entropy.DECODER_INPUTS`)."""
         super().__init__()
         encoder_channels = list(encoder_channels)
         if len(encoder_channels) != 5:
@@ -143,9 +145,10 @@ class HiFiCCompressor(HyperpriorCodec):
             hyper_channels=hyper_channels,
             residual_blocks=residual_blocks,
             channel_norm=channel_norm,
+            decoder_input=decoder_input,
         )
         self.encoder = HiFiCEncoder(encoder_channels, latent_channels, channel_norm=channel_norm)
-        self.entropy_model = MeanScaleHyperprior(latent_channels, hyper_channels)
+        self.entropy_model = MeanScaleHyperprior(latent_channels, hyper_channels, decoder_input)
         self.fidelity_decoder = HiFiCGenerator(encoder_channels, latent_channels, residual_blocks,
                                                channel_norm=channel_norm)
 

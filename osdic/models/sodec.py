@@ -124,7 +124,7 @@ class SODEC(nn.Module):
         x_hat_f = self.fidelity_image(vae["y_hat"], x.shape[-2:]) if needed else None
         out = self.generate(vae["y_hat"], vae["z_hat"], x_hat_f, x.shape[-2:])
         return {**out, "x_hat_f": x_hat_f, "likelihoods": vae["likelihoods"],
-                "y_hat": vae["y_hat"], "z_hat": vae["z_hat"]}
+                "likelihoods_rounded": vae["likelihoods_rounded"], "y_hat": vae["y_hat"], "z_hat": vae["z_hat"]}
 
     # ------------------------------------------------------------------ real coding
     def update(self, force: bool = False) -> bool:
