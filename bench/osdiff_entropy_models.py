@@ -1,11 +1,14 @@
 """OSDiff's two entropy models at equal training: bits on Kodak, real against estimated, and the
 time of entropy coding.
 
-    python bench/osdiff_entropy_models.py [--steps 150] [--kodak DIR] [--out DIR]
+    python bench/osdiff_entropy_models.py [--steps 150] [--lambdas 1] [--backbone tiny|standin] [--kodak DIR]
 
-1. Trains the tiny OSDiff (tiny SD backbone, y with 32 channels) twice on the embedded photos,
-   identically (same seed, data, steps and losses) but for the entropy model: ELIC (groups
-   2, 2, 4, 8, 16) and the mean-scale hyperprior, both with 16 hyper channels; exports each.
+1. Trains the tiny OSDiff (y with 32 channels) twice per λ (λ2, the rate weight) on the embedded
+   photos, identically (same seed, data, steps and losses) but for the entropy model: ELIC (groups
+   2, 2, 4, 8, 16) and the mean-scale hyperprior, both with 16 hyper channels; exports each. The
+   backbone is the random tiny SD (whose decoder decodes nothing: the bits alone compare) or the
+   demo's pretrained stand-in (``--backbone standin``, after ``make demo``: the PSNR means something,
+   and with two or more λ the BD-rate of ELIC against the hyperprior is printed, at equal quality).
 2. On the 24 Kodak images, per model: the rate estimated from the likelihoods (rounding, as
    coded), the real file (header and checksum included) and its entropy-coded strings alone,
    and the time of the entropy coder alone (y → strings, strings → ŷ) on the CPU, each the median
@@ -30,16 +33,18 @@ from osdic.codec.bitstream import unpack
 from osdic.codec.image_codec import compress_image, decompress_bytes
 from osdic.codec.package import load_package
 from osdic.images import open_rgb, to_tensor
+from osdic.metrics.bdrate import BDRateNotAvailable, bd_rate
 from osdic.metrics.quality import psnr
 from osdic.models.entropy import rate_bpp
 from osdic.utils.devices import timed
 from train import train
+from osdic.utils.demo import STANDIN
 from osdic.utils.run import compose_run_config
 
 KODAK = Path(os.environ.get("KODAK_DIR", Path(__file__).resolve().parents[2] / "shared" / "data" / "kodak"))
 TINY = [
-    "model=osdiff", "model/codec/backbone=tiny", "model.codec.backbone.lora_rank=null", "model/discriminator=unet_features_tiny",
-    "model/codec/guidance@model.codec.context=text_tiny", "model.codec.latent_channels=32", "model.codec.residual_blocks=1",
+    "model=osdiff", "model.codec.backbone.lora_rank=null", "model/discriminator=unet_features_tiny",
+    "model.codec.latent_channels=32", "model.codec.residual_blocks=1",
     "model.val_metrics=[psnr]", "trainer=cpu", "logger=none", "data.crop_size=128", "data.batch_size=4",
     "data.val_crop_size=128", "debug=fast",  # one validation batch, no sanity check; the steps are set below
 ]
@@ -48,6 +53,8 @@ ENTROPY_MODELS = {
              "model.codec.entropy_model.groups=[2,2,4,8,16]", "model.codec.entropy_model.context_channels=[64,32]"],
     "hyperprior": ["model/codec/entropy_model=hyperprior", "model.codec.entropy_model.hyper_channels=16"],
 }
+BACKBONES = {"tiny": ["model/codec/backbone=tiny", "model/codec/guidance@model.codec.context=text_tiny"],
+             "standin": ["model/codec/backbone=standin", f"model.codec.backbone.pretrained={STANDIN}"]}
 SD21 = {"ELIC": ["model/codec/entropy_model=elic"],
         "hyperprior": ["model/codec/entropy_model=hyperprior"]}
 
@@ -87,29 +94,45 @@ def sd21_coding_time(name: str) -> tuple[float, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=150, help="training batches per model")
+    parser.add_argument("--lambdas", type=float, nargs="+", default=[1.0], help="λ2 of the runs (rate weight)")
+    parser.add_argument("--backbone", choices=["tiny", "standin"], default="tiny")
     parser.add_argument("--kodak", type=Path, default=KODAK)
     parser.add_argument("--out", type=Path, default=Path("logs/bench_osdiff_entropy"))
     args = parser.parse_args()
-    results = {}
-    for name, overrides in ENTROPY_MODELS.items():
-        run = args.out / name
-        started = time.perf_counter()
-        train(compose_run_config([*TINY, *overrides, f"trainer.max_steps={args.steps}",
-                                  f"trainer.val_check_interval={args.steps}"], run))
-        print(f"{name}: trained {args.steps} batches in {time.perf_counter() - started:.0f} s")
-        results[name] = measure(run / "codec", args.kodak)
+    curves: dict[str, list[dict]] = {name: [] for name in ENTROPY_MODELS}
+    for lmbda in args.lambdas:
+        for name, overrides in ENTROPY_MODELS.items():
+            run = args.out / f"{name}_lambda{lmbda:g}"
+            started = time.perf_counter()
+            train(compose_run_config([*TINY, *BACKBONES[args.backbone], *overrides,
+                                      f"callbacks.rate_annealing.lambda_start={lmbda}",
+                                      f"trainer.max_steps={args.steps}", f"trainer.val_check_interval={args.steps}"],
+                                     run))
+            print(f"{name}, λ2 = {lmbda:g}: trained {args.steps} batches in {time.perf_counter() - started:.0f} s",
+                  flush=True)
+            curves[name].append(measure(run / "codec", args.kodak) | {"lambda": lmbda})
+    results = {name: points[0] for name, points in curves.items()}
     threads = torch.get_num_threads()
-    print(f"\ntiny OSDiff (y: 32 channels at H/16), {args.steps} batches each, Kodak ({results['ELIC']['images']} "
-          f"images), CPU ({threads} threads):\n")
-    print("| entropy model | strings | estimated bpp | real file bpp | strings only bpp | PSNR (dB) | entropy encode "
-          "| entropy decode |")
-    print("|---|---|---|---|---|---|---|---|")
-    for name, r in results.items():
-        print(f"| {name} | {r['strings']} | {r['estimated']:.4f} | {r['real']:.4f} ({(r['real'] / r['estimated'] - 1) * 100:+.1f} %) "
-              f"| {r['payload']:.4f} | {r['psnr']:.2f} | {r['encode'] * 1e3:.1f} ms | {r['decode'] * 1e3:.1f} ms |")
+    print(f"\ntiny OSDiff (y: 32 channels at H/16, {args.backbone} backbone), {args.steps} batches each, Kodak "
+          f"({results['ELIC']['images']} images), CPU ({threads} threads):\n")
+    print("| entropy model | λ2 | strings | estimated bpp | real file bpp | strings only bpp | PSNR (dB) "
+          "| entropy encode | entropy decode |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for name, points in curves.items():
+        for r in points:
+            print(f"| {name} | {r['lambda']:g} | {r['strings']} | {r['estimated']:.4f} | {r['real']:.4f} "
+                  f"({(r['real'] / r['estimated'] - 1) * 100:+.1f} %) | {r['payload']:.4f} | {r['psnr']:.2f} "
+                  f"| {r['encode'] * 1e3:.1f} ms | {r['decode'] * 1e3:.1f} ms |")
     elic, hyperprior = results["ELIC"], results["hyperprior"]
-    print(f"\nELIC against the hyperprior: estimated {(elic['estimated'] / hyperprior['estimated'] - 1) * 100:+.1f} %, "
-          f"real files {(elic['real'] / hyperprior['real'] - 1) * 100:+.1f} %")
+    print(f"\nELIC against the hyperprior at λ2 = {args.lambdas[0]:g} (equal λ, not equal quality): estimated "
+          f"{(elic['estimated'] / hyperprior['estimated'] - 1) * 100:+.1f} %, real files "
+          f"{(elic['real'] / hyperprior['real'] - 1) * 100:+.1f} %")
+    try:
+        saving = bd_rate(*([p[key] for p in curves["hyperprior"]] for key in ("real", "psnr")),
+                         *([p[key] for p in curves["ELIC"]] for key in ("real", "psnr")))
+        print(f"BD-rate of ELIC against the hyperprior (real files, PSNR): {saving:+.1f} %")
+    except BDRateNotAvailable as reason:
+        print(f"BD-rate of ELIC against the hyperprior: n/a ({reason})")
     print(f"\nSD 2.1 size (M = 320, N = 192, random weights), y of a 512×768 image, CPU ({threads} threads):\n")
     print("| entropy model | entropy encode | entropy decode |")
     print("|---|---|---|")

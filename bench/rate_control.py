@@ -6,7 +6,9 @@ Trains the demo's stage-1 codec (experiment=demo) on Kodak images 1–18 with
 ``callbacks/rate_annealing=target_bpp`` for each target, validating on Kodak 19–24 (whole
 images, real files: header and coder overhead included), and prints, per validation, λ, the
 controller's goal for the training estimate and the real bpp, then the final val/bpp_real against
-the target. No λ is set by hand: every run starts from the same λ.
+the target. No λ is set by hand: every run starts from the same λ. Crops are 256² in batches of 2
+(the demo's pixels per batch): at 128² the hyper latent z is 2 × 2, every position a border, and
+the rate of whole validation images stops following the crops' (BENCHMARKS.md, λ controller).
 """
 
 from __future__ import annotations
@@ -71,7 +73,8 @@ def main() -> None:
         for target in args.targets:
             cfg = compose_run_config([
                 "experiment=demo", "data=folder", f"data.train_dirs=[{train_dir}]", f"data.val_dirs=[{val_dir}]",
-                "data.num_workers=0", "data.cache_decoded=true", "logger=csv", "trainer.log_every_n_steps=1",
+                "data.num_workers=0", "data.cache_decoded=true", "data.crop_size=256", "data.batch_size=2",
+                "logger=csv", "trainer.log_every_n_steps=1",
                 "callbacks/rate_annealing=target_bpp", f"callbacks.rate_annealing.target_bpp={target}",
                 f"callbacks.rate_annealing.lambda_start={args.lambda_start}",
                 *args.override,

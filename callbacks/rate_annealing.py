@@ -199,14 +199,17 @@ class TargetRate(_MeasuresTrainingRate):
     design) kept integrating while the rate answered tens of batches late, overshot, and λ went
     high enough to switch latent channels off for good (BENCHMARKS.md, λ controller). λ stays in
     [λ_min, λ_max] and the integrator stops at those bounds.
-    Outer loop, every validation: c = val/bpp_real ÷ the mean training estimate of the last
+    Outer loop, every validation: c = val/bpp_real ÷ the mean training rate of the last
     ``ratio_window`` batches — how much the real files of the validation images (whole images,
-    header and coder overhead included) exceed the training crops' estimate; a window, not the
-    EMA's last value, whose noise would go into c whole. λ_start is the initial λ."""
+    header and coder overhead included) exceed the training crops' rate; a window, not the EMA's
+    last value, whose noise would go into c whole. Each measurement moves log c by
+    (1 − ratio_ema) of the way: a ratio measured while λ and the model move fast is noisy, and a c
+    taken whole would move the goal, hence λ, by as much (BENCHMARKS.md, λ controller).
+    λ_start is the initial λ."""
 
     def __init__(self, target_bpp: float | str, lambda_start: float = 1.0, integral_gain: float = 0.02,
-                 proportional_gain: float = 1.0, ratio_window: int = 50, lambda_min: float = 1e-4,
-                 lambda_max: float = 1e4, bpp_ema: float = 0.9, start_step: int = 0):
+                 proportional_gain: float = 1.0, ratio_window: int = 50, ratio_ema: float = 0.5,
+                 lambda_min: float = 1e-4, lambda_max: float = 1e4, bpp_ema: float = 0.9, start_step: int = 0):
         super().__init__(lambda_start, bpp_ema, start_step)
         self.target_bpp = read_target_bpp(target_bpp)
         self.integral_gain = require_positive("integral_gain", integral_gain)
@@ -214,6 +217,10 @@ class TargetRate(_MeasuresTrainingRate):
             raise ConfigError("proportional_gain", f"must be >= 0, got {proportional_gain}")
         self.proportional_gain = proportional_gain
         self.ratio_window = int(require_positive("ratio_window", ratio_window))
+        if not 0 <= ratio_ema < 1:
+            raise ConfigError("ratio_ema", f"must be in [0, 1), got {ratio_ema}")
+        self.ratio_ema = ratio_ema
+        self.ratio_measured = False
         self.lambda_min, self.lambda_max = require_positive("lambda_min", lambda_min), lambda_max
         if not lambda_max > lambda_min:
             raise ConfigError("lambda_max", f"must be > lambda_min ({lambda_min}), got {lambda_max}")
@@ -250,13 +257,18 @@ class TargetRate(_MeasuresTrainingRate):
         real = trainer.callback_metrics.get("val/bpp_real")
         if trainer.sanity_checking or real is None or not self.recent_bpp:
             return
-        self.real_over_estimate = float(real) / (sum(self.recent_bpp) / len(self.recent_bpp))
+        measured = float(real) / (sum(self.recent_bpp) / len(self.recent_bpp))
+        weight = self.ratio_ema if self.ratio_measured else 0.0  # the first measurement replaces the guess c = 1
+        self.real_over_estimate = self.real_over_estimate ** weight * measured ** (1 - weight)
+        self.ratio_measured = True
 
     def state_dict(self) -> dict:
         return {**super().state_dict(), "integral": self.integral, "error": self.error,
-                "recent_bpp": list(self.recent_bpp), "real_over_estimate": self.real_over_estimate}
+                "recent_bpp": list(self.recent_bpp), "real_over_estimate": self.real_over_estimate,
+                "ratio_measured": self.ratio_measured}
 
     def load_state_dict(self, state_dict: dict) -> None:
         super().load_state_dict(state_dict)
         self.integral, self.error = state_dict["integral"], state_dict["error"]
         self.recent_bpp, self.real_over_estimate = list(state_dict["recent_bpp"]), state_dict["real_over_estimate"]
+        self.ratio_measured = state_dict["ratio_measured"]

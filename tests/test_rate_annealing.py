@@ -55,13 +55,16 @@ def test_target_rate_controller_answers_at_once_and_holds_lambda_once_on_goal():
 
 
 def test_target_rate_compares_the_real_files_with_the_mean_training_rate_of_its_window():
-    controller = TargetRate(target_bpp=0.1, ratio_window=4)
+    controller = TargetRate(target_bpp=0.1, ratio_window=4, ratio_ema=0.5)
     for bpp in [0.9, 0.9, 0.10, 0.12, 0.08, 0.10]:  # the first two fall out of the window
         controller.observe_batch(bpp)
     trainer = SimpleNamespace(sanity_checking=False, callback_metrics={"val/bpp_real": torch.tensor(0.125)})
     controller.on_validation_end(trainer, None)
     assert controller.real_over_estimate == pytest.approx(1.25)  # the real files run 25 % above
     assert controller.training_goal == pytest.approx(0.08)
+    trainer.callback_metrics["val/bpp_real"] = torch.tensor(0.2)  # measured again: 2 ×
+    controller.on_validation_end(trainer, None)
+    assert controller.real_over_estimate == pytest.approx(math.sqrt(1.25 * 2.0))  # halfway, in log
 
 
 def _lagging_rate(controller: TargetRate, batches: int, seed: int = 0) -> list[float]:
@@ -99,6 +102,7 @@ def test_target_rate_lands_a_lagging_noisy_rate_and_holds_it(target):
         (lambda: TwoLevelTargetRate(target_bpp=0, lambda_above=1.0, lambda_below=0.1), "target_bpp"),
         (lambda: TargetRate(target_bpp="/nonexistent/run"), "target_bpp"),
         (lambda: TargetRate(target_bpp=0.1, ratio_window=0), "ratio_window"),
+        (lambda: TargetRate(target_bpp=0.1, ratio_ema=1.0), "ratio_ema"),
         (lambda: TargetRate(target_bpp=0.1, proportional_gain=-1.0), "proportional_gain"),
         (lambda: ConstantLambda(lambda_start=-1.0), "lambda_start"),
     ],
