@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import random
 import subprocess
@@ -135,7 +134,10 @@ def evaluate_reference(weights: Path, held_out) -> dict:
     return summarise(rows)
 
 
-def evaluate_jpeg(held_out, qualities=(5, 10, 20, 30, 40, 50, 60, 75, 90)) -> list[dict]:
+JPEG_QUALITIES = (5, 10, 20, 30, 40, 50, 60, 75, 90)
+
+
+def evaluate_jpeg(held_out, qualities=JPEG_QUALITIES) -> list[dict]:
     from PIL import Image
 
     from osdic.images import to_tensor
@@ -158,15 +160,15 @@ def summarise(rows) -> dict:
     return {"bpp": float(bpp.mean()), "psnr": float(psnr_values.mean()), "ms_ssim": float(np.nanmean(ssim))}
 
 
-def bd(anchor: list[dict], test: list[dict], metric: str) -> float:
-    from osdic.metrics.bdrate import bd_rate
+def bd(anchor: list[dict], test: list[dict], metric: str) -> str:
+    """The BD-rate as printed: a percentage, or n/a with the reason (curves that do not overlap, or
+    whose quality does not rise with rate, have none)."""
+    from osdic.metrics.bdrate import BDRateNotAvailable, bd_rate
 
     try:
-        value = bd_rate([p["bpp"] for p in anchor], [p[metric] for p in anchor], [p["bpp"] for p in test],
-                        [p[metric] for p in test])
-    except Exception:  # curves that do not overlap: no number rather than a wrong one
-        return float("nan")
-    return value if math.isfinite(value) else float("nan")
+        return f"{bd_rate(*([p[k] for p in anchor] for k in ('bpp', metric)), *([p[k] for p in test] for k in ('bpp', metric))):+.1f} %"
+    except BDRateNotAvailable as reason:
+        return f"n/a ({reason})"
 
 
 def worker(args) -> None:
@@ -213,14 +215,17 @@ def main() -> None:
     jpeg = evaluate_jpeg(held_out)
     print(f"\n{args.minutes:g} CPU min per model, trained on {args.train}, held-out: {args.held_out} "
           f"({len(held_out)} photos); real files, 8-bit decoded images\n")
-    print("| codec | λ | bpp | PSNR (dB) | MS-SSIM |\n|---|---|---|---|---|")
+    print("| codec | λ or quality | bpp | PSNR (dB) | MS-SSIM |\n|---|---|---|---|---|")
     for name, points in curves.items():
         for lmbda, p in zip(args.lambdas, points):
             print(f"| {name} | {lmbda} | {p['bpp']:.3f} | {p['psnr']:.2f} | {p['ms_ssim']:.4f} |")
+    for quality, p in zip(JPEG_QUALITIES, jpeg):
+        if p["bpp"] < 1.0:
+            print(f"| JPEG | quality {quality} | {p['bpp']:.3f} | {p['psnr']:.2f} | {p['ms_ssim']:.4f} |")
     print("\n| BD-rate | PSNR | MS-SSIM |\n|---|---|---|")
     for name, anchor, test in [("ours vs JPEG", jpeg, curves["ours"]), ("reference vs JPEG", jpeg, curves["reference"]),
                                ("ours vs reference", curves["reference"], curves["ours"])]:
-        print(f"| {name} | {bd(anchor, test, 'psnr'):+.1f} % | {bd(anchor, test, 'ms_ssim'):+.1f} % |")
+        print(f"| {name} | {bd(anchor, test, 'psnr')} | {bd(anchor, test, 'ms_ssim')} |")
     monotone = all(a["bpp"] > b["bpp"] and a["psnr"] > b["psnr"] for a, b in zip(curves["ours"], curves["ours"][1:]))
     print(f"\nours monotone in λ (bpp and PSNR fall as λ rises): {monotone}")
 
