@@ -136,12 +136,16 @@ class _MeasuresTrainingRate(RateAnnealing):
         bpp = trainer.callback_metrics.get(self.RATE_KEY)
         if bpp is None:
             raise RuntimeError(f"{type(self).__name__} needs the module to log {self.RATE_KEY} every step")
-        bpp = float(trainer.strategy.reduce(torch.as_tensor(bpp, device=pl_module.device).float(), reduce_op="mean"))
+        self.measure(float(trainer.strategy.reduce(torch.as_tensor(bpp, device=pl_module.device).float(),
+                                                   reduce_op="mean")))
+        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+
+    def measure(self, bpp: float) -> None:
+        """One batch's training rate (the same on every rank): update the EMA, then react."""
         previous = bpp if self.measured_bpp is None else self.measured_bpp
         self.measured_bpp = self.bpp_ema * previous + (1 - self.bpp_ema) * bpp
         self.observe_batch(bpp)
         self.observe(self.measured_bpp)
-        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
 
     def observe_batch(self, bpp: float) -> None:
         """Called after every batch with this batch's training rate (averaged over ranks)."""
@@ -225,7 +229,6 @@ class TargetRate(_MeasuresTrainingRate):
         if not lambda_max > lambda_min:
             raise ConfigError("lambda_max", f"must be > lambda_min ({lambda_min}), got {lambda_max}")
         self.integral = math.log(lambda_start)
-        self.error = 0.0
         self.recent_bpp: list[float] = []
         self.real_over_estimate = 1.0
 
@@ -237,6 +240,13 @@ class TargetRate(_MeasuresTrainingRate):
     def _clamped(self, log_lambda: float) -> float:
         return min(max(log_lambda, math.log(self.lambda_min)), math.log(self.lambda_max))
 
+    @property
+    def error(self) -> float:
+        """e = log(measured / goal), 0 before the controller acts."""
+        if self.measured_bpp is None or self.batches_seen < self.start_step:
+            return 0.0
+        return math.log(max(self.measured_bpp, 1e-9) / self.training_goal)
+
     def value(self, batch: int | None = None) -> float:
         return math.exp(self._clamped(self.integral + self.proportional_gain * self.error))
 
@@ -244,10 +254,8 @@ class TargetRate(_MeasuresTrainingRate):
         self.recent_bpp = [*self.recent_bpp, bpp][-self.ratio_window:]
 
     def observe(self, measured_bpp: float) -> None:
-        if self.batches_seen < self.start_step:
-            return
-        self.error = math.log(max(measured_bpp, 1e-9) / self.training_goal)
-        self.integral = self._clamped(self.integral + self.integral_gain * self.error)
+        if self.batches_seen >= self.start_step:
+            self.integral = self._clamped(self.integral + self.integral_gain * self.error)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
@@ -263,12 +271,12 @@ class TargetRate(_MeasuresTrainingRate):
         self.ratio_measured = True
 
     def state_dict(self) -> dict:
-        return {**super().state_dict(), "integral": self.integral, "error": self.error,
+        return {**super().state_dict(), "integral": self.integral,
                 "recent_bpp": list(self.recent_bpp), "real_over_estimate": self.real_over_estimate,
                 "ratio_measured": self.ratio_measured}
 
     def load_state_dict(self, state_dict: dict) -> None:
         super().load_state_dict(state_dict)
-        self.integral, self.error = state_dict["integral"], state_dict["error"]
+        self.integral = state_dict["integral"]
         self.recent_bpp, self.real_over_estimate = list(state_dict["recent_bpp"]), state_dict["real_over_estimate"]
         self.ratio_measured = state_dict["ratio_measured"]

@@ -45,19 +45,19 @@ def test_two_level_target_switches_on_the_measured_rate():
 
 
 def test_target_rate_controller_answers_at_once_and_holds_lambda_once_on_goal():
-    controller = TargetRate(target_bpp=0.1, lambda_start=1.0, integral_gain=0.1, proportional_gain=0.5)
-    controller.observe(0.2)  # above the goal: λ up at once, by more than the integral alone
+    controller = TargetRate(target_bpp=0.1, lambda_start=1.0, integral_gain=0.1, proportional_gain=0.5, bpp_ema=0.0)
+    controller.measure(0.2)  # above the goal: λ up at once, by more than the integral alone
     assert controller.value() == pytest.approx(math.exp(0.1 * math.log(2) + 0.5 * math.log(2)))
-    controller.observe(0.1)  # on goal: the proportional part is gone, the integral stays
+    controller.measure(0.1)  # on goal: the proportional part is gone, the integral stays
     assert controller.value() == pytest.approx(math.exp(0.1 * math.log(2)))
-    controller.observe(0.05)  # below: λ down
+    controller.measure(0.05)  # below: λ down
     assert controller.value() < math.exp(0.1 * math.log(2))
 
 
 def test_target_rate_compares_the_real_files_with_the_mean_training_rate_of_its_window():
     controller = TargetRate(target_bpp=0.1, ratio_window=4, ratio_ema=0.5)
     for bpp in [0.9, 0.9, 0.10, 0.12, 0.08, 0.10]:  # the first two fall out of the window
-        controller.observe_batch(bpp)
+        controller.measure(bpp)
     trainer = SimpleNamespace(sanity_checking=False, callback_metrics={"val/bpp_real": torch.tensor(0.125)})
     controller.on_validation_end(trainer, None)
     assert controller.real_over_estimate == pytest.approx(1.25)  # the real files run 25 % above
@@ -75,10 +75,7 @@ def _lagging_rate(controller: TargetRate, batches: int, seed: int = 0) -> list[f
     for _ in range(batches):
         rate += (0.25 * (controller.value() / 0.02) ** -0.5 - rate) / 40
         rates.append(rate)
-        controller.observe_batch(noisy := rate * (1 + 0.15 * float(torch.randn((), generator=generator))))
-        previous = noisy if controller.measured_bpp is None else controller.measured_bpp
-        controller.measured_bpp = controller.bpp_ema * previous + (1 - controller.bpp_ema) * noisy
-        controller.observe(controller.measured_bpp)
+        controller.measure(rate * (1 + 0.15 * float(torch.randn((), generator=generator))))
         controller.batches_seen += 1
     return rates
 
@@ -155,3 +152,15 @@ def test_joint_training_at_matched_bpp_targets_the_annealed_runs_final_rate(tmp_
 
     controller = instantiate_node(cfg.callbacks.rate_annealing, "callbacks.rate_annealing")
     assert isinstance(controller, TargetRate) and controller.target_bpp == pytest.approx(0.0421)
+
+
+def test_target_rate_steers_the_rounded_rate_a_training_run_logs(tmp_path):
+    """The controller reads ``train/bpp_rounded`` every batch (a module that stopped logging it
+    would stop the run) and logs the goal it steers that rate to."""
+    cfg = compose_config([*TINY_STAGE1, "callbacks/rate_annealing=target_bpp", "callbacks.rate_annealing.target_bpp=0.5",
+                          "trainer.max_steps=2"], tmp_path)
+    metrics, trainer = train(cfg)
+    controller = _annealing(trainer)
+    assert controller.batches_seen == 2 and controller.measured_bpp is not None
+    assert metrics["train/rate_goal"] == pytest.approx(0.5)  # c = 1 until the first validation, at the end
+    assert metrics["train/bpp_rounded"] != pytest.approx(metrics["train/bpp"], rel=1e-6)  # rounding, not noise

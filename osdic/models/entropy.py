@@ -67,11 +67,12 @@ def rate_bpp(likelihoods: dict[str, Tensor], num_pixels: int) -> Tensor:
 
 
 def rate_terms(out: dict, num_pixels: int) -> dict[str, Tensor]:
-    """``bpp`` (the training estimate, differentiable) and ``bpp_rounded`` (the rounded latents',
-    what the files code) of a codec's output."""
-    bpp = rate_bpp(out["likelihoods"], num_pixels)
-    rounded = out["likelihoods_rounded"]
-    return {"bpp": bpp, "bpp_rounded": bpp.detach() if rounded is out["likelihoods"] else rate_bpp(rounded, num_pixels)}
+    """``bpp`` (the estimate, differentiable) of a codec's output and, in training, where it is
+    measured with noise, ``bpp_rounded`` (the rounded latents', what the files code)."""
+    terms = {"bpp": rate_bpp(out["likelihoods"], num_pixels)}
+    if out["likelihoods_rounded"] is not out["likelihoods"]:
+        terms["bpp_rounded"] = rate_bpp(out["likelihoods_rounded"], num_pixels)
+    return terms
 
 
 # Lower bound of the Gaussian scale and the table the entropy coder quantises scales to.
@@ -206,9 +207,9 @@ class MeanScaleHyperprior(nn.Module):
             z_offset = self.entropy_bottleneck._get_medians().detach()
             z_hat = quantize_ste(z - z_offset) + z_offset
             scales, means = self.entropy_parameters(z_hat)
-            _, y_likelihoods = self.gaussian_conditional(y, scales, means=means)
-            if self.training and self.decoder_input == "noisy":
-                y_hat = y + torch.empty_like(y).uniform_(-0.5, 0.5)
+            y_noisy, y_likelihoods = self.gaussian_conditional(y, scales, means=means)
+            if self.training and self.decoder_input == "noisy":  # the very sample the rate is measured on
+                y_hat = y_noisy
             else:
                 y_hat = quantize_ste(y - means) + means
             likelihoods = {"y": y_likelihoods, "z": z_likelihoods}
