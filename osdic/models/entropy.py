@@ -11,7 +11,9 @@
 Training rates use additive uniform noise; ``likelihoods_rounded`` (no gradient) gives the rate of
 the rounded latents the real files code, which a rate controller must steer (the noisy estimate
 differs from it by up to 3× early in training and does not follow λ as closely: BENCHMARKS.md,
-λ controller). The decoder input is ŷ rounded around μ with a
+λ controller). Both models take it from the entropy layers' own call (:class:`RoundedRateGaussian`,
+:class:`RoundedRateBottleneck`): the Gaussian parameters of training and evaluation are the same,
+since every network that derives them sees rounded values (straight-through) in both. The decoder input is ŷ rounded around μ with a
 straight-through gradient, ẑ rounded around the bottleneck's medians likewise. For real coding
 the networks that derive entropy parameters always run in float32 on the CPU: encoder and decoder
 must derive bit-identical Gaussian indexes and means whatever device or dtype each runs on.
@@ -134,6 +136,34 @@ class BitExact(nn.Module):
             return float32_cpu(self.network)(x.to(device="cpu", dtype=torch.float32)).to(x.device)
 
 
+class RoundedRateGaussian(GaussianConditional):
+    """compressai's ``GaussianConditional`` that, when called in training, also keeps (no
+    gradient) the likelihoods evaluation gives: of round(y − μ) + μ under the same (σ, μ)."""
+
+    rounded_likelihoods: Tensor | None = None
+
+    def forward(self, inputs: Tensor, scales: Tensor, means: Tensor | None = None, training: bool | None = None):
+        out = super().forward(inputs, scales, means, training)
+        if self.training if training is None else training:
+            with torch.no_grad():
+                self.rounded_likelihoods = super().forward(inputs, scales, means, training=False)[1]
+        return out
+
+
+class RoundedRateBottleneck(EntropyBottleneck):
+    """compressai's ``EntropyBottleneck`` that, when called in training, also keeps (no gradient)
+    the likelihoods of z rounded around its medians, as evaluation gives them."""
+
+    rounded_likelihoods: Tensor | None = None
+
+    def forward(self, x: Tensor, training: bool | None = None):
+        out = super().forward(x, training)
+        if self.training if training is None else training:
+            with torch.no_grad():
+                self.rounded_likelihoods = super().forward(x, training=False)[1]
+        return out
+
+
 def update_entropy_models(module: nn.Module, force: bool = False) -> bool:
     """The coding tables of every entropy model in ``module`` for its current weights."""
     updated = False
@@ -196,8 +226,8 @@ class MeanScaleHyperprior(nn.Module):
         self.hparams = dict(latent_channels=latent_channels, hyper_channels=hyper_channels, decoder_input=decoder_input)
         self.hyper_encoder = hyper_analysis(latent_channels, hyper_channels)
         self.entropy_parameters = EntropyParameters(hyper_channels, latent_channels)
-        self.entropy_bottleneck = EntropyBottleneck(hyper_channels)
-        self.gaussian_conditional = GaussianConditional(None, scale_bound=SCALE_MIN)
+        self.entropy_bottleneck = RoundedRateBottleneck(hyper_channels)
+        self.gaussian_conditional = RoundedRateGaussian(None, scale_bound=SCALE_MIN)
 
     def forward(self, y: Tensor) -> dict:
         z = self.hyper_encoder(y)
@@ -213,12 +243,10 @@ class MeanScaleHyperprior(nn.Module):
             else:
                 y_hat = quantize_ste(y - means) + means
             likelihoods = {"y": y_likelihoods, "z": z_likelihoods}
+            rounded = likelihoods
             if self.training:
-                with torch.no_grad():
-                    rounded = {"y": self.gaussian_conditional(y, scales, means=means, training=False)[1],
-                               "z": self.entropy_bottleneck(z, training=False)[1]}
-            else:
-                rounded = likelihoods
+                rounded = {"y": self.gaussian_conditional.rounded_likelihoods,
+                           "z": self.entropy_bottleneck.rounded_likelihoods}
         return {"y_hat": y_hat, "z_hat": z_hat, "likelihoods": likelihoods, "likelihoods_rounded": rounded}
 
     def update(self, force: bool = False) -> bool:
@@ -297,7 +325,7 @@ class ElicEntropyModel(nn.Module):
         group_codecs = {
             f"y{k}": CheckerboardLatentCodec(
                 latent_codec={"y": GaussianConditionalLatentCodec(
-                    gaussian_conditional=GaussianConditional(None, scale_bound=SCALE_MIN), quantizer="ste")},
+                    gaussian_conditional=RoundedRateGaussian(None, scale_bound=SCALE_MIN), quantizer="ste")},
                 # g_sp: the anchors of this group → 2 × group
                 context_prediction=BitExact(CheckerboardMaskedConv2d(group, 2 * group, kernel_size=5, padding=2)),
                 # spatial context, channel context (after the first group) and hyper parameters → (σ, μ)
@@ -310,7 +338,8 @@ class ElicEntropyModel(nn.Module):
         }
         self.latent_codec = HyperpriorLatentCodec(latent_codec={
             "y": ChannelGroupsLatentCodec(groups=groups, channel_context=channel_context, latent_codec=group_codecs),
-            "hyper": HyperLatentCodec(EntropyBottleneck(hyper_channels), hyper_analysis(latent_channels, hyper_channels),
+            "hyper": HyperLatentCodec(RoundedRateBottleneck(hyper_channels),
+                                      hyper_analysis(latent_channels, hyper_channels),
                                       BitExact(h_s), quantizer="ste"),
         })
 
@@ -323,12 +352,9 @@ class ElicEntropyModel(nn.Module):
             out = self.latent_codec(y.float())
             rounded = out["likelihoods"]
             if self.training:
-                with torch.no_grad():
-                    self.latent_codec.eval()
-                    try:
-                        rounded = self.latent_codec(y.float())["likelihoods"]
-                    finally:
-                        self.latent_codec.train()
+                rounded = {"z": self.latent_codec.hyper.entropy_bottleneck.rounded_likelihoods,
+                           **{f"y{k}": self.latent_codec.y.latent_codec[f"y{k}"].latent_codec["y"]
+                              .gaussian_conditional.rounded_likelihoods for k in range(len(self.groups))}}
         return {"y_hat": out["y_hat"], "likelihoods": out["likelihoods"], "likelihoods_rounded": rounded}
 
     def update(self, force: bool = False) -> bool:
