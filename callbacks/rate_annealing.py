@@ -19,6 +19,7 @@ progress p = clip((batch − start_step) / num_steps, 0, 1):
 from __future__ import annotations
 
 import json
+import logging
 import math
 from pathlib import Path
 from typing import Sequence
@@ -28,6 +29,7 @@ import torch
 
 from osdic.checks import ConfigError, require_positive
 
+log = logging.getLogger(__name__)
 
 
 class RateAnnealing(pl.Callback):
@@ -209,11 +211,16 @@ class TargetRate(_MeasuresTrainingRate):
     last value, whose noise would go into c whole. Each measurement moves log c by
     (1 − ratio_ema) of the way: a ratio measured while λ and the model move fast is noisy, and a c
     taken whole would move the goal, hence λ, by as much (BENCHMARKS.md, λ controller).
-    λ_start is the initial λ."""
+    λ_start is the initial λ.
+    Every validation logs ``val/bpp_target_error`` (val/bpp_real ÷ target − 1); a run whose last
+    validation is further than ``tolerance`` from the target says so when it ends, and whether λ sat
+    at a bound (a target out of the codec's reach in this run): a "matched bpp" that does not match
+    must not pass for one."""
 
     def __init__(self, target_bpp: float | str, lambda_start: float = 1.0, integral_gain: float = 0.02,
                  proportional_gain: float = 1.0, ratio_window: int = 50, ratio_ema: float = 0.5,
-                 lambda_min: float = 1e-4, lambda_max: float = 1e4, bpp_ema: float = 0.9, start_step: int = 0):
+                 lambda_min: float = 1e-4, lambda_max: float = 1e4, bpp_ema: float = 0.9, start_step: int = 0,
+                 tolerance: float = 0.03):
         super().__init__(lambda_start, bpp_ema, start_step)
         self.target_bpp = read_target_bpp(target_bpp)
         self.integral_gain = require_positive("integral_gain", integral_gain)
@@ -228,9 +235,12 @@ class TargetRate(_MeasuresTrainingRate):
         self.lambda_min, self.lambda_max = require_positive("lambda_min", lambda_min), lambda_max
         if not lambda_max > lambda_min:
             raise ConfigError("lambda_max", f"must be > lambda_min ({lambda_min}), got {lambda_max}")
+        self.tolerance = require_positive("tolerance", tolerance)
         self.integral = math.log(lambda_start)
         self.recent_bpp: list[float] = []
         self.real_over_estimate = 1.0
+        self.last_real_bpp: float | None = None
+        self.batches_at_bound = 0  # consecutive, up to now
 
     @property
     def training_goal(self) -> float:
@@ -256,6 +266,8 @@ class TargetRate(_MeasuresTrainingRate):
     def observe(self, measured_bpp: float) -> None:
         if self.batches_seen >= self.start_step:
             self.integral = self._clamped(self.integral + self.integral_gain * self.error)
+        at_bound = self.integral in (math.log(self.lambda_min), math.log(self.lambda_max))
+        self.batches_at_bound = self.batches_at_bound + 1 if at_bound else 0
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
@@ -269,14 +281,35 @@ class TargetRate(_MeasuresTrainingRate):
         weight = self.ratio_ema if self.ratio_measured else 0.0  # the first measurement replaces the guess c = 1
         self.real_over_estimate = self.real_over_estimate ** weight * measured ** (1 - weight)
         self.ratio_measured = True
+        self.last_real_bpp = float(real)
+        for logger in trainer.loggers:  # Lightning takes no self.log after the validation's epoch
+            logger.log_metrics({"val/bpp_target_error": self.target_error}, step=trainer.global_step)
+
+    @property
+    def target_error(self) -> float:
+        """The last validation's real bpp ÷ the target − 1."""
+        return self.last_real_bpp / self.target_bpp - 1
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        if self.last_real_bpp is None or abs(self.target_error) <= self.tolerance or not trainer.is_global_zero:
+            return
+        bound = math.exp(self.integral)
+        reach = (f"λ has sat at its bound {bound:.3g} for the last {self.batches_at_bound} batches: the target is "
+                 f"out of this codec's reach in this run (train longer, or widen lambda_min/lambda_max)"
+                 if self.batches_at_bound else "λ was still moving: a longer run, or more frequent validation, lands closer")
+        log.warning("TargetRate asked for %.4g bpp; the last validation's real files are at %.4g bpp (%+.1f %%, "
+                    "tolerance ±%.1f %%). %s.", self.target_bpp, self.last_real_bpp, 100 * self.target_error,
+                    100 * self.tolerance, reach)
 
     def state_dict(self) -> dict:
         return {**super().state_dict(), "integral": self.integral,
                 "recent_bpp": list(self.recent_bpp), "real_over_estimate": self.real_over_estimate,
-                "ratio_measured": self.ratio_measured}
+                "ratio_measured": self.ratio_measured, "last_real_bpp": self.last_real_bpp,
+                "batches_at_bound": self.batches_at_bound}
 
     def load_state_dict(self, state_dict: dict) -> None:
         super().load_state_dict(state_dict)
         self.integral = state_dict["integral"]
         self.recent_bpp, self.real_over_estimate = list(state_dict["recent_bpp"]), state_dict["real_over_estimate"]
         self.ratio_measured = state_dict["ratio_measured"]
+        self.last_real_bpp, self.batches_at_bound = state_dict["last_real_bpp"], state_dict["batches_at_bound"]

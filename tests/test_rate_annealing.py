@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from types import SimpleNamespace
 
@@ -58,7 +59,8 @@ def test_target_rate_compares_the_real_files_with_the_mean_training_rate_of_its_
     controller = TargetRate(target_bpp=0.1, ratio_window=4, ratio_ema=0.5)
     for bpp in [0.9, 0.9, 0.10, 0.12, 0.08, 0.10]:  # the first two fall out of the window
         controller.measure(bpp)
-    trainer = SimpleNamespace(sanity_checking=False, callback_metrics={"val/bpp_real": torch.tensor(0.125)})
+    trainer = SimpleNamespace(sanity_checking=False, callback_metrics={"val/bpp_real": torch.tensor(0.125)},
+                              loggers=[], global_step=6)
     controller.on_validation_end(trainer, None)
     assert controller.real_over_estimate == pytest.approx(1.25)  # the real files run 25 % above
     assert controller.training_goal == pytest.approx(0.08)
@@ -88,6 +90,28 @@ def test_target_rate_lands_a_lagging_noisy_rate_and_holds_it(target):
         rates = _lagging_rate(TargetRate(target_bpp=target, lambda_start=0.012), 800, seed)
         assert rates[-1] == pytest.approx(target, rel=0.03)
         assert max(abs(rate / target - 1) for rate in rates[400:]) < 0.05
+
+
+def test_a_run_that_misses_its_target_says_so_and_why(caplog):
+    """Within ``tolerance`` of the target the run ends quietly; outside, it warns, naming λ's bound
+    when λ sat there (the target was out of reach) — and it logs the error at every validation."""
+    for real, warns in [(0.51, False), (0.3, True)]:
+        logged = []
+        logger = SimpleNamespace(log_metrics=lambda metrics, step: logged.append(metrics))
+        trainer = SimpleNamespace(sanity_checking=False, callback_metrics={"val/bpp_real": torch.tensor(real)},
+                                  loggers=[logger], global_step=3, is_global_zero=True)
+        controller = TargetRate(target_bpp=0.5, lambda_start=1e-3, lambda_min=1e-4, integral_gain=1.0, bpp_ema=0.0)
+        for _ in range(3):  # a rate far under the goal: the integrator runs into λ_min
+            controller.measure(0.1)
+            controller.batches_seen += 1
+        controller.on_validation_end(trainer, None)
+        assert logged == [{"val/bpp_target_error": pytest.approx(real / 0.5 - 1)}]
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="callbacks.rate_annealing"):
+            controller.on_train_end(trainer, None)
+        assert bool(caplog.records) == warns  # +2 % is within the default ±3 %
+    message = caplog.records[0].getMessage()
+    assert "-40.0 %" in message and "out of this codec's reach" in message and "0.0001" in message
 
 
 @pytest.mark.parametrize(
