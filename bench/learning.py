@@ -1,6 +1,7 @@
 """How fast the stage-1 recipe learns: RD on held-out photos after a fixed CPU budget.
 
     python bench/learning.py --minutes 5 [--lambdas 0.004 0.012 0.04] [--train DIR] [--held-out DIR]
+                             [--override KEY=VALUE …]   (a change to our recipe, e.g. model.optimizer.lr=1e-3)
 
 For each λ, two codecs train side by side, one CPU core each, for the same CPU time on the same
 photos (random 128² crops, batch 8, the same loss d + λ·R with d the MSE on [−1, 1]):
@@ -24,6 +25,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -39,8 +41,9 @@ def load_photos(folder: Path) -> list[tuple[str, torch.Tensor]]:
     return [(str(p.relative_to(folder)), to_tensor(open_rgb(p).image)) for p in list_images([folder])]
 
 
-def train_ours(train_dir: Path, lmbda: float, seconds: float, out: Path) -> Path:
-    """The framework's recipe for ``seconds`` of this process's CPU time → a codec package."""
+def train_ours(train_dir: Path, lmbda: float, seconds: float, out: Path, overrides: Sequence[str] = ()) -> Path:
+    """The framework's recipe (changed by Hydra ``overrides``) for ``seconds`` of this process's CPU
+    time → a codec package."""
     from train import train
     from osdic.utils.run import compose_run_config
 
@@ -50,8 +53,10 @@ def train_ours(train_dir: Path, lmbda: float, seconds: float, out: Path) -> Path
         "trainer.max_steps=1000000", "trainer.val_check_interval=1000000", "+trainer.limit_val_batches=0",
         "+trainer.enable_progress_bar=false", "~callbacks.progress_bar", "~callbacks.model_checkpoint",
         "+callbacks.cpu_budget._target_=callbacks.budget.CPUTimeBudget", f"+callbacks.cpu_budget.seconds={seconds}",
+        *overrides,
     ], out)
-    train(cfg)
+    _, trainer = train(cfg)
+    (out / "steps.json").write_text(json.dumps({"steps": trainer.fit_loop.epoch_loop.batch_progress.total.completed}))
     return out / "codec"
 
 
@@ -174,8 +179,10 @@ def bd(anchor: list[dict], test: list[dict], metric: str) -> str:
 def worker(args) -> None:
     """One training job in its own process (one CPU core)."""
     torch.set_num_threads(1)
-    trainer = train_ours if args.job == "ours" else train_reference
-    trainer(args.train, args.lmbda, args.minutes * 60, args.out)
+    if args.job == "ours":
+        train_ours(args.train, args.lmbda, args.minutes * 60, args.out, args.override)
+    else:
+        train_reference(args.train, args.lmbda, args.minutes * 60, args.out)
 
 
 def main() -> None:
@@ -186,6 +193,8 @@ def main() -> None:
     parser.add_argument("--held-out", type=Path, default=None,
                         help="a folder of photos not used for training (default: the demo's held-out photos)")
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--override", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="Hydra overrides of our recipe (experiment=demo), e.g. model.optimizer.lr=1e-3")
     parser.add_argument("--job", choices=["ours", "reference"], help=argparse.SUPPRESS)
     parser.add_argument("--lmbda", type=float, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -203,7 +212,7 @@ def main() -> None:
         print(f"λ = {lmbda}: training both codecs for {args.minutes} CPU min each…", flush=True)
         jobs = {job: subprocess.Popen(
             [sys.executable, __file__, "--job", job, "--lmbda", str(lmbda), "--minutes", str(args.minutes),
-             "--train", str(args.train), "--out", str(out / f"{job}_{lmbda}")],
+             "--train", str(args.train), "--out", str(out / f"{job}_{lmbda}"), "--override", *args.override],
             env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
             for job in curves}
         for job, process in jobs.items():
@@ -212,16 +221,19 @@ def main() -> None:
                 raise RuntimeError(f"{job} at λ = {lmbda} failed:\n{stderr[-3000:]}")
         curves["ours"].append(evaluate_ours(out / f"ours_{lmbda}" / "codec", held_out))
         curves["reference"].append(evaluate_reference(out / f"reference_{lmbda}" / "reference.pt", held_out))
+        for job, points in curves.items():
+            points[-1]["batches"] = json.loads((out / f"{job}_{lmbda}" / "steps.json").read_text())["steps"]
     jpeg = evaluate_jpeg(held_out)
     print(f"\n{args.minutes:g} CPU min per model, trained on {args.train}, held-out: {args.held_out} "
-          f"({len(held_out)} photos); real files, 8-bit decoded images\n")
-    print("| codec | λ or quality | bpp | PSNR (dB) | MS-SSIM |\n|---|---|---|---|---|")
+          f"({len(held_out)} photos); real files, 8-bit decoded images"
+          + (f"; our recipe with {' '.join(args.override)}" if args.override else "") + "\n")
+    print("| codec | λ or quality | batches trained | bpp | PSNR (dB) | MS-SSIM |\n|---|---|---|---|---|---|")
     for name, points in curves.items():
         for lmbda, p in zip(args.lambdas, points):
-            print(f"| {name} | {lmbda} | {p['bpp']:.3f} | {p['psnr']:.2f} | {p['ms_ssim']:.4f} |")
+            print(f"| {name} | {lmbda} | {p['batches']} | {p['bpp']:.3f} | {p['psnr']:.2f} | {p['ms_ssim']:.4f} |")
     for quality, p in zip(JPEG_QUALITIES, jpeg):
         if p["bpp"] < 1.0:
-            print(f"| JPEG | quality {quality} | {p['bpp']:.3f} | {p['psnr']:.2f} | {p['ms_ssim']:.4f} |")
+            print(f"| JPEG | quality {quality} | – | {p['bpp']:.3f} | {p['psnr']:.2f} | {p['ms_ssim']:.4f} |")
     print("\n| BD-rate | PSNR | MS-SSIM |\n|---|---|---|")
     for name, anchor, test in [("ours vs JPEG", jpeg, curves["ours"]), ("reference vs JPEG", jpeg, curves["reference"]),
                                ("ours vs reference", curves["reference"], curves["ours"])]:
