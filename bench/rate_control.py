@@ -1,6 +1,6 @@
 """Where the λ controller lands: stage-1 runs asked for a bpp, measured on the real files.
 
-    python bench/rate_control.py [--targets 0.25 0.5] [--steps 800] [--kodak DIR]
+    python bench/rate_control.py [--targets 0.25 0.35] [--steps 2000] [--scheduler cosine] [--kodak DIR]
 
 Trains the demo's stage-1 codec (experiment=demo) on Kodak images 1–18 with
 ``callbacks/rate_annealing=target_bpp`` for each target, validating on Kodak 19–24 (whole
@@ -9,6 +9,8 @@ controller's goal for the training estimate and the real bpp, then the final val
 the target. No λ is set by hand: every run starts from the same λ. Crops are 256² in batches of 2
 (the demo's pixels per batch): at 128² the hyper latent z is 2 × 2, every position a border, and
 the rate of whole validation images stops following the crops' (BENCHMARKS.md, λ controller).
+The learning rate decays to 0 over the run (cosine) as the controller's config asks: at a constant
+rate (``--scheduler null``) the weights keep moving and the last validation's rate is a draw.
 """
 
 from __future__ import annotations
@@ -56,9 +58,10 @@ def print_trajectory(run_dir: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--targets", type=float, nargs="+", default=[0.25, 0.5])
-    parser.add_argument("--steps", type=int, default=800)
-    parser.add_argument("--val-every", type=int, default=100)
+    parser.add_argument("--targets", type=float, nargs="+", default=[0.25, 0.35])
+    parser.add_argument("--steps", type=int, default=2000)
+    parser.add_argument("--val-every", type=int, default=200)
+    parser.add_argument("--scheduler", default="cosine", help="model/scheduler: cosine, step or null (constant)")
     parser.add_argument("--kodak", type=Path, default=KODAK)
     parser.add_argument("--lambda-start", type=float, default=0.012,
                         help="initial λ of every run (the demo recipe's scale: d = MSE on [−1, 1])")
@@ -75,6 +78,7 @@ def main() -> None:
                 "experiment=demo", "data=folder", f"data.train_dirs=[{train_dir}]", f"data.val_dirs=[{val_dir}]",
                 "data.num_workers=0", "data.cache_decoded=true", "data.crop_size=256", "data.batch_size=2",
                 "logger=csv", "trainer.log_every_n_steps=1",
+                f"model/scheduler={args.scheduler}",
                 "callbacks/rate_annealing=target_bpp", f"callbacks.rate_annealing.target_bpp={target}",
                 f"callbacks.rate_annealing.lambda_start={args.lambda_start}",
                 *args.override,

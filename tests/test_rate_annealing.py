@@ -99,7 +99,7 @@ def test_a_run_that_misses_its_target_says_so_and_why(caplog):
         logged = []
         logger = SimpleNamespace(log_metrics=lambda metrics, step: logged.append(metrics))
         trainer = SimpleNamespace(sanity_checking=False, callback_metrics={"val/bpp_real": torch.tensor(real)},
-                                  loggers=[logger], global_step=3, is_global_zero=True)
+                                  loggers=[logger], global_step=3, is_global_zero=True, lr_scheduler_configs=[])
         controller = TargetRate(target_bpp=0.5, lambda_start=1e-3, lambda_min=1e-4, integral_gain=1.0, bpp_ema=0.0)
         for _ in range(3):  # a rate far under the goal: the integrator runs into λ_min
             controller.measure(0.1)

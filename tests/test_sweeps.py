@@ -27,13 +27,27 @@ def _sweep_params(sweep: str) -> dict[str, str]:
 
 @pytest.mark.parametrize("sweep", SWEEPS)
 def test_every_job_of_every_sweep_composes(sweep, tmp_path):
+    assert all(cfg.sweep_name == sweep for cfg in _jobs(sweep, tmp_path))
+
+
+def _jobs(sweep: str, tmp_path) -> list:
+    """The composed config of every job of a sweep (one for an Optuna search space)."""
+    jobs = []
     for key, values in _sweep_params(sweep).items():
-        if "(" in str(values):  # an Optuna search space, not a list
-            compose_config([f"sweep={sweep}"], tmp_path / "run")
-            continue
-        for value in str(values).split(","):
-            cfg = compose_config([f"sweep={sweep}", f"{key}={value}"], tmp_path / "run")
-            assert cfg.sweep_name == sweep
+        if "(" in str(values):
+            return [compose_config([f"sweep={sweep}"], tmp_path / "run")]
+        jobs += [compose_config([f"sweep={sweep}", f"{key}={value}"], tmp_path / "run") for value in str(values).split(",")]
+    return jobs
+
+
+@pytest.mark.parametrize("sweep", ["training_strategy", "optuna_lr"])
+def test_sweeps_with_the_lambda_controller_decay_the_learning_rate_in_every_job(sweep, tmp_path):
+    """The controller lands on a model that settles (BENCHMARKS.md, λ controller), and the jobs of
+    an ablation differ in what it ablates, not in their learning-rate schedule."""
+    jobs = _jobs(sweep, tmp_path)
+    assert any(job.callbacks.rate_annealing._target_.endswith("TargetRate") for job in jobs)
+    assert {str(job.model.scheduler) for job in jobs} == {str(jobs[0].model.scheduler)}
+    assert jobs[0].model.scheduler._target_ == "torch.optim.lr_scheduler.CosineAnnealingLR"
 
 
 def _run(args, cwd, timeout=900, **env):
