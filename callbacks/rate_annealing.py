@@ -297,8 +297,9 @@ class TargetRate(_MeasuresTrainingRate):
         if self.last_real_bpp is None or abs(self.target_error) <= self.tolerance or not trainer.is_global_zero:
             return
         if self.batches_at_bound:
-            reach = (f"λ has sat at its bound {math.exp(self.integral):.3g} for the last {self.batches_at_bound} batches: the target is "
-                     f"out of this codec's reach in this run (train longer, or widen lambda_min/lambda_max)")
+            reach = (f"λ has sat at its bound {math.exp(self.integral):.3g} for the last {self.batches_at_bound} "
+                     f"batches: the target is out of this codec's reach in this run (train longer, or widen "
+                     f"lambda_min/lambda_max)")
         elif not trainer.lr_scheduler_configs:
             reach = ("the learning rate did not decay: the weights kept moving and the real bpp of the validation "
                      "jitters from one validation to the next (model/scheduler=cosine lets the model settle)")

@@ -13,8 +13,9 @@ the rounded latents the real files code, which a rate controller must steer (the
 differs from it by up to 3× early in training and does not follow λ as closely: BENCHMARKS.md,
 λ controller). Both models take it from the entropy layers' own call (:class:`RoundedRateGaussian`,
 :class:`RoundedRateBottleneck`): the Gaussian parameters of training and evaluation are the same,
-since every network that derives them sees rounded values (straight-through) in both. The decoder input is ŷ rounded around μ with a
-straight-through gradient, ẑ rounded around the bottleneck's medians likewise. For real coding
+since every network that derives them sees rounded values (straight-through) in both. The
+decoder input is ŷ rounded around μ with a straight-through gradient, ẑ rounded around the
+bottleneck's medians likewise. For real coding
 the networks that derive entropy parameters always run in float32 on the CPU: encoder and decoder
 must derive bit-identical Gaussian indexes and means whatever device or dtype each runs on.
 Coding itself goes through compressai's ``EntropyBottleneck`` and ``GaussianConditional`` only.
@@ -136,32 +137,27 @@ class BitExact(nn.Module):
             return float32_cpu(self.network)(x.to(device="cpu", dtype=torch.float32)).to(x.device)
 
 
-class RoundedRateGaussian(GaussianConditional):
-    """compressai's ``GaussianConditional`` that, when called in training, also keeps (no
-    gradient) the likelihoods evaluation gives: of round(y − μ) + μ under the same (σ, μ)."""
+class _KeepsRoundedLikelihoods:
+    """An entropy layer that, when called in training, also keeps (no gradient) the likelihoods
+    evaluation gives for the same inputs and parameters: of the latent rounded (around μ, or
+    around the bottleneck's medians). ``training`` is passed by keyword, as compressai does."""
 
     rounded_likelihoods: Tensor | None = None
 
-    def forward(self, inputs: Tensor, scales: Tensor, means: Tensor | None = None, training: bool | None = None):
-        out = super().forward(inputs, scales, means, training)
+    def forward(self, *args, training: bool | None = None, **kwargs):
+        out = super().forward(*args, training=training, **kwargs)
         if self.training if training is None else training:
             with torch.no_grad():
-                self.rounded_likelihoods = super().forward(inputs, scales, means, training=False)[1]
+                self.rounded_likelihoods = super().forward(*args, training=False, **kwargs)[1]
         return out
 
 
-class RoundedRateBottleneck(EntropyBottleneck):
-    """compressai's ``EntropyBottleneck`` that, when called in training, also keeps (no gradient)
-    the likelihoods of z rounded around its medians, as evaluation gives them."""
+class RoundedRateGaussian(_KeepsRoundedLikelihoods, GaussianConditional):
+    pass
 
-    rounded_likelihoods: Tensor | None = None
 
-    def forward(self, x: Tensor, training: bool | None = None):
-        out = super().forward(x, training)
-        if self.training if training is None else training:
-            with torch.no_grad():
-                self.rounded_likelihoods = super().forward(x, training=False)[1]
-        return out
+class RoundedRateBottleneck(_KeepsRoundedLikelihoods, EntropyBottleneck):
+    pass
 
 
 def update_entropy_models(module: nn.Module, force: bool = False) -> bool:
