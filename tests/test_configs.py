@@ -40,6 +40,14 @@ def test_paper_experiments_and_sweeps_train_on_gpus_and_the_demo_on_the_cpu(name
         assert (trainer.accelerator, trainer.precision) == ("gpu", "bf16-mixed")
 
 
+@pytest.mark.parametrize("stage", [1, 2, 3, 4])
+def test_sodec_experiments_weigh_distortion_as_the_reference_code_does(stage, tmp_path):
+    """k_M = 1, k_P = 2 are OSEDiff's weights: MSE on images in [-1, 1] and LPIPS-VGG."""
+    distortion = compose_config([f"experiment=sodec_stage{stage}"], tmp_path / "run").model.distortion
+    assert (distortion.mse_weight, distortion.lpips_weight) == (1.0, 2.0)
+    assert (distortion.lpips_net, list(distortion.image_range)) == ("vgg", [-1.0, 1.0])
+
+
 def test_demo_experiment_builds_its_model(tmp_path):
     cfg = compose_config(["experiment=demo"], tmp_path / "run")
     module = hydra.utils.instantiate(cfg.model)

@@ -161,6 +161,14 @@ def test_unet_context_is_the_empty_prompt_embedding_in_generator_and_discriminat
     assert torch.equal(module.discriminator.context, empty)
 
 
+def test_unet_context_that_is_not_a_text_embedding_is_a_config_error(tmp_path):
+    """The context is a prompt's embedding (any prompt); an image-dependent guidance of SODEC has
+    no tokens to give the UNet and is refused by name."""
+    with pytest.raises(Exception, match="context") as error:
+        _osdiff(tmp_path, "model/codec/guidance@model.codec.context=none")
+    assert "tokens(batch)" in str(error.value)
+
+
 def _losses(run_dir: Path) -> dict[int, float]:
     rows = csv.DictReader((run_dir / "csv" / "version_0" / "metrics.csv").open())
     return {int(r["step"]): float(r["train/loss"]) for r in rows if r.get("train/loss")}

@@ -36,7 +36,7 @@ from torch import Tensor, nn
 from osdic.models.backbone import DiffusionBackbone
 from osdic.models.decode_steps import ENTROPY_DECODING, StepHook, no_hook
 from osdic.models.entropy import HyperpriorCodec
-from osdic.checks import config_section, require_int
+from osdic.checks import ConfigError, config_section, require_int
 
 
 class StartLatent(nn.Module):
@@ -94,6 +94,9 @@ class OSDiff(HyperpriorCodec):
         require_int("latent_channels", latent_channels, minimum=1)
         self.backbone, self.timestep, self.noise_seed = backbone, timestep, noise_seed
         self.context = context if isinstance(context, nn.Module) else context(context_dim=backbone.cross_attention_dim)
+        if not callable(getattr(self.context, "tokens", None)):  # image-dependent guidance has no tokens(batch)
+            raise ConfigError("context", f"needs a text embedding with tokens(batch) (guidance text, text_tiny, "
+                                         f"text_random), got {type(self.context).__name__}")
         sd_channels = backbone.unet.config.in_channels
         self.analysis = nn.Sequential(  # G_a: y_0 (H/8) → y (H/16)
             ResidualBlockWithStride(sd_channels, latent_channels, stride=2),

@@ -151,7 +151,7 @@ def weight_requirements(cfg: dict) -> list[Requirement]:
     model = cfg.get("model") or {}
     distortion = model.get("distortion") or {}
     if distortion.get("lpips_weight"):
-        net = distortion.get("lpips_net", "alex")
+        net = distortion.get("lpips_net", "vgg")  # DistortionLoss's default
         found.setdefault(f"tv:{net}", torchvision_backbone("model.distortion.lpips_net", net))
     for key, metrics in [("model.val_metrics", model.get("val_metrics")), ("metrics", cfg.get("metrics"))]:
         for metric in metrics or []:
