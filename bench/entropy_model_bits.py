@@ -47,13 +47,12 @@ def latents(codec, paths: list[Path]) -> list[tuple[torch.Tensor, int]]:
 
 def build(name: str, channels: int) -> torch.nn.Module:
     if name == "ELIC":
-        groups = [channels // 16, channels // 16, channels // 8, channels // 4, channels // 2]
-        return ElicEntropyModel(channels, HYPER, groups=groups, context_channels=[64, 32])
+        groups = [max(channels // d, 1) for d in (16, 16, 8, 4)]  # ELIC's proportions, the rest last
+        return ElicEntropyModel(channels, HYPER, groups=[*groups, channels - sum(groups)], context_channels=[64, 32])
     return MeanScaleHyperprior(channels, HYPER)
 
 
 def train_rate(model: torch.nn.Module, train_y: list[torch.Tensor], steps: int, seed: int) -> None:
-    torch.manual_seed(seed)
     rng = random.Random(seed)
     main = [p for n, p in model.named_parameters() if not n.endswith("quantiles")]
     aux = [p for n, p in model.named_parameters() if n.endswith("quantiles")]
@@ -112,6 +111,7 @@ def main() -> None:
     for seed in args.seeds:
         for name in ("hyperprior", "ELIC"):
             print(f"  {name}, seed {seed}", flush=True)
+            torch.manual_seed(seed)  # the same seed draws each model's initial weights and its noise
             model = build(name, channels)
             train_rate(model, train_y, args.steps, seed)
             rows.append((name, seed, *held_out_rates(model, held_out)))

@@ -178,6 +178,13 @@ class TwoLevelTargetRate(_MeasuresTrainingRate):
         return self.lambda_start if above else self.lambda_below
 
 
+def _learning_rate_decayed(trainer: pl.Trainer) -> bool:
+    """Whether the main optimizer ends the run below its initial learning rate (a scheduler whose
+    milestones lie beyond the run does not count)."""
+    group = trainer.optimizers[0].param_groups[0] if trainer.optimizers else {}
+    return group.get("lr", 0.0) < group.get("initial_lr", 0.0)
+
+
 def read_target_bpp(target: float | str) -> float:
     """A bpp, or a run directory (or its final_metrics.json) whose final ``val/bpp_real`` is the
     target — how the "joint training at matched bpp" ablation matches another run."""
@@ -300,7 +307,7 @@ class TargetRate(_MeasuresTrainingRate):
             reach = (f"λ has sat at its bound {math.exp(self.integral):.3g} for the last {self.batches_at_bound} "
                      f"batches: the target is out of this codec's reach in this run (train longer, or widen "
                      f"lambda_min/lambda_max)")
-        elif not trainer.lr_scheduler_configs:
+        elif not _learning_rate_decayed(trainer):
             reach = ("the learning rate did not decay: the weights kept moving and the real bpp of the validation "
                      "jitters from one validation to the next (model/scheduler=cosine lets the model settle)")
         else:
@@ -320,4 +327,6 @@ class TargetRate(_MeasuresTrainingRate):
         self.integral = state_dict["integral"]
         self.recent_bpp, self.real_over_estimate = list(state_dict["recent_bpp"]), state_dict["real_over_estimate"]
         self.ratio_measured = state_dict["ratio_measured"]
-        self.last_real_bpp, self.batches_at_bound = state_dict["last_real_bpp"], state_dict["batches_at_bound"]
+        # checkpoints written before these were kept resume with nothing measured yet
+        self.last_real_bpp = state_dict.get("last_real_bpp")
+        self.batches_at_bound = state_dict.get("batches_at_bound", 0)

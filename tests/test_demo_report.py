@@ -45,3 +45,10 @@ def test_summary_checks_what_each_diffusion_stage_must_do(tmp_path, capsys):
     assert "[FAILED] stage2: x̂_f keeps its quality: 20.00 → 19.00 dB" in out
     assert "[ok] stage3: the rate falls as λ rises: 0.600 → 0.400 bpp" in out
     assert "[ok] stage3: x̂ within 2.0 dB of x̂_f at the end: 17.50 against 19.00 dB" in out
+
+
+def test_a_stage_that_did_not_finish_fails_its_checks_as_unfinished(tmp_path, capsys):
+    (tmp_path / "stage3").mkdir()
+    (tmp_path / "stage3" / "initial_metrics.json").write_text(json.dumps({"val/bpp_real": 0.6}))
+    report(tmp_path)
+    assert "[FAILED] stage3: did not finish (no final_metrics.json)" in capsys.readouterr().out

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import hydra
+from hydra.errors import InstantiationException
 import pytest
 import torch
 from diffusers.models.transformers.transformer_2d import Transformer2DModel
@@ -164,7 +165,7 @@ def test_unet_context_is_the_empty_prompt_embedding_in_generator_and_discriminat
 def test_unet_context_that_is_not_a_text_embedding_is_a_config_error(tmp_path):
     """The context is a prompt's embedding (any prompt); an image-dependent guidance of SODEC has
     no tokens to give the UNet and is refused by name."""
-    with pytest.raises(Exception, match="context") as error:
+    with pytest.raises(InstantiationException, match="context") as error:
         _osdiff(tmp_path, "model/codec/guidance@model.codec.context=none")
     assert "tokens(batch)" in str(error.value)
 

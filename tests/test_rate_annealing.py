@@ -99,7 +99,7 @@ def test_a_run_that_misses_its_target_says_so_and_why(caplog):
         logged = []
         logger = SimpleNamespace(log_metrics=lambda metrics, step: logged.append(metrics))
         trainer = SimpleNamespace(sanity_checking=False, callback_metrics={"val/bpp_real": torch.tensor(real)},
-                                  loggers=[logger], global_step=3, is_global_zero=True, lr_scheduler_configs=[])
+                                  loggers=[logger], global_step=3, is_global_zero=True, optimizers=[])
         controller = TargetRate(target_bpp=0.5, lambda_start=1e-3, lambda_min=1e-4, integral_gain=1.0, bpp_ema=0.0)
         for _ in range(3):  # a rate far under the goal: the integrator runs into λ_min
             controller.measure(0.1)
@@ -112,6 +112,15 @@ def test_a_run_that_misses_its_target_says_so_and_why(caplog):
         assert bool(caplog.records) == warns  # +2 % is within the default ±3 %
     message = caplog.records[0].getMessage()
     assert "-40.0 %" in message and "out of this codec's reach" in message and "0.0001" in message
+
+
+def test_target_rate_resumes_a_checkpoint_written_before_it_kept_its_landing():
+    """Checkpoints of runs started before ``last_real_bpp``/``batches_at_bound`` existed resume."""
+    controller = TargetRate(target_bpp=0.1)
+    state = controller.state_dict()
+    del state["last_real_bpp"], state["batches_at_bound"]
+    controller.load_state_dict(state)
+    assert controller.last_real_bpp is None and controller.batches_at_bound == 0
 
 
 @pytest.mark.parametrize(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import subprocess
@@ -32,12 +33,10 @@ def test_every_job_of_every_sweep_composes(sweep, tmp_path):
 
 def _jobs(sweep: str, tmp_path) -> list:
     """The composed config of every job of a sweep (one for an Optuna search space)."""
-    jobs = []
-    for key, values in _sweep_params(sweep).items():
-        if "(" in str(values):
-            return [compose_config([f"sweep={sweep}"], tmp_path / "run")]
-        jobs += [compose_config([f"sweep={sweep}", f"{key}={value}"], tmp_path / "run") for value in str(values).split(",")]
-    return jobs
+    overrides = [[f"{key}={value}" for value in str(values).split(",")]
+                 for key, values in _sweep_params(sweep).items() if "(" not in str(values)]  # "(": an Optuna space
+    return [compose_config([f"sweep={sweep}", *job], tmp_path / "run")
+            for job in (itertools.product(*overrides) if overrides else [()])]
 
 
 @pytest.mark.parametrize("sweep", ["training_strategy", "optuna_lr"])

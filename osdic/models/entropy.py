@@ -15,9 +15,9 @@ differs from it by up to 3× early in training and does not follow λ as closely
 :class:`RoundedRateBottleneck`): the Gaussian parameters of training and evaluation are the same,
 since every network that derives them sees rounded values (straight-through) in both. The
 decoder input is ŷ rounded around μ with a straight-through gradient, ẑ rounded around the
-bottleneck's medians likewise. For real coding
-the networks that derive entropy parameters always run in float32 on the CPU: encoder and decoder
-must derive bit-identical Gaussian indexes and means whatever device or dtype each runs on.
+bottleneck's medians likewise. For real coding the networks that derive entropy parameters
+always run in float32 on the CPU: encoder and decoder must derive bit-identical Gaussian indexes
+and means whatever device or dtype each runs on.
 Coding itself goes through compressai's ``EntropyBottleneck`` and ``GaussianConditional`` only.
 """
 
@@ -142,14 +142,23 @@ class _KeepsRoundedLikelihoods:
     evaluation gives for the same inputs and parameters: of the latent rounded (around μ, or
     around the bottleneck's medians). ``training`` is passed by keyword, as compressai does."""
 
-    rounded_likelihoods: Tensor | None = None
+    _rounded_likelihoods: Tensor | None = None
 
     def forward(self, *args, training: bool | None = None, **kwargs):
         out = super().forward(*args, training=training, **kwargs)
-        if self.training if training is None else training:
+        training = self.training if training is None else training
+        if training:
             with torch.no_grad():
-                self.rounded_likelihoods = super().forward(*args, training=False, **kwargs)[1]
+                self._rounded_likelihoods = super().forward(*args, training=False, **kwargs)[1]
         return out
+
+    def take_rounded_likelihoods(self) -> Tensor:
+        """Those of the last call in training, once: a parent that reads them again, or after a
+        call outside training, fails instead of reading an older batch's."""
+        likelihoods, self._rounded_likelihoods = self._rounded_likelihoods, None
+        if likelihoods is None:
+            raise RuntimeError(f"{type(self).__name__} has no rounded likelihoods: it was not called in training")
+        return likelihoods
 
 
 class RoundedRateGaussian(_KeepsRoundedLikelihoods, GaussianConditional):
@@ -241,8 +250,8 @@ class MeanScaleHyperprior(nn.Module):
             likelihoods = {"y": y_likelihoods, "z": z_likelihoods}
             rounded = likelihoods
             if self.training:
-                rounded = {"y": self.gaussian_conditional.rounded_likelihoods,
-                           "z": self.entropy_bottleneck.rounded_likelihoods}
+                rounded = {"y": self.gaussian_conditional.take_rounded_likelihoods(),
+                           "z": self.entropy_bottleneck.take_rounded_likelihoods()}
         return {"y_hat": y_hat, "z_hat": z_hat, "likelihoods": likelihoods, "likelihoods_rounded": rounded}
 
     def update(self, force: bool = False) -> bool:
@@ -348,9 +357,10 @@ class ElicEntropyModel(nn.Module):
             out = self.latent_codec(y.float())
             rounded = out["likelihoods"]
             if self.training:
-                rounded = {"z": self.latent_codec.hyper.entropy_bottleneck.rounded_likelihoods,
-                           **{f"y{k}": self.latent_codec.y.latent_codec[f"y{k}"].latent_codec["y"]
-                              .gaussian_conditional.rounded_likelihoods for k in range(len(self.groups))}}
+                layers = [self.latent_codec.y.latent_codec[f"y{k}"].latent_codec["y"].gaussian_conditional
+                          for k in range(len(self.groups))]
+                rounded = {"y": torch.cat([layer.take_rounded_likelihoods() for layer in layers], dim=1),
+                           "z": self.latent_codec.hyper.entropy_bottleneck.take_rounded_likelihoods()}
         return {"y_hat": out["y_hat"], "likelihoods": out["likelihoods"], "likelihoods_rounded": rounded}
 
     def update(self, force: bool = False) -> bool:

@@ -78,6 +78,9 @@ def stage_checks(runs: list[Path]) -> list[str]:
     for run in runs:
         start, end = _read(run / "initial_metrics.json"), _read(run / "final_metrics.json")
         for check in STAGE_CHECKS.get(run.name, []):
+            if not end:
+                lines.append(f"[FAILED] {run.name}: did not finish (no final_metrics.json)")
+                break
             try:
                 passed, what = check(start, end)
             except KeyError as missing:
