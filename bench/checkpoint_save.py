@@ -9,6 +9,8 @@ a save costs on top of the training state).
 
 from __future__ import annotations
 
+import osdic.utils.known_warnings  # noqa: F401  (first: filters the known-harmless warnings of the libraries below)
+
 import argparse
 import resource
 import subprocess

@@ -11,6 +11,8 @@ ratio to the PNG folder decoded by Pillow (no pyspng) in the same run and config
 
 from __future__ import annotations
 
+import osdic.utils.known_warnings  # noqa: F401  (first: filters the known-harmless warnings of the libraries below)
+
 import argparse
 import os
 import tempfile

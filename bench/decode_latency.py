@@ -15,6 +15,8 @@ figures add the total without entropy decoding: the parts its paper timed.
 
 from __future__ import annotations
 
+import osdic.utils.known_warnings  # noqa: F401  (first: filters the known-harmless warnings of the libraries below)
+
 import argparse
 from pathlib import Path
 

@@ -10,6 +10,8 @@ compress / decompress on the CPU; each the median of 3 after a warm-up.
 
 from __future__ import annotations
 
+import osdic.utils.known_warnings  # noqa: F401  (first: filters the known-harmless warnings of the libraries below)
+
 import argparse
 import os
 import statistics

@@ -17,6 +17,8 @@ original pixel, and ELIC's saving over the hyperprior.
 
 from __future__ import annotations
 
+import osdic.utils.known_warnings  # noqa: F401  (first: filters the known-harmless warnings of the libraries below)
+
 import argparse
 import os
 import random

@@ -16,6 +16,8 @@ timeouts, and the costliest files beside a genuine file of the budget's size.
 
 from __future__ import annotations
 
+import osdic.utils.known_warnings  # noqa: F401  (first: filters the known-harmless warnings of the libraries below)
+
 import argparse
 import collections
 import hashlib

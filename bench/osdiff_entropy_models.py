@@ -19,6 +19,8 @@ time of entropy coding.
 
 from __future__ import annotations
 
+import osdic.utils.known_warnings  # noqa: F401  (first: filters the known-harmless warnings of the libraries below)
+
 import argparse
 import os
 import statistics

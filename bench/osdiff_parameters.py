@@ -10,6 +10,8 @@ mean-scale hyperprior. Prints trainable and frozen parameter counts per part.
 
 from __future__ import annotations
 
+import osdic.utils.known_warnings  # noqa: F401  (first: filters the known-harmless warnings of the libraries below)
+
 from pathlib import Path
 
 import hydra

@@ -15,6 +15,8 @@ rate (``--scheduler null``) the weights keep moving and the last validation's ra
 
 from __future__ import annotations
 
+import osdic.utils.known_warnings  # noqa: F401  (first: filters the known-harmless warnings of the libraries below)
+
 import argparse
 import csv
 import os
