@@ -77,7 +77,7 @@ def train_rate(model: torch.nn.Module, train_y: list[torch.Tensor], steps: int, 
         aux_optimizer.step()
         schedule.step()
         if (step + 1) % 500 == 0:
-            print(f"    step {step + 1}: training bpp {float(loss):.4f}", flush=True)
+            print(f"    step {step + 1}: training bpp {float(loss.detach()):.4f}", flush=True)
 
 
 @torch.no_grad()
