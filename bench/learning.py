@@ -102,6 +102,24 @@ def train_reference(train_dir: Path, lmbda: float, seconds: float, out: Path) ->
     return out / "reference.pt"
 
 
+def training_flops(overrides: Sequence[str] = ()) -> dict[str, float]:
+    """GFLOP of one training batch (forward and backward, batch 8 at 128²) of each codec."""
+    import hydra
+    from compressai.models import MeanScaleHyperprior
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from osdic.utils.run import compose_run_config
+
+    cfg = compose_run_config(["experiment=demo", *overrides], Path(tempfile.mkdtemp()))
+    ours = hydra.utils.instantiate(cfg.model.codec)
+    flops = {}
+    for name, model in (("ours", ours), ("reference", MeanScaleHyperprior(64, 96))):
+        with FlopCounterMode(display=False) as counter:
+            model.train()(torch.rand(BATCH, 3, CROP, CROP))["x_hat"].mean().backward()
+        flops[name] = counter.get_total_flops() / 1e9
+    return flops
+
+
 def measure(x: torch.Tensor, x_hat: torch.Tensor) -> tuple[float, float]:
     from osdic.metrics.quality import ms_ssim, psnr
 
@@ -232,6 +250,9 @@ def main() -> None:
     print(f"\n{args.minutes:g} CPU min per model, trained on {args.train}, held-out: {args.held_out} "
           f"({len(held_out)} photos); real files, 8-bit decoded images"
           + (f"; our recipe with {' '.join(args.override)}" if args.override else "") + "\n")
+    flops = training_flops(args.override)
+    print("GFLOP per training batch (forward and backward, batch 8 at 128²): "
+          + ", ".join(f"{name} {value:.2f}" for name, value in flops.items()) + "\n")
     print("| codec | λ or quality | batches trained | bpp | PSNR (dB) | MS-SSIM |\n|---|---|---|---|---|---|")
     for name, points in curves.items():
         for lmbda, p in zip(args.lambdas, points):
