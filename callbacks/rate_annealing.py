@@ -178,10 +178,11 @@ class TwoLevelTargetRate(_MeasuresTrainingRate):
         return self.lambda_start if above else self.lambda_below
 
 
-def _learning_rate_fraction(trainer: pl.Trainer) -> float:
-    """The main optimizer's learning rate now ÷ the one its scheduler started from (1 without one)."""
+def _learning_rate_decayed(trainer: pl.Trainer) -> bool:
+    """Whether the main optimizer ends the run below its initial learning rate (a scheduler whose
+    milestones lie beyond the run does not count)."""
     group = trainer.optimizers[0].param_groups[0] if trainer.optimizers else {}
-    return group["lr"] / group["initial_lr"] if group.get("initial_lr") else 1.0
+    return group.get("lr", 0.0) < group.get("initial_lr", 0.0)
 
 
 def read_target_bpp(target: float | str) -> float:
@@ -217,11 +218,7 @@ class TargetRate(_MeasuresTrainingRate):
     last value, whose noise would go into c whole. Each measurement moves log c by
     (1 − ratio_ema) of the way: a ratio measured while λ and the model move fast is noisy, and a c
     taken whole would move the goal, hence λ, by as much (BENCHMARKS.md, λ controller).
-    λ_start is the initial λ. With ``integral_follows_learning_rate`` the integral's step is
-    scaled by the learning rate's fraction of its initial value: the codec answers λ only as fast
-    as its weights move, and an integrator that keeps its pace while the learning rate decays
-    winds λ past what the codec can still follow, which then overshoots late (BENCHMARKS.md,
-    λ controller).
+    λ_start is the initial λ.
     It lands where the model settles at the end, with a learning rate that decays to the end
     (``model/scheduler=cosine``): at a constant rate the validation's real bpp jitters ±10 % between
     validations, and the last one is a draw (BENCHMARKS.md, λ controller).
@@ -233,7 +230,7 @@ class TargetRate(_MeasuresTrainingRate):
     def __init__(self, target_bpp: float | str, lambda_start: float = 1.0, integral_gain: float = 0.02,
                  proportional_gain: float = 1.0, ratio_window: int = 50, ratio_ema: float = 0.5,
                  lambda_min: float = 1e-4, lambda_max: float = 1e4, bpp_ema: float = 0.9, start_step: int = 0,
-                 tolerance: float = 0.03, integral_follows_learning_rate: bool = True):
+                 tolerance: float = 0.03):
         super().__init__(lambda_start, bpp_ema, start_step)
         self.target_bpp = read_target_bpp(target_bpp)
         self.integral_gain = require_positive("integral_gain", integral_gain)
@@ -249,8 +246,6 @@ class TargetRate(_MeasuresTrainingRate):
         if not lambda_max > lambda_min:
             raise ConfigError("lambda_max", f"must be > lambda_min ({lambda_min}), got {lambda_max}")
         self.tolerance = require_positive("tolerance", tolerance)
-        self.integral_follows_learning_rate = integral_follows_learning_rate
-        self.learning_rate_fraction = 1.0  # of the training batch being measured
         self.integral = math.log(lambda_start)
         self.recent_bpp: list[float] = []
         self.real_over_estimate = 1.0
@@ -280,13 +275,11 @@ class TargetRate(_MeasuresTrainingRate):
 
     def observe(self, measured_bpp: float) -> None:
         if self.batches_seen >= self.start_step:
-            step = self.integral_gain * (self.learning_rate_fraction if self.integral_follows_learning_rate else 1.0)
-            self.integral = self._clamped(self.integral + step * self.error)
+            self.integral = self._clamped(self.integral + self.integral_gain * self.error)
         at_bound = self.integral in (math.log(self.lambda_min), math.log(self.lambda_max))
         self.batches_at_bound = self.batches_at_bound + 1 if at_bound else 0
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        self.learning_rate_fraction = _learning_rate_fraction(trainer)
         super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
         pl_module.log("train/rate_goal", self.training_goal, on_step=True, on_epoch=False)
 
@@ -314,7 +307,7 @@ class TargetRate(_MeasuresTrainingRate):
             reach = (f"λ has sat at its bound {math.exp(self.integral):.3g} for the last {self.batches_at_bound} "
                      f"batches: the target is out of this codec's reach in this run (train longer, or widen "
                      f"lambda_min/lambda_max)")
-        elif _learning_rate_fraction(trainer) >= 1:  # no scheduler, or milestones beyond the run
+        elif not _learning_rate_decayed(trainer):
             reach = ("the learning rate did not decay: the weights kept moving and the real bpp of the validation "
                      "jitters from one validation to the next (model/scheduler=cosine lets the model settle)")
         else:

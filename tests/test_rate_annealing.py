@@ -92,23 +92,6 @@ def test_target_rate_lands_a_lagging_noisy_rate_and_holds_it(target):
         assert max(abs(rate / target - 1) for rate in rates[400:]) < 0.05
 
 
-def test_target_rate_integrates_as_fast_as_the_learning_rate_lets_the_codec_move():
-    """With the learning rate at a quarter of its initial value the integral moves a quarter as
-    far per batch (or as far as ever, with integral_follows_learning_rate=false)."""
-    from callbacks.rate_annealing import _learning_rate_fraction
-
-    optimizer = SimpleNamespace(param_groups=[{"lr": 0.5e-4, "initial_lr": 2e-4}])
-    assert _learning_rate_fraction(SimpleNamespace(optimizers=[optimizer])) == pytest.approx(0.25)
-    assert _learning_rate_fraction(SimpleNamespace(optimizers=[SimpleNamespace(param_groups=[{"lr": 3e-4}])])) == 1.0
-    moved = {}
-    for follows in (True, False):
-        controller = TargetRate(target_bpp=0.1, lambda_start=1.0, bpp_ema=0.0, integral_follows_learning_rate=follows)
-        controller.learning_rate_fraction = 0.25
-        controller.measure(0.2)
-        moved[follows] = controller.integral
-    assert moved[True] == pytest.approx(0.25 * moved[False]) and moved[False] == pytest.approx(0.02 * math.log(2))
-
-
 def test_a_run_that_misses_its_target_says_so_and_why(caplog):
     """Within ``tolerance`` of the target the run ends quietly; outside, it warns, naming λ's bound
     when λ sat there (the target was out of reach) — and it logs the error at every validation."""
