@@ -75,16 +75,16 @@ STAGE_CHECKS = {"stage2": [_fidelity_kept], "stage3": [_rate_falls, _near_guidan
 
 def stage_checks(runs: list[Path]) -> list[str]:
     lines = []
-    for run in runs:
+    for run in (run for run in runs if run.name in STAGE_CHECKS):
         start, end = _read(run / "initial_metrics.json"), _read(run / "final_metrics.json")
-        for check in STAGE_CHECKS.get(run.name, []):
-            if not end:
-                lines.append(f"[FAILED] {run.name}: did not finish (no final_metrics.json)")
-                break
+        if not end:
+            lines.append(f"[FAILED] {run.name}: did not finish (no final_metrics.json)")
+            continue
+        for check in STAGE_CHECKS[run.name]:
             try:
                 passed, what = check(start, end)
             except KeyError as missing:
-                passed, what = False, f"{check.__name__.strip('_')}: {missing} was not measured"
+                passed, what = False, f"{missing} was not measured"
             lines.append(f"{'[ok]' if passed else '[FAILED]'} {run.name}: {what}")
     return lines
 
