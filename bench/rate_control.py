@@ -80,7 +80,7 @@ def main() -> None:
                 "experiment=demo", "data=folder", f"data.train_dirs=[{train_dir}]", f"data.val_dirs=[{val_dir}]",
                 "data.num_workers=0", "data.cache_decoded=true", "data.crop_size=256", "data.batch_size=2",
                 "logger=csv", "trainer.log_every_n_steps=1",
-                f"model/scheduler={args.scheduler}",
+                *([] if args.scheduler == "null" else [f"model/scheduler={args.scheduler}"]),  # null: the default
                 "callbacks/rate_annealing=target_bpp", f"callbacks.rate_annealing.target_bpp={target}",
                 f"callbacks.rate_annealing.lambda_start={args.lambda_start}",
                 *args.override,

@@ -197,3 +197,6 @@ def test_target_rate_steers_the_rounded_rate_a_training_run_logs(tmp_path):
     assert controller.batches_seen == 2 and controller.measured_bpp is not None
     assert metrics["train/rate_goal"] == pytest.approx(0.5)  # c = 1 until the first validation, at the end
     assert metrics["train/bpp_rounded"] != pytest.approx(metrics["train/bpp"], rel=1e-6)  # rounding, not noise
+    # where it landed is in the final metrics, which a sweep's score is read from
+    assert metrics["val/bpp_target_error"] == pytest.approx(metrics["val/bpp_real"] / 0.5 - 1, rel=1e-5)
+    assert metrics["val/bpp_target_tolerance"] == pytest.approx(0.03)

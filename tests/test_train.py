@@ -13,10 +13,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from omegaconf import OmegaConf
 from PIL import Image
 
 import train as train_module
+from osdic.checks import ConfigError
 from osdic.codec.package import load_package
+from osdic.utils.config import TargetRateMissed
 from tests.conftest import KODAK_DIR, TINY_STAGE1, compose_config
 from train import train
 
@@ -84,6 +87,20 @@ def test_stage1_fit_logs_to_wandb_offline_and_exports_a_codec(tmp_path):
 def test_returns_the_optimized_metric_for_sweeps(tiny_stage1_cfg):
     metrics, _ = train(tiny_stage1_cfg)
     assert train_module.metric_for_sweep(tiny_stage1_cfg, metrics) == metrics["val/loss"]
+
+
+def test_a_sweep_at_a_fixed_rate_does_not_score_a_run_that_missed_it():
+    """With ``score_only_at_target_bpp`` a run whose λ controller ended outside its tolerance
+    raises (Optuna records a failed trial) instead of scoring quality measured at another rate."""
+    cfg = OmegaConf.create({"optimized_metric": "val/psnr", "score_only_at_target_bpp": True})
+    landed = {"val/psnr": 30.0, "val/bpp_target_error": -0.029, "val/bpp_target_tolerance": 0.03}
+    assert train_module.metric_for_sweep(cfg, landed) == 30.0
+    with pytest.raises(TargetRateMissed, match=r"-12\.0 %.*val/psnr = 31"):
+        train_module.metric_for_sweep(cfg, {**landed, "val/psnr": 31.0, "val/bpp_target_error": -0.12})
+    with pytest.raises(ConfigError, match="score_only_at_target_bpp"):  # no controller: nothing says it landed
+        train_module.metric_for_sweep(cfg, {"val/psnr": 30.0})
+    cfg.score_only_at_target_bpp = False  # a plain run scores whatever its rate
+    assert train_module.metric_for_sweep(cfg, {**landed, "val/bpp_target_error": -0.12}) == 30.0
 
 
 def test_validation_before_training_records_where_the_stage_starts(tmp_path):

@@ -52,14 +52,35 @@ def instantiate_collection(node: DictConfig | None, path: str) -> list[Any]:
     ]
 
 
+#: what a run with the λ controller (callbacks.rate_annealing.TargetRate) ends with: its last
+#: validation's val/bpp_real ÷ target_bpp − 1, and the tolerance it was given
+TARGET_ERROR_KEY, TARGET_TOLERANCE_KEY = "val/bpp_target_error", "val/bpp_target_tolerance"
+
+
+class TargetRateMissed(RuntimeError):
+    """A run that was to be scored at its target bpp ended outside the controller's tolerance."""
+
+
 def metric_for_sweep(cfg: DictConfig, metrics: dict[str, float]) -> float | None:
     """The value of ``optimized_metric`` among a run's ``metrics``, which a sweeper (Optuna and
-    friends) minimises or maximises; None when the config names none."""
+    friends) minimises or maximises; None when the config names none.
+
+    With ``score_only_at_target_bpp``, a run whose λ controller ended outside its tolerance raises
+    :class:`TargetRateMissed` instead of returning a score: its quality was measured at another
+    rate and compares with nothing (hydra-optuna-sweeper then records the trial as failed)."""
     name = cfg.get("optimized_metric")
     if not name:
         return None
     if name not in metrics:
         raise KeyError(f"optimized_metric {name!r} was not logged; logged: {sorted(metrics)}")
+    if cfg.get("score_only_at_target_bpp"):
+        if TARGET_ERROR_KEY not in metrics:
+            raise ConfigError("score_only_at_target_bpp", f"the run logged no {TARGET_ERROR_KEY}: it needs the λ "
+                                                          f"controller (callbacks/rate_annealing=target_bpp)")
+        error, tolerance = metrics[TARGET_ERROR_KEY], metrics[TARGET_TOLERANCE_KEY]
+        if not abs(error) <= tolerance:
+            raise TargetRateMissed(f"the run ended {100 * error:+.1f} % from its target bpp (tolerance "
+                                   f"±{100 * tolerance:.1f} %): its {name} = {metrics[name]:.4g} is not scored")
     return metrics[name]
 
 
