@@ -109,6 +109,27 @@ def test_channel_norm_places_hifics_channelnorm_where_it_says(channel_norm, enco
     assert codec.hparams["channel_norm"] == channel_norm, "a codec package rebuilds the same layers"
 
 
+def test_channel_norm_normalises_each_position_across_channels_with_its_affine():
+    """HiFiC's definition, whatever kernel computes it: per pixel, (x − mean_c) / √(var_c + ε)
+    scaled and shifted per channel; gradients included."""
+    from osdic.models.hific import ChannelNorm
+
+    torch.manual_seed(0)
+    norm = ChannelNorm(6)
+    with torch.no_grad():
+        norm.weight.normal_(), norm.bias.normal_()
+    x = torch.randn(2, 6, 5, 7, dtype=torch.float64, requires_grad=True)
+    norm = norm.double()
+    mean, var = x.mean(dim=1, keepdim=True), x.var(dim=1, keepdim=True, unbiased=False)
+    expected = (x - mean) / torch.sqrt(var + norm.eps) * norm.weight + norm.bias
+    out = norm(x)
+    assert out.shape == x.shape
+    torch.testing.assert_close(out, expected)
+    weights = torch.randn_like(out)
+    torch.testing.assert_close(torch.autograd.grad((out * weights).sum(), x)[0],
+                               torch.autograd.grad((expected * weights).sum(), x)[0])
+
+
 def test_an_unknown_channel_norm_names_the_key():
     from osdic.checks import ConfigError
 
