@@ -63,7 +63,7 @@ def main() -> None:
     parser.add_argument("--targets", type=float, nargs="+", default=[0.25, 0.35])
     parser.add_argument("--steps", type=int, default=2000)
     parser.add_argument("--val-every", type=int, default=200)
-    parser.add_argument("--scheduler", default="cosine", help="model/scheduler: cosine, step or null (constant)")
+    parser.add_argument("--scheduler", default="cosine", help="model/scheduler: cosine, hold_cosine, step or null (constant)")
     parser.add_argument("--kodak", type=Path, default=KODAK)
     parser.add_argument("--lambda-start", type=float, default=0.012,
                         help="initial λ of every run (the demo recipe's scale: d = MSE on [−1, 1])")

@@ -163,12 +163,13 @@ def test_ddp_on_cpu_with_two_processes(tmp_path):
     assert "val/bpp_real" in metrics and "train/lambda" in metrics
 
 
-def test_a_partial_scheduler_steps_every_training_batch(tmp_path):
-    cfg = compose_config([*TINY_STAGE1, "model/scheduler=cosine", "trainer.max_steps=4"], tmp_path / "run")
+@pytest.mark.parametrize("schedule", ["cosine", "hold_cosine"])
+def test_a_partial_scheduler_steps_every_training_batch(tmp_path, schedule):
+    cfg = compose_config([*TINY_STAGE1, f"model/scheduler={schedule}", "trainer.max_steps=4"], tmp_path / "run")
     _, trainer = train(cfg)
     scheduler = trainer.lr_scheduler_configs[0].scheduler
     assert scheduler.last_epoch == 4, "stepped once per batch"
-    assert scheduler.get_last_lr()[0] == pytest.approx(0.0, abs=1e-12), "cosine reached eta_min at max_steps"
+    assert scheduler.get_last_lr()[0] == pytest.approx(0.0, abs=1e-12), "the decay reached eta_min at max_steps"
 
 
 def test_validation_on_images_under_the_ms_ssim_minimum_warns_once_and_keeps_the_rest(tmp_path):
@@ -187,3 +188,30 @@ def test_validation_on_images_under_the_ms_ssim_minimum_warns_once_and_keeps_the
     assert len(skipped) == 1 and "64×96" in str(skipped[0].message)
     assert 0 < metrics["val/ms_ssim"] <= 1, "the mean over the image large enough"
     assert math.isfinite(metrics["val/psnr"])
+
+
+def test_hold_then_cosine_holds_the_learning_rate_then_decays_it_to_eta_min_and_resumes():
+    """The first ``hold_fraction`` of the run at the initial rate, a cosine to ``eta_min`` at
+    ``total_steps``; a scheduler restored from its state_dict continues the same curve."""
+    from osdic.utils.optim import HoldThenCosineLR
+
+    def schedule():
+        optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=2.0)
+        return optimizer, HoldThenCosineLR(optimizer, total_steps=10, hold_fraction=0.4, eta_min=0.1)
+
+    optimizer, scheduler = schedule()
+    rates = []
+    for _ in range(12):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    assert rates[:5] == [2.0] * 5
+    assert rates[7] == pytest.approx(0.1 + 1.9 * (1 + math.cos(math.pi * 0.5)) / 2)
+    assert rates[10:] == [pytest.approx(0.1)] * 2
+    assert all(a > b for a, b in zip(rates[4:10], rates[5:11]))
+    resumed_optimizer, resumed = schedule()
+    resumed.load_state_dict({**scheduler.state_dict(), "last_epoch": 7})
+    resumed.step()
+    assert resumed.get_last_lr()[0] == pytest.approx(rates[8])
+    with pytest.raises(ConfigError, match="hold_fraction"):
+        HoldThenCosineLR(optimizer, total_steps=10, hold_fraction=1.0)
