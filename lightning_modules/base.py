@@ -20,7 +20,8 @@ from torchmetrics import MeanMetric
 
 from osdic.codec.bitstream import CompressedImage, pack
 from osdic.metrics.quality import MetricNotAvailable, metric_spec, quantize_8bit
-from osdic.checks import ConfigError, require_supported_precision
+from osdic.models.entropy import ENTROPY_MODELS
+from osdic.checks import ConfigError, require_positive, require_supported_precision
 from osdic.utils.modules import external_keys, resize_buffers_like
 from osdic.utils.untrusted import load_checkpoint
 
@@ -47,7 +48,11 @@ class CompressionLightningModule(pl.LightningModule):
         num_logged_images: int = 4,
         init_from: str | None = None,
         init_prefix_map: dict[str, str] | None = None,
+        entropy_model_lr: float | None = None,
     ):
+        """``entropy_model_lr``: the main optimizer's learning rate for the entropy models' networks
+        (null: the same as every other parameter). An entropy model follows a moving y; at the
+        transforms' rate it can lag far behind it (BENCHMARKS.md, learning speed)."""
         super().__init__()
         self.automatic_optimization = False
         self.stage = stage
@@ -55,6 +60,8 @@ class CompressionLightningModule(pl.LightningModule):
         self.optimizer_factory, self.aux_optimizer_factory = optimizer, aux_optimizer
         self.scheduler_factory = scheduler
         self.gradient_clip_val = gradient_clip_val
+        self.entropy_model_lr = None if entropy_model_lr is None else require_positive("entropy_model_lr",
+                                                                                         entropy_model_lr)
         self.num_logged_images = num_logged_images
         try:
             metrics = {name: metric_spec(name).build(allow_random_weights) for name in val_metrics}
@@ -142,13 +149,24 @@ class CompressionLightningModule(pl.LightningModule):
         require_supported_precision("trainer.precision", self.trainer.precision)
 
     def configure_optimizers(self):
-        optimizers = [self.optimizer_factory(list(self.trainable_parameters()))]
+        optimizers = [self.optimizer_factory(self._parameter_groups())]
         aux = self.aux_parameters()
         if aux:
             optimizers.append(self.aux_optimizer_factory(aux))
         if self.scheduler_factory is None:
             return optimizers
         return optimizers, [{"scheduler": self.scheduler_factory(optimizers[0]), "interval": "step"}]
+
+    def _parameter_groups(self) -> list:
+        """The main optimizer's parameters: one group, or two when the entropy models have their own
+        learning rate (a stage whose entropy models are frozen has one)."""
+        parameters = list(self.trainable_parameters())
+        if self.entropy_model_lr is None:
+            return parameters
+        entropy = {id(p) for m in self.modules() if isinstance(m, ENTROPY_MODELS) for p in m.parameters()}
+        groups = [{"params": [p for p in parameters if id(p) not in entropy]},
+                  {"params": [p for p in parameters if id(p) in entropy], "lr": self.entropy_model_lr}]
+        return [group for group in groups if group["params"]]
 
     def _optimizers(self) -> list:
         opts = self.optimizers()

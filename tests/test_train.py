@@ -215,3 +215,26 @@ def test_hold_then_cosine_holds_the_learning_rate_then_decays_it_to_eta_min_and_
     assert resumed.get_last_lr()[0] == pytest.approx(rates[8])
     with pytest.raises(ConfigError, match="hold_fraction"):
         HoldThenCosineLR(optimizer, total_steps=10, hold_fraction=1.0)
+
+
+def test_entropy_model_lr_gives_the_entropy_models_networks_their_own_learning_rate(tmp_path):
+    """Two groups in the main optimizer: every other trainable parameter at optimizer.lr, the
+    entropy model's networks (not the quantiles, which the aux optimizer trains) at entropy_model_lr;
+    without it one group, as before."""
+    from osdic.models.entropy import ENTROPY_MODELS
+    from osdic.utils.config import instantiate_node
+
+    def main_optimizer(*overrides):
+        module = instantiate_node(compose_config([*TINY_STAGE1, *overrides], tmp_path / "run").model, "model")
+        return module, module.configure_optimizers()[0]
+
+    module, optimizer = main_optimizer("model.optimizer.lr=2e-4", "model.entropy_model_lr=5e-3")
+    entropy = [p for m in module.modules() if isinstance(m, ENTROPY_MODELS) for p in m.parameters()]
+    quantiles = {id(p) for p in module.aux_parameters()}
+    others, networks = optimizer.param_groups
+    assert (others["lr"], networks["lr"]) == (2e-4, 5e-3)
+    assert {id(p) for p in networks["params"]} == {id(p) for p in entropy} - quantiles
+    assert {id(p) for p in others["params"]} | {id(p) for p in networks["params"]} == {
+        id(p) for p in module.trainable_parameters()}
+    _, optimizer = main_optimizer("model.optimizer.lr=2e-4")
+    assert len(optimizer.param_groups) == 1 and optimizer.param_groups[0]["lr"] == 2e-4

@@ -391,6 +391,11 @@ class ElicEntropyModel(nn.Module):
         return y_hat, z_hat
 
 
+#: the entropy models a codec holds (their networks, not the bottleneck's quantiles, which the aux
+#: optimizer trains): what ``entropy_model_lr`` of the training modules applies to
+ENTROPY_MODELS = (MeanScaleHyperprior, ElicEntropyModel)
+
+
 class HyperpriorCodec(CompressionModel):
     """What the codecs built on a hyperprior entropy model (``self.entropy_model``) share:
     padding, z's shape, the main/aux parameter split and ``update()``."""
