@@ -103,6 +103,15 @@ def test_a_sweep_at_a_fixed_rate_does_not_score_a_run_that_missed_it():
     assert train_module.metric_for_sweep(cfg, {**landed, "val/bpp_target_error": -0.12}) == 30.0
 
 
+def test_a_sweep_at_a_fixed_rate_without_the_lambda_controller_is_refused_before_training(tmp_path):
+    from osdic.utils.config import check_train_config
+
+    with pytest.raises(ConfigError, match="score_only_at_target_bpp.*ConstantLambda"):
+        check_train_config(compose_config([*TINY_STAGE1, "score_only_at_target_bpp=true"], tmp_path / "run"))
+    check_train_config(compose_config([*TINY_STAGE1, "score_only_at_target_bpp=true",
+                                       "callbacks/rate_annealing=target_bpp"], tmp_path / "run"))
+
+
 def test_validation_before_training_records_where_the_stage_starts(tmp_path):
     """initial_metrics.json beside final_metrics.json, and the validations inside fit() (the
     sanity check included) still run after the first one ran under inference mode."""

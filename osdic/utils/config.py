@@ -110,3 +110,8 @@ def check_train_config(cfg: DictConfig) -> None:
         require_int("trainer.val_check_interval", interval, minimum=1)
     for key, lr in _learning_rates(cfg.model, "model"):
         require_positive(key, lr)
+    controller = str(OmegaConf.select(cfg, "callbacks.rate_annealing._target_", default=""))
+    if cfg.get("score_only_at_target_bpp") and not controller.endswith(".TargetRate"):
+        raise ConfigError("score_only_at_target_bpp", f"needs the λ controller (callbacks/rate_annealing=target_bpp), "
+                                                      f"the only schedule that says where a run's rate landed; got "
+                                                      f"{controller or 'none'}")
