@@ -102,22 +102,39 @@ def train_reference(train_dir: Path, lmbda: float, seconds: float, out: Path) ->
     return out / "reference.pt"
 
 
-def training_flops(overrides: Sequence[str] = ()) -> dict[str, float]:
-    """GFLOP of one training batch (forward and backward, batch 8 at 128²) of each codec."""
+def training_cost(overrides: Sequence[str] = (), steps: int = 10) -> dict[str, tuple[float, float]]:
+    """Per codec: (GFLOP, CPU seconds) of one training batch, forward, backward and the optimizer
+    step, batch 8 at 128²; the seconds are the median of ``steps`` batches after one warm-up, on
+    this process's threads (one, as the training jobs)."""
     import hydra
     from compressai.models import MeanScaleHyperprior
     from torch.utils.flop_counter import FlopCounterMode
 
+    from osdic.models.entropy import rate_bpp
     from osdic.utils.run import compose_run_config
 
     cfg = compose_run_config(["experiment=demo", *overrides], Path(tempfile.mkdtemp()))
-    ours = hydra.utils.instantiate(cfg.model.codec)
-    flops = {}
-    for name, model in (("ours", ours), ("reference", MeanScaleHyperprior(64, 96))):
+    x = torch.rand(BATCH, 3, CROP, CROP)
+    cost = {}
+    for name, model in (("ours", hydra.utils.instantiate(cfg.model.codec)), ("reference", MeanScaleHyperprior(64, 96))):
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+
+        def step() -> None:
+            output = model.train()(x)
+            loss = torch.mean((output["x_hat"] - x) ** 2) + 0.01 * rate_bpp(output["likelihoods"], CROP * CROP)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+
         with FlopCounterMode(display=False) as counter:
-            model.train()(torch.rand(BATCH, 3, CROP, CROP))["x_hat"].mean().backward()
-        flops[name] = counter.get_total_flops() / 1e9
-    return flops
+            step()
+        seconds = []
+        for _ in range(steps):
+            start = time.process_time()
+            step()
+            seconds.append(time.process_time() - start)
+        cost[name] = (counter.get_total_flops() / 1e9, float(np.median(seconds)))
+    return cost
 
 
 def measure(x: torch.Tensor, x_hat: torch.Tensor) -> tuple[float, float]:
@@ -250,9 +267,11 @@ def main() -> None:
     print(f"\n{args.minutes:g} CPU min per model, trained on {args.train}, held-out: {args.held_out} "
           f"({len(held_out)} photos); real files, 8-bit decoded images"
           + (f"; our recipe with {' '.join(args.override)}" if args.override else "") + "\n")
-    flops = training_flops(args.override)
-    print("GFLOP per training batch (forward and backward, batch 8 at 128²): "
-          + ", ".join(f"{name} {value:.2f}" for name, value in flops.items()) + "\n")
+    torch.set_num_threads(1)
+    cost = training_cost(args.override)
+    print("one training batch (8 at 128², forward, backward, Adam step; one thread): "
+          + ", ".join(f"{name} {flops:.2f} GFLOP in {seconds:.3f} CPU s" for name, (flops, seconds) in cost.items())
+          + "\n")
     print("| codec | λ or quality | batches trained | bpp | PSNR (dB) | MS-SSIM |\n|---|---|---|---|---|---|")
     for name, points in curves.items():
         for lmbda, p in zip(args.lambdas, points):

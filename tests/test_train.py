@@ -218,7 +218,7 @@ def test_hold_then_cosine_holds_the_learning_rate_then_decays_it_to_eta_min_and_
     assert rates[7] == pytest.approx(0.1 + 1.9 * (1 + math.cos(math.pi * 0.5)) / 2)
     assert rates[10:] == [pytest.approx(0.1)] * 2
     assert all(a > b for a, b in zip(rates[4:10], rates[5:11]))
-    resumed_optimizer, resumed = schedule()
+    _, resumed = schedule()
     resumed.load_state_dict({**scheduler.state_dict(), "last_epoch": 7})
     resumed.step()
     assert resumed.get_last_lr()[0] == pytest.approx(rates[8])
