@@ -76,7 +76,8 @@ def metric_for_sweep(cfg: DictConfig, metrics: dict[str, float]) -> float | None
     if cfg.get("score_only_at_target_bpp"):
         if TARGET_ERROR_KEY not in metrics:
             raise ConfigError("score_only_at_target_bpp", f"the run logged no {TARGET_ERROR_KEY}: it needs the λ "
-                                                          f"controller (callbacks/rate_annealing=target_bpp)")
+                                                          f"controller (callbacks/rate_annealing=target_bpp) and a "
+                                                          f"validation, where the controller measures its landing")
         error, tolerance = metrics[TARGET_ERROR_KEY], metrics[TARGET_TOLERANCE_KEY]
         if not abs(error) <= tolerance:
             raise TargetRateMissed(f"the run ended {100 * error:+.1f} % from its target bpp (tolerance "
