@@ -109,6 +109,26 @@ def test_channel_norm_places_hifics_channelnorm_where_it_says(channel_norm, enco
     assert codec.hparams["channel_norm"] == channel_norm, "a codec package rebuilds the same layers"
 
 
+def test_gdn_replaces_the_norm_and_relu_of_every_resampling_layer_and_nothing_else(tmp_path):
+    from compressai.layers import GDN
+
+    from osdic.models.hific import ChannelNorm
+
+    codec = HiFiCCompressor(16, [8, 8, 8, 8, 16], 8, residual_blocks=2, channel_norm="all", resampling_nonlinearity="gdn")
+    gdns = lambda module: [m.inverse for m in module.modules() if isinstance(m, GDN)]  # noqa: E731
+    norms = lambda module: sum(isinstance(m, ChannelNorm) for m in module.modules())  # noqa: E731
+    # E: GDN after each of four stride-2 convs, HiFiC's norm and ReLU after the 7×7 conv; D_a: inverse
+    # GDN after each of four transposed convs, ChannelNorm on ŷ, after the head conv and in the residual blocks
+    assert gdns(codec.encoder) == [False] * 4 and gdns(codec.fidelity_decoder) == [True] * 4
+    assert (norms(codec.encoder), norms(codec.fidelity_decoder)) == (1, 6)
+    assert sum(isinstance(m, torch.nn.ReLU) for m in codec.encoder.modules()) == 1
+    codec.eval()
+    loaded, _ = load_package(export_package(codec, tmp_path / "gdn"))
+    x = torch.rand(1, 3, 64, 48)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x)["x_hat"], codec(x)["x_hat"], msg="a codec package rebuilds the same layers")
+
+
 def test_channel_norm_normalises_each_position_across_channels_with_its_affine():
     """HiFiC's definition, whatever kernel computes it: per pixel, (x − mean_c) / √(var_c + ε)
     scaled and shifted per channel; gradients included."""
@@ -130,8 +150,9 @@ def test_channel_norm_normalises_each_position_across_channels_with_its_affine()
                                torch.autograd.grad((expected * weights).sum(), x)[0])
 
 
-def test_an_unknown_channel_norm_names_the_key():
+@pytest.mark.parametrize("key", ["channel_norm", "resampling_nonlinearity"])
+def test_an_unknown_layer_choice_names_its_key(key):
     from osdic.checks import ConfigError
 
-    with pytest.raises(ConfigError, match="channel_norm"):
-        HiFiCCompressor(16, [8, 8, 8, 8, 16], 8, residual_blocks=1, channel_norm="some")
+    with pytest.raises(ConfigError, match=key):
+        HiFiCCompressor(16, [8, 8, 8, 8, 16], 8, residual_blocks=1, **{key: "some"})

@@ -14,6 +14,7 @@ from typing import Sequence
 
 import torch
 import torch.nn.functional as F
+from compressai.layers import GDN
 from torch import Tensor, nn
 
 from osdic.models.decode_steps import ENTROPY_DECODING, StepHook, no_hook
@@ -47,24 +48,35 @@ def _norm(channels: int, on: bool) -> nn.Module:
     return ChannelNorm(channels) if on else nn.Identity()
 
 
-def _conv_norm_relu(cin: int, cout: int, kernel: int, stride: int, norm: bool) -> list[nn.Module]:
+#: the nonlinearity after each of E's stride-2 convs and D_a's transposed convs: HiFiC's
+#: ChannelNorm (where ``channel_norm`` puts one) and ReLU, or GDN in E and inverse GDN in D_a
+#: (Ballé et al. 2017, compressai's models), which learned ~2 dB faster at the demo's width
+RESAMPLING_NONLINEARITIES = ("norm_relu", "gdn")
+
+
+def _nonlinearity(channels: int, norm: bool, kind: str, inverse: bool = False) -> list[nn.Module]:
+    return [GDN(channels, inverse=inverse)] if kind == "gdn" else [_norm(channels, norm), nn.ReLU(inplace=True)]
+
+
+def _conv_norm_relu(cin: int, cout: int, kernel: int, stride: int, norm: bool,
+                    nonlinearity: str = "norm_relu") -> list[nn.Module]:
     return [
         nn.ReflectionPad2d(kernel // 2) if stride == 1 else nn.ReflectionPad2d((0, 1, 0, 1)),
         nn.Conv2d(cin, cout, kernel, stride=stride),
-        _norm(cout, norm),
-        nn.ReLU(inplace=True),
+        *_nonlinearity(cout, norm, nonlinearity),
     ]
 
 
 class HiFiCEncoder(nn.Module):
     """E: 7×7 conv to channels[0], stride-2 3×3 convs through the other widths, 3×3 conv to y."""
 
-    def __init__(self, channels: Sequence[int], latent_channels: int, in_channels: int = 3, channel_norm: str = "all"):
+    def __init__(self, channels: Sequence[int], latent_channels: int, in_channels: int = 3, channel_norm: str = "all",
+                 resampling_nonlinearity: str = "norm_relu"):
         super().__init__()
         outer, inner = CHANNEL_NORM_PLACES[channel_norm]
         layers = _conv_norm_relu(in_channels, channels[0], 7, 1, norm=outer)
         for cin, cout in zip(channels[:-1], channels[1:]):
-            layers += _conv_norm_relu(cin, cout, 3, 2, norm=inner)
+            layers += _conv_norm_relu(cin, cout, 3, 2, norm=inner, nonlinearity=resampling_nonlinearity)
         layers += [nn.ReflectionPad2d(1), nn.Conv2d(channels[-1], latent_channels, 3)]
         self.net = nn.Sequential(*layers)
 
@@ -89,7 +101,7 @@ class HiFiCGenerator(nn.Module):
     transposed convs back through the encoder's widths, and a 7×7 conv to RGB."""
 
     def __init__(self, channels: Sequence[int], latent_channels: int, residual_blocks: int, out_channels: int = 3,
-                 channel_norm: str = "all"):
+                 channel_norm: str = "all", resampling_nonlinearity: str = "norm_relu"):
         super().__init__()
         widest, (outer, inner) = channels[-1], CHANNEL_NORM_PLACES[channel_norm]
         self.head = nn.Sequential(
@@ -102,8 +114,7 @@ class HiFiCGenerator(nn.Module):
         for cin, cout in zip(widths[:-1], widths[1:]):
             up += [
                 nn.ConvTranspose2d(cin, cout, 3, stride=2, padding=1, output_padding=1),
-                _norm(cout, inner),
-                nn.ReLU(inplace=True),
+                *_nonlinearity(cout, inner, resampling_nonlinearity, inverse=True),
             ]
         up += [nn.ReflectionPad2d(3), nn.Conv2d(widths[-1], out_channels, 7)]
         self.up = nn.Sequential(*up)
@@ -125,11 +136,13 @@ class HiFiCCompressor(HyperpriorCodec):
         residual_blocks: int = 9,
         channel_norm: str = "all",
         decoder_input: str = "rounded",
+        resampling_nonlinearity: str = "norm_relu",
     ):
         """``channel_norm``: where HiFiC's ChannelNorm goes (:data:`CHANNEL_NORM_PLACES`). Each one
         normalises away a per-pixel magnitude the next layer must rebuild, which matters at a small
         width (BENCHMARKS.md, learning speed of the stage-1 recipe). ``decoder_input``: ŷ as D_a
-        sees it in training (:data:`osdic.models.entropy.DECODER_INPUTS`)."""
+        sees it in training (:data:`osdic.models.entropy.DECODER_INPUTS`). ``resampling_nonlinearity``:
+        :data:`RESAMPLING_NONLINEARITIES` (HiFiC's is ``norm_relu``)."""
         super().__init__()
         encoder_channels = list(encoder_channels)
         if len(encoder_channels) != 5:
@@ -143,6 +156,9 @@ class HiFiCCompressor(HyperpriorCodec):
             raise ConfigError("residual_blocks", f"must be >= 0, got {residual_blocks}")
         if channel_norm not in CHANNEL_NORM_PLACES:
             raise ConfigError("channel_norm", f"must be one of {', '.join(CHANNEL_NORM_PLACES)}, got {channel_norm!r}")
+        if resampling_nonlinearity not in RESAMPLING_NONLINEARITIES:
+            raise ConfigError("resampling_nonlinearity", f"must be one of {', '.join(RESAMPLING_NONLINEARITIES)}, "
+                                                         f"got {resampling_nonlinearity!r}")
         self.hparams = dict(
             latent_channels=latent_channels,
             encoder_channels=encoder_channels,
@@ -150,11 +166,13 @@ class HiFiCCompressor(HyperpriorCodec):
             residual_blocks=residual_blocks,
             channel_norm=channel_norm,
             decoder_input=decoder_input,
+            resampling_nonlinearity=resampling_nonlinearity,
         )
-        self.encoder = HiFiCEncoder(encoder_channels, latent_channels, channel_norm=channel_norm)
+        self.encoder = HiFiCEncoder(encoder_channels, latent_channels, channel_norm=channel_norm,
+                                    resampling_nonlinearity=resampling_nonlinearity)
         self.entropy_model = MeanScaleHyperprior(latent_channels, hyper_channels, decoder_input)
         self.fidelity_decoder = HiFiCGenerator(encoder_channels, latent_channels, residual_blocks,
-                                               channel_norm=channel_norm)
+                                               channel_norm=channel_norm, resampling_nonlinearity=resampling_nonlinearity)
 
     # ---------------------------------------------------------------------------- training
     def latents(self, x: Tensor) -> dict:
