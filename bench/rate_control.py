@@ -1,6 +1,6 @@
 """Where the λ controller lands: stage-1 runs asked for a bpp, measured on the real files.
 
-    python bench/rate_control.py [--targets 0.25 0.35] [--steps 2000] [--scheduler cosine] [--kodak DIR]
+    python bench/rate_control.py [--targets 0.1 0.15] [--steps 2000] [--scheduler cosine] [--kodak DIR]
 
 Trains the demo's stage-1 codec (experiment=demo) on Kodak images 1–18 with
 ``callbacks/rate_annealing=target_bpp`` for each target, validating on Kodak 19–24 (whole
@@ -60,7 +60,7 @@ def print_trajectory(run_dir: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--targets", type=float, nargs="+", default=[0.25, 0.35])
+    parser.add_argument("--targets", type=float, nargs="+", default=[0.1, 0.15])
     parser.add_argument("--steps", type=int, default=2000)
     parser.add_argument("--val-every", type=int, default=200)
     parser.add_argument("--scheduler", default="cosine", help="model/scheduler: cosine, hold_cosine, step or null (constant)")
