@@ -58,7 +58,7 @@ def _nonlinearity(channels: int, norm: bool, kind: str, inverse: bool = False) -
     return [GDN(channels, inverse=inverse)] if kind == "gdn" else [_norm(channels, norm), nn.ReLU(inplace=True)]
 
 
-def _conv_norm_relu(cin: int, cout: int, kernel: int, stride: int, norm: bool,
+def _conv_block(cin: int, cout: int, kernel: int, stride: int, norm: bool,
                     nonlinearity: str = "norm_relu") -> list[nn.Module]:
     return [
         nn.ReflectionPad2d(kernel // 2) if stride == 1 else nn.ReflectionPad2d((0, 1, 0, 1)),
@@ -74,9 +74,9 @@ class HiFiCEncoder(nn.Module):
                  resampling_nonlinearity: str = "norm_relu"):
         super().__init__()
         outer, inner = CHANNEL_NORM_PLACES[channel_norm]
-        layers = _conv_norm_relu(in_channels, channels[0], 7, 1, norm=outer)
+        layers = _conv_block(in_channels, channels[0], 7, 1, norm=outer)
         for cin, cout in zip(channels[:-1], channels[1:]):
-            layers += _conv_norm_relu(cin, cout, 3, 2, norm=inner, nonlinearity=resampling_nonlinearity)
+            layers += _conv_block(cin, cout, 3, 2, norm=inner, nonlinearity=resampling_nonlinearity)
         layers += [nn.ReflectionPad2d(1), nn.Conv2d(channels[-1], latent_channels, 3)]
         self.net = nn.Sequential(*layers)
 
