@@ -48,22 +48,26 @@ def _norm(channels: int, on: bool) -> nn.Module:
     return ChannelNorm(channels) if on else nn.Identity()
 
 
-#: the nonlinearity after each of E's stride-2 convs and D_a's transposed convs: HiFiC's
-#: ChannelNorm (where ``channel_norm`` puts one) and ReLU, or GDN in E and inverse GDN in D_a
-#: (Ballé et al. 2017, compressai's models), which learned ~2 dB faster at the demo's width
-RESAMPLING_NONLINEARITIES = ("norm_relu", "gdn")
+def _norm_relu(channels: int, norm: bool, inverse: bool = False) -> list[nn.Module]:
+    return [_norm(channels, norm), nn.ReLU(inplace=True)]
 
 
-def _nonlinearity(channels: int, norm: bool, kind: str, inverse: bool = False) -> list[nn.Module]:
-    return [GDN(channels, inverse=inverse)] if kind == "gdn" else [_norm(channels, norm), nn.ReLU(inplace=True)]
+def _gdn(channels: int, norm: bool, inverse: bool = False) -> list[nn.Module]:
+    return [GDN(channels, inverse=inverse)]
 
 
-def _conv_block(cin: int, cout: int, kernel: int, stride: int, norm: bool,
-                    nonlinearity: str = "norm_relu") -> list[nn.Module]:
+#: the nonlinearity after each of E's stride-2 convs and D_a's transposed convs, by name → its
+#: layers (channels, whether ``channel_norm`` puts a norm there, inverse in D_a): HiFiC's ChannelNorm
+#: and ReLU, or GDN in E and inverse GDN in D_a (Ballé et al. 2017, compressai's models), which
+#: learned ~2 dB faster at the demo's width
+RESAMPLING_NONLINEARITIES = {"norm_relu": _norm_relu, "gdn": _gdn}
+
+
+def _conv_block(cin: int, cout: int, kernel: int, stride: int, norm: bool, nonlinearity=_norm_relu) -> list[nn.Module]:
     return [
         nn.ReflectionPad2d(kernel // 2) if stride == 1 else nn.ReflectionPad2d((0, 1, 0, 1)),
         nn.Conv2d(cin, cout, kernel, stride=stride),
-        *_nonlinearity(cout, norm, nonlinearity),
+        *nonlinearity(cout, norm),
     ]
 
 
@@ -76,7 +80,8 @@ class HiFiCEncoder(nn.Module):
         outer, inner = CHANNEL_NORM_PLACES[channel_norm]
         layers = _conv_block(in_channels, channels[0], 7, 1, norm=outer)
         for cin, cout in zip(channels[:-1], channels[1:]):
-            layers += _conv_block(cin, cout, 3, 2, norm=inner, nonlinearity=resampling_nonlinearity)
+            layers += _conv_block(cin, cout, 3, 2, norm=inner,
+                                  nonlinearity=RESAMPLING_NONLINEARITIES[resampling_nonlinearity])
         layers += [nn.ReflectionPad2d(1), nn.Conv2d(channels[-1], latent_channels, 3)]
         self.net = nn.Sequential(*layers)
 
@@ -114,7 +119,7 @@ class HiFiCGenerator(nn.Module):
         for cin, cout in zip(widths[:-1], widths[1:]):
             up += [
                 nn.ConvTranspose2d(cin, cout, 3, stride=2, padding=1, output_padding=1),
-                *_nonlinearity(cout, inner, resampling_nonlinearity, inverse=True),
+                *RESAMPLING_NONLINEARITIES[resampling_nonlinearity](cout, inner, inverse=True),
             ]
         up += [nn.ReflectionPad2d(3), nn.Conv2d(widths[-1], out_channels, 7)]
         self.up = nn.Sequential(*up)
