@@ -23,6 +23,8 @@ import os
 import tempfile
 from pathlib import Path
 
+import torch
+
 from train import train
 from osdic.utils.run import compose_run_config
 
@@ -70,7 +72,10 @@ def main() -> None:
     parser.add_argument("--override", nargs="*", default=[], metavar="KEY=VALUE",
                         help="more Hydra overrides, e.g. callbacks.rate_annealing.integral_gain=0.01 "
                              "(the controller's defaults: conf/callbacks/rate_annealing/target_bpp.yaml)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads (1: runs side by side, one per core, do not oversubscribe the CPU)")
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
     os.environ.setdefault("WANDB_MODE", "offline")
     results = []
     with tempfile.TemporaryDirectory() as tmp:

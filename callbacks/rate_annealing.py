@@ -213,6 +213,10 @@ class TargetRate(_MeasuresTrainingRate):
     design) kept integrating while the rate answered tens of batches late, overshot, and λ went
     high enough to switch latent channels off for good (BENCHMARKS.md, λ controller). λ stays in
     [λ_min, λ_max] and the integrator stops at those bounds.
+    As the learning rate decays a batch moves the weights, hence the rate, less for the same λ, and
+    the loop slows and loses its damping (the rate answers λ in proportion to the learning rate):
+    ``gain_boost_cap`` > 1 multiplies both gains by min(cap, initial ÷ current learning rate), which
+    keeps the loop's speed and damping those of the start until the cap.
     Outer loop, every validation: c = val/bpp_real ÷ the mean training rate of the last
     ``ratio_window`` batches — how much the real files of the validation images (whole images,
     header and coder overhead included) exceed the training crops' rate; a window, not the EMA's
@@ -231,7 +235,7 @@ class TargetRate(_MeasuresTrainingRate):
     def __init__(self, target_bpp: float | str, lambda_start: float = 1.0, integral_gain: float = 0.02,
                  proportional_gain: float = 1.0, ratio_window: int = 50, ratio_ema: float = 0.5,
                  lambda_min: float = 1e-4, lambda_max: float = 1e4, bpp_ema: float = 0.9, start_step: int = 0,
-                 tolerance: float = 0.03):
+                 tolerance: float = 0.03, gain_boost_cap: float = 1.0):
         super().__init__(lambda_start, bpp_ema, start_step)
         self.target_bpp = read_target_bpp(target_bpp)
         self.integral_gain = require_positive("integral_gain", integral_gain)
@@ -247,6 +251,10 @@ class TargetRate(_MeasuresTrainingRate):
         if not lambda_max > lambda_min:
             raise ConfigError("lambda_max", f"must be > lambda_min ({lambda_min}), got {lambda_max}")
         self.tolerance = require_positive("tolerance", tolerance)
+        if not gain_boost_cap >= 1:
+            raise ConfigError("gain_boost_cap", f"must be >= 1 (1: gains fixed), got {gain_boost_cap}")
+        self.gain_boost_cap = gain_boost_cap
+        self.gain_boost = 1.0
         self.integral = math.log(lambda_start)
         self.recent_bpp: list[float] = []
         self.real_over_estimate = 1.0
@@ -269,18 +277,26 @@ class TargetRate(_MeasuresTrainingRate):
         return math.log(max(self.measured_bpp, 1e-9) / self.training_goal)
 
     def value(self, batch: int | None = None) -> float:
-        return math.exp(self._clamped(self.integral + self.proportional_gain * self.error))
+        return math.exp(self._clamped(self.integral + self.gain_boost * self.proportional_gain * self.error))
 
     def observe_batch(self, bpp: float) -> None:
         self.recent_bpp = [*self.recent_bpp, bpp][-self.ratio_window:]
 
     def observe(self, measured_bpp: float) -> None:
         if self.batches_seen >= self.start_step:
-            self.integral = self._clamped(self.integral + self.integral_gain * self.error)
+            self.integral = self._clamped(self.integral + self.gain_boost * self.integral_gain * self.error)
         at_bound = self.integral in (math.log(self.lambda_min), math.log(self.lambda_max))
         self.batches_at_bound = self.batches_at_bound + 1 if at_bound else 0
 
+    def boost_for(self, learning_rate: float, initial_learning_rate: float) -> float:
+        """initial ÷ current learning rate, at most ``gain_boost_cap``."""
+        if learning_rate <= 0:
+            return self.gain_boost_cap
+        return min(max(initial_learning_rate / learning_rate, 1.0), self.gain_boost_cap)
+
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        group = trainer.optimizers[0].param_groups[0]
+        self.gain_boost = self.boost_for(group["lr"], group.get("initial_lr", group["lr"]))
         super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
         pl_module.log("train/rate_goal", self.training_goal, on_step=True, on_epoch=False)
 
@@ -324,7 +340,7 @@ class TargetRate(_MeasuresTrainingRate):
         return {**super().state_dict(), "integral": self.integral,
                 "recent_bpp": list(self.recent_bpp), "real_over_estimate": self.real_over_estimate,
                 "ratio_measured": self.ratio_measured, "last_real_bpp": self.last_real_bpp,
-                "batches_at_bound": self.batches_at_bound}
+                "batches_at_bound": self.batches_at_bound, "gain_boost": self.gain_boost}
 
     def load_state_dict(self, state_dict: dict) -> None:
         super().load_state_dict(state_dict)
@@ -334,3 +350,4 @@ class TargetRate(_MeasuresTrainingRate):
         # checkpoints written before these were kept resume with nothing measured yet
         self.last_real_bpp = state_dict.get("last_real_bpp")
         self.batches_at_bound = state_dict.get("batches_at_bound", 0)
+        self.gain_boost = state_dict.get("gain_boost", 1.0)

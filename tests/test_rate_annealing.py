@@ -55,6 +55,28 @@ def test_target_rate_controller_answers_at_once_and_holds_lambda_once_on_goal():
     assert controller.value() < math.exp(0.1 * math.log(2))
 
 
+def test_target_rate_gains_grow_as_the_learning_rate_decays_up_to_their_cap():
+    """With the learning rate at a quarter of its initial value a batch moves the weights a quarter
+    as far, so both gains are 4× (the loop's speed and damping stay as at the start); at 0 they stop
+    at ``gain_boost_cap``; a cap of 1 keeps them fixed."""
+    def step_of_log_lambda(cap: float, learning_rate: float) -> tuple[float, float]:
+        controller = TargetRate(target_bpp=0.1, lambda_start=1.0, integral_gain=0.1, proportional_gain=0.5,
+                                bpp_ema=0.0, gain_boost_cap=cap)
+        group = {"lr": learning_rate, "initial_lr": 1e-3}
+        trainer = SimpleNamespace(optimizers=[SimpleNamespace(param_groups=[group])],
+                                  callback_metrics={"train/bpp_rounded": torch.tensor(0.2)},
+                                  strategy=SimpleNamespace(reduce=lambda value, reduce_op: value))
+        module = SimpleNamespace(device="cpu", log=lambda *args, **kwargs: None)
+        controller.on_train_batch_end(trainer, module, None, None, 0)
+        return controller.integral, math.log(controller.value())
+
+    e = math.log(2)  # the rate at twice its goal
+    assert step_of_log_lambda(10.0, 1e-3) == pytest.approx((0.1 * e, 0.6 * e))
+    assert step_of_log_lambda(10.0, 2.5e-4) == pytest.approx((0.4 * e, 2.4 * e))
+    assert step_of_log_lambda(10.0, 0.0) == pytest.approx((1.0 * e, 6.0 * e))
+    assert step_of_log_lambda(1.0, 2.5e-4) == pytest.approx((0.1 * e, 0.6 * e))
+
+
 def test_target_rate_compares_the_real_files_with_the_mean_training_rate_of_its_window():
     controller = TargetRate(target_bpp=0.1, ratio_window=4, ratio_ema=0.5)
     for bpp in [0.9, 0.9, 0.10, 0.12, 0.08, 0.10]:  # the first two fall out of the window
@@ -134,6 +156,7 @@ def test_target_rate_resumes_a_checkpoint_written_before_it_kept_its_landing():
         (lambda: TargetRate(target_bpp=0.1, ratio_window=0), "ratio_window"),
         (lambda: TargetRate(target_bpp=0.1, ratio_ema=1.0), "ratio_ema"),
         (lambda: TargetRate(target_bpp=0.1, proportional_gain=-1.0), "proportional_gain"),
+        (lambda: TargetRate(target_bpp=0.1, gain_boost_cap=0.5), "gain_boost_cap"),
         (lambda: ConstantLambda(lambda_start=-1.0), "lambda_start"),
     ],
 )
