@@ -235,7 +235,7 @@ class TargetRate(_MeasuresTrainingRate):
     def __init__(self, target_bpp: float | str, lambda_start: float = 1.0, integral_gain: float = 0.02,
                  proportional_gain: float = 1.0, ratio_window: int = 50, ratio_ema: float = 0.5,
                  lambda_min: float = 1e-4, lambda_max: float = 1e4, bpp_ema: float = 0.9, start_step: int = 0,
-                 tolerance: float = 0.03, gain_boost_cap: float = 1.0):
+                 tolerance: float = 0.03, gain_boost_cap: float = 10.0):
         super().__init__(lambda_start, bpp_ema, start_step)
         self.target_bpp = read_target_bpp(target_bpp)
         self.integral_gain = require_positive("integral_gain", integral_gain)
