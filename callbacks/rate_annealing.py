@@ -179,11 +179,18 @@ class TwoLevelTargetRate(_MeasuresTrainingRate):
         return self.lambda_start if above else self.lambda_below
 
 
+def _main_learning_rate(trainer: pl.Trainer) -> tuple[float, float]:
+    """The main optimizer's (current, initial) learning rate; initial = current without a
+    scheduler, (0, 0) before any optimizer exists."""
+    group = trainer.optimizers[0].param_groups[0] if trainer.optimizers else {"lr": 0.0}
+    return group["lr"], group.get("initial_lr", group["lr"])
+
+
 def _learning_rate_decayed(trainer: pl.Trainer) -> bool:
     """Whether the main optimizer ends the run below its initial learning rate (a scheduler whose
     milestones lie beyond the run does not count)."""
-    group = trainer.optimizers[0].param_groups[0] if trainer.optimizers else {}
-    return group.get("lr", 0.0) < group.get("initial_lr", 0.0)
+    current, initial = _main_learning_rate(trainer)
+    return current < initial
 
 
 def read_target_bpp(target: float | str) -> float:
@@ -295,8 +302,7 @@ class TargetRate(_MeasuresTrainingRate):
         return min(max(initial_learning_rate / learning_rate, 1.0), self.gain_boost_cap)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        group = trainer.optimizers[0].param_groups[0]
-        self.gain_boost = self.boost_for(group["lr"], group.get("initial_lr", group["lr"]))
+        self.gain_boost = self.boost_for(*_main_learning_rate(trainer))
         super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
         pl_module.log("train/rate_goal", self.training_goal, on_step=True, on_epoch=False)
 
