@@ -227,11 +227,9 @@ class TargetRate(_MeasuresTrainingRate):
     Outer loop, every validation: c = val/bpp_real ÷ the mean training rate of the last
     ``ratio_window`` batches — how much the real files of the validation images (whole images,
     header and coder overhead included) exceed the training crops' rate; a window, not the EMA's
-    last value, whose noise would go into c whole. c is the median of the last ``ratio_median_of``
-    such ratios (the geometric mean of the middle two while there are an even number): a ratio
-    measured while λ and the model move fast is noisy, and one validation whose six images' rate
-    is off the crops' by 20 % would otherwise move the goal, hence λ, late in the run, when the
-    codec no longer has the batches to follow (BENCHMARKS.md, λ controller).
+    last value, whose noise would go into c whole. Each measurement moves log c by
+    (1 − ratio_ema) of the way: a ratio measured while λ and the model move fast is noisy, and a c
+    taken whole would move the goal, hence λ, by as much (BENCHMARKS.md, λ controller).
     λ_start is the initial λ.
     It lands where the model settles at the end, with a learning rate that decays to the end
     (``model/scheduler=cosine``): at a constant rate the validation's real bpp jitters ±10 % between
@@ -242,7 +240,7 @@ class TargetRate(_MeasuresTrainingRate):
     must not pass for one."""
 
     def __init__(self, target_bpp: float | str, lambda_start: float = 1.0, integral_gain: float = 0.02,
-                 proportional_gain: float = 1.0, ratio_window: int = 50, ratio_median_of: int = 3,
+                 proportional_gain: float = 1.0, ratio_window: int = 50, ratio_ema: float = 0.5,
                  lambda_min: float = 1e-4, lambda_max: float = 1e4, bpp_ema: float = 0.9, start_step: int = 0,
                  tolerance: float = 0.03, gain_boost_cap: float = 10.0):
         super().__init__(lambda_start, bpp_ema, start_step)
@@ -252,8 +250,10 @@ class TargetRate(_MeasuresTrainingRate):
             raise ConfigError("proportional_gain", f"must be >= 0, got {proportional_gain}")
         self.proportional_gain = proportional_gain
         self.ratio_window = int(require_positive("ratio_window", ratio_window))
-        self.ratio_median_of = int(require_positive("ratio_median_of", ratio_median_of))
-        self.measured_ratios: list[float] = []  # real ÷ training rate, one per validation, the last ratio_median_of
+        if not 0 <= ratio_ema < 1:
+            raise ConfigError("ratio_ema", f"must be in [0, 1), got {ratio_ema}")
+        self.ratio_ema = ratio_ema
+        self.ratio_measured = False
         self.lambda_min, self.lambda_max = require_positive("lambda_min", lambda_min), lambda_max
         if not lambda_max > lambda_min:
             raise ConfigError("lambda_max", f"must be > lambda_min ({lambda_min}), got {lambda_max}")
@@ -264,17 +264,9 @@ class TargetRate(_MeasuresTrainingRate):
         self.gain_boost = 1.0
         self.integral = math.log(lambda_start)
         self.recent_bpp: list[float] = []
+        self.real_over_estimate = 1.0
         self.last_real_bpp: float | None = None
         self.batches_at_bound = 0  # consecutive, up to now
-
-    @property
-    def real_over_estimate(self) -> float:
-        """c: the median of the measured ratios, 1 before the first validation."""
-        if not self.measured_ratios:
-            return 1.0
-        ordered = sorted(self.measured_ratios)
-        middle = len(ordered) // 2
-        return ordered[middle] if len(ordered) % 2 else math.sqrt(ordered[middle - 1] * ordered[middle])
 
     @property
     def training_goal(self) -> float:
@@ -319,7 +311,9 @@ class TargetRate(_MeasuresTrainingRate):
         if trainer.sanity_checking or real is None or not self.recent_bpp:
             return
         measured = float(real) / (sum(self.recent_bpp) / len(self.recent_bpp))
-        self.measured_ratios = [*self.measured_ratios, measured][-self.ratio_median_of:]
+        weight = self.ratio_ema if self.ratio_measured else 0.0  # the first measurement replaces the guess c = 1
+        self.real_over_estimate = self.real_over_estimate ** weight * measured ** (1 - weight)
+        self.ratio_measured = True
         self.last_real_bpp = float(real)
         for logger in trainer.loggers:  # Lightning takes no self.log after the validation's epoch
             logger.log_metrics({TARGET_ERROR_KEY: self.target_error}, step=trainer.global_step)
@@ -350,17 +344,15 @@ class TargetRate(_MeasuresTrainingRate):
 
     def state_dict(self) -> dict:
         return {**super().state_dict(), "integral": self.integral,
-                "recent_bpp": list(self.recent_bpp), "measured_ratios": list(self.measured_ratios),
-                "last_real_bpp": self.last_real_bpp,
+                "recent_bpp": list(self.recent_bpp), "real_over_estimate": self.real_over_estimate,
+                "ratio_measured": self.ratio_measured, "last_real_bpp": self.last_real_bpp,
                 "batches_at_bound": self.batches_at_bound, "gain_boost": self.gain_boost}
 
     def load_state_dict(self, state_dict: dict) -> None:
         super().load_state_dict(state_dict)
         self.integral = state_dict["integral"]
-        self.recent_bpp = list(state_dict["recent_bpp"])
-        # checkpoints written before c was a median kept one smoothed c: it resumes as one measurement
-        smoothed_c = [state_dict["real_over_estimate"]] if state_dict.get("ratio_measured") else []
-        self.measured_ratios = list(state_dict.get("measured_ratios", smoothed_c))[-self.ratio_median_of:]
+        self.recent_bpp, self.real_over_estimate = list(state_dict["recent_bpp"]), state_dict["real_over_estimate"]
+        self.ratio_measured = state_dict["ratio_measured"]
         # checkpoints written before these were kept resume with nothing measured yet
         self.last_real_bpp = state_dict.get("last_real_bpp")
         self.batches_at_bound = state_dict.get("batches_at_bound", 0)
