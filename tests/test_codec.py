@@ -129,6 +129,41 @@ def test_gdn_replaces_the_norm_and_relu_of_every_resampling_layer_and_nothing_el
         torch.testing.assert_close(loaded(x)["x_hat"], codec(x)["x_hat"], msg="a codec package rebuilds the same layers")
 
 
+@pytest.mark.parametrize("full_resolution_stem, widths, full_resolution_outputs",
+                         [(True, [8, 8, 8, 8, 16], (1, 2)), (False, [8, 8, 8, 16], (0, 1))])
+def test_without_the_full_resolution_stem_only_the_rgb_output_is_at_full_resolution(
+        full_resolution_stem, widths, full_resolution_outputs, tmp_path):
+    """HiFiC's E starts and D_a ends with a 7×7 conv on full-resolution feature maps; without them
+    (``hific_small``) the first conv already strides and D_a's last transposed conv outputs RGB,
+    with ŷ at 1/16 of the image either way."""
+    codec = HiFiCCompressor(16, widths, 8, residual_blocks=1, resampling_nonlinearity="gdn",
+                            full_resolution_stem=full_resolution_stem).eval()
+    full_size = {"encoder": 0, "fidelity_decoder": 0}
+    for part in full_size:
+        for layer in getattr(codec, part).modules():
+            if isinstance(layer, (torch.nn.Conv2d, torch.nn.ConvTranspose2d)):
+                def count(module, inputs, output, part=part):
+                    full_size[part] += output.shape[-2:] == (64, 128)
+                layer.register_forward_hook(count)
+    x = torch.rand(1, 3, 64, 128)  # a multiple of 64: no padding
+    with torch.no_grad():
+        out = codec(x)
+    assert (full_size["encoder"], full_size["fidelity_decoder"]) == full_resolution_outputs
+    assert out["y_hat"].shape[-2:] == (4, 8) and out["x_hat"].shape == x.shape
+    loaded, _ = load_package(export_package(codec, tmp_path / "codec"))
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x)["x_hat"], out["x_hat"], msg="a codec package rebuilds the same layers")
+
+
+def test_the_number_of_widths_follows_the_stem():
+    from osdic.checks import ConfigError
+
+    with pytest.raises(ConfigError, match="encoder_channels.*4 widths"):
+        HiFiCCompressor(16, [8, 8, 8, 8, 16], 8, residual_blocks=1, full_resolution_stem=False)
+    with pytest.raises(ConfigError, match="encoder_channels.*5 widths"):
+        HiFiCCompressor(16, [8, 8, 8, 16], 8, residual_blocks=1)
+
+
 def test_channel_norm_normalises_each_position_across_channels_with_its_affine():
     """HiFiC's definition, whatever kernel computes it: per pixel, (x − mean_c) / √(var_c + ε)
     scaled and shifted per channel; gradients included."""
