@@ -129,15 +129,15 @@ def test_gdn_replaces_the_norm_and_relu_of_every_resampling_layer_and_nothing_el
         torch.testing.assert_close(loaded(x)["x_hat"], codec(x)["x_hat"], msg="a codec package rebuilds the same layers")
 
 
-@pytest.mark.parametrize("full_resolution_stem, widths, full_resolution_outputs",
+@pytest.mark.parametrize("full_resolution_layers, widths, full_resolution_outputs",
                          [(True, [8, 8, 8, 8, 16], (1, 2)), (False, [8, 8, 8, 16], (0, 1))])
-def test_without_the_full_resolution_stem_only_the_rgb_output_is_at_full_resolution(
-        full_resolution_stem, widths, full_resolution_outputs, tmp_path):
+def test_without_the_full_resolution_layers_only_the_rgb_output_is_at_full_resolution(
+        full_resolution_layers, widths, full_resolution_outputs, tmp_path):
     """HiFiC's E starts and D_a ends with a 7×7 conv on full-resolution feature maps; without them
     (``hific_small``) the first conv already strides and D_a's last transposed conv outputs RGB,
     with ŷ at 1/16 of the image either way."""
     codec = HiFiCCompressor(16, widths, 8, residual_blocks=1, resampling_nonlinearity="gdn",
-                            full_resolution_stem=full_resolution_stem).eval()
+                            full_resolution_layers=full_resolution_layers).eval()
     full_size = {"encoder": 0, "fidelity_decoder": 0}
     for part in full_size:
         for layer in getattr(codec, part).modules():
@@ -155,11 +155,11 @@ def test_without_the_full_resolution_stem_only_the_rgb_output_is_at_full_resolut
         torch.testing.assert_close(loaded(x)["x_hat"], out["x_hat"], msg="a codec package rebuilds the same layers")
 
 
-def test_the_number_of_widths_follows_the_stem():
+def test_the_number_of_widths_follows_the_full_resolution_layers():
     from osdic.checks import ConfigError
 
     with pytest.raises(ConfigError, match="encoder_channels.*4 widths"):
-        HiFiCCompressor(16, [8, 8, 8, 8, 16], 8, residual_blocks=1, full_resolution_stem=False)
+        HiFiCCompressor(16, [8, 8, 8, 8, 16], 8, residual_blocks=1, full_resolution_layers=False)
     with pytest.raises(ConfigError, match="encoder_channels.*5 widths"):
         HiFiCCompressor(16, [8, 8, 8, 16], 8, residual_blocks=1)
 

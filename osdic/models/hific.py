@@ -73,15 +73,15 @@ def _conv_block(cin: int, cout: int, kernel: int, stride: int, norm: bool, nonli
 
 
 class HiFiCEncoder(nn.Module):
-    """E: 7×7 conv to channels[0] at full resolution (or, without ``full_resolution_stem``, a 5×5
+    """E: 7×7 conv to channels[0] at full resolution (or, without ``full_resolution_layers``, a 5×5
     stride-2 conv to it), stride-2 3×3 convs through the other widths, 3×3 conv to y."""
 
     def __init__(self, channels: Sequence[int], latent_channels: int, in_channels: int = 3, channel_norm: str = "all",
-                 resampling_nonlinearity: str = "norm_relu", full_resolution_stem: bool = True):
+                 resampling_nonlinearity: str = "norm_relu", full_resolution_layers: bool = True):
         super().__init__()
         outer, inner = CHANNEL_NORM_PLACES[channel_norm]
         nonlinearity = RESAMPLING_NONLINEARITIES[resampling_nonlinearity]
-        if full_resolution_stem:
+        if full_resolution_layers:
             layers = _conv_block(in_channels, channels[0], 7, 1, norm=outer)
         else:
             layers = _conv_block(in_channels, channels[0], 5, 2, norm=outer, nonlinearity=nonlinearity)
@@ -109,10 +109,10 @@ class ResidualBlock(nn.Module):
 class HiFiCGenerator(nn.Module):
     """D_a: HiFiC's generator — residual blocks at the widest width with a global skip, stride-2
     transposed convs back through the encoder's widths, and a 7×7 conv to RGB (or, without
-    ``full_resolution_stem``, a 5×5 stride-2 transposed conv from channels[0] to RGB)."""
+    ``full_resolution_layers``, a 5×5 stride-2 transposed conv from channels[0] to RGB)."""
 
     def __init__(self, channels: Sequence[int], latent_channels: int, residual_blocks: int, out_channels: int = 3,
-                 channel_norm: str = "all", resampling_nonlinearity: str = "norm_relu", full_resolution_stem: bool = True):
+                 channel_norm: str = "all", resampling_nonlinearity: str = "norm_relu", full_resolution_layers: bool = True):
         super().__init__()
         widest, (outer, inner) = channels[-1], CHANNEL_NORM_PLACES[channel_norm]
         self.head = nn.Sequential(
@@ -127,7 +127,7 @@ class HiFiCGenerator(nn.Module):
                 nn.ConvTranspose2d(cin, cout, 3, stride=2, padding=1, output_padding=1),
                 *RESAMPLING_NONLINEARITIES[resampling_nonlinearity](cout, inner, inverse=True),
             ]
-        if full_resolution_stem:
+        if full_resolution_layers:
             up += [nn.ReflectionPad2d(3), nn.Conv2d(widths[-1], out_channels, 7)]
         else:
             up += [nn.ConvTranspose2d(widths[-1], out_channels, 5, stride=2, padding=2, output_padding=1)]
@@ -151,13 +151,13 @@ class HiFiCCompressor(HyperpriorCodec):
         channel_norm: str = "all",
         decoder_input: str = "rounded",
         resampling_nonlinearity: str = "norm_relu",
-        full_resolution_stem: bool = True,
+        full_resolution_layers: bool = True,
     ):
         """``channel_norm``: where HiFiC's ChannelNorm goes (:data:`CHANNEL_NORM_PLACES`). Each one
         normalises away a per-pixel magnitude the next layer must rebuild, which matters at a small
         width (BENCHMARKS.md, learning speed of the stage-1 recipe). ``decoder_input``: ŷ as D_a
         sees it in training (:data:`osdic.models.entropy.DECODER_INPUTS`). ``resampling_nonlinearity``:
-        :data:`RESAMPLING_NONLINEARITIES` (HiFiC's is ``norm_relu``). ``full_resolution_stem``: E starts
+        :data:`RESAMPLING_NONLINEARITIES` (HiFiC's is ``norm_relu``). ``full_resolution_layers``: E starts
         and D_a ends with a 7×7 conv at full resolution (HiFiC), or without them E starts with a 5×5
         stride-2 conv and D_a ends with a 5×5 stride-2 transposed conv (Ballé et al.'s transforms):
         at a small width the full-resolution layers cost half of a training step's CPU time and
@@ -165,10 +165,10 @@ class HiFiCCompressor(HyperpriorCodec):
         ``encoder_channels`` has five widths with the stem and four without."""
         super().__init__()
         encoder_channels = list(encoder_channels)
-        widths = (5, "a 7×7 conv, then four stride-2 convs") if full_resolution_stem else (4, "four stride-2 convs")
+        widths = (5, "a 7×7 conv, then four stride-2 convs") if full_resolution_layers else (4, "four stride-2 convs")
         if len(encoder_channels) != widths[0]:
-            raise ConfigError("encoder_channels", f"needs {widths[0]} widths ({widths[1]}; full_resolution_stem="
-                                                  f"{full_resolution_stem}), got {encoder_channels}")
+            raise ConfigError("encoder_channels", f"needs {widths[0]} widths ({widths[1]}; full_resolution_layers="
+                                                  f"{full_resolution_layers}), got {encoder_channels}")
         for key, value in [("latent_channels", latent_channels), ("hyper_channels", hyper_channels)]:
             if value <= 0:
                 raise ConfigError(key, f"must be > 0, got {value}")
@@ -187,10 +187,10 @@ class HiFiCCompressor(HyperpriorCodec):
             channel_norm=channel_norm,
             decoder_input=decoder_input,
             resampling_nonlinearity=resampling_nonlinearity,
-            full_resolution_stem=full_resolution_stem,
+            full_resolution_layers=full_resolution_layers,
         )
         layout = dict(channel_norm=channel_norm, resampling_nonlinearity=resampling_nonlinearity,
-                      full_resolution_stem=full_resolution_stem)
+                      full_resolution_layers=full_resolution_layers)
         self.encoder = HiFiCEncoder(encoder_channels, latent_channels, **layout)
         self.entropy_model = MeanScaleHyperprior(latent_channels, hyper_channels, decoder_input)
         self.fidelity_decoder = HiFiCGenerator(encoder_channels, latent_channels, residual_blocks, **layout)
