@@ -121,11 +121,12 @@ class HiFiCGenerator(nn.Module):
         )
         self.residual = nn.Sequential(*[ResidualBlock(widest, inner) for _ in range(residual_blocks)])
         up: list[nn.Module] = []
+        nonlinearity = RESAMPLING_NONLINEARITIES[resampling_nonlinearity]
         widths = list(reversed(channels))
         for cin, cout in zip(widths[:-1], widths[1:]):
             up += [
                 nn.ConvTranspose2d(cin, cout, 3, stride=2, padding=1, output_padding=1),
-                *RESAMPLING_NONLINEARITIES[resampling_nonlinearity](cout, inner, inverse=True),
+                *nonlinearity(cout, inner, inverse=True),
             ]
         if full_resolution_layers:
             up += [nn.ReflectionPad2d(3), nn.Conv2d(widths[-1], out_channels, 7)]
@@ -162,12 +163,12 @@ class HiFiCCompressor(HyperpriorCodec):
         stride-2 conv and D_a ends with a 5×5 stride-2 transposed conv (Ballé et al.'s transforms):
         at a small width the full-resolution layers cost half of a training step's CPU time and
         learned slower (BENCHMARKS.md, learning speed). ŷ is at 1/16 of the image either way, so
-        ``encoder_channels`` has five widths with the stem and four without."""
+        ``encoder_channels`` has five widths with the full-resolution layers and four without."""
         super().__init__()
         encoder_channels = list(encoder_channels)
-        widths = (5, "a 7×7 conv, then four stride-2 convs") if full_resolution_layers else (4, "four stride-2 convs")
-        if len(encoder_channels) != widths[0]:
-            raise ConfigError("encoder_channels", f"needs {widths[0]} widths ({widths[1]}; full_resolution_layers="
+        count, layers = (5, "a 7×7 conv, then four stride-2 convs") if full_resolution_layers else (4, "four stride-2 convs")
+        if len(encoder_channels) != count:
+            raise ConfigError("encoder_channels", f"needs {count} widths ({layers}; full_resolution_layers="
                                                   f"{full_resolution_layers}), got {encoder_channels}")
         for key, value in [("latent_channels", latent_channels), ("hyper_channels", hyper_channels)]:
             if value <= 0:
