@@ -227,7 +227,11 @@ class TargetRate(_MeasuresTrainingRate):
     Outer loop, every validation: c = val/bpp_real ÷ the mean training rate of the last
     ``ratio_window`` batches — how much the real files of the validation images (whole images,
     header and coder overhead included) exceed the training crops' rate; a window, not the EMA's
-    last value, whose noise would go into c whole. Each measurement moves log c by
+    last value, whose noise would go into c whole. The window is long because one batch's rate
+    says little about the model: crops differ in content, and on Kodak one batch of two 256² crops
+    is 42 % from the mean (standard deviation) even with the weights frozen, so 50 batches put ±6 %
+    of noise into c and 200 put ±3 % (BENCHMARKS.md, λ controller); its noise falls with the root of
+    window × batch size. Each measurement moves log c by
     (1 − ratio_ema) of the way: a ratio measured while λ and the model move fast is noisy, and a c
     taken whole would move the goal, hence λ, by as much (BENCHMARKS.md, λ controller).
     λ_start is the initial λ.
@@ -240,7 +244,7 @@ class TargetRate(_MeasuresTrainingRate):
     must not pass for one."""
 
     def __init__(self, target_bpp: float | str, lambda_start: float = 1.0, integral_gain: float = 0.02,
-                 proportional_gain: float = 1.0, ratio_window: int = 50, ratio_ema: float = 0.5,
+                 proportional_gain: float = 1.0, ratio_window: int = 200, ratio_ema: float = 0.5,
                  lambda_min: float = 1e-4, lambda_max: float = 1e4, bpp_ema: float = 0.9, start_step: int = 0,
                  tolerance: float = 0.03, gain_boost_cap: float = 10.0):
         super().__init__(lambda_start, bpp_ema, start_step)

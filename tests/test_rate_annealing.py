@@ -91,6 +91,24 @@ def test_target_rate_compares_the_real_files_with_the_mean_training_rate_of_its_
     assert controller.real_over_estimate == pytest.approx(math.sqrt(1.25 * 2.0))  # halfway, in log
 
 
+def test_the_default_window_keeps_the_crops_content_out_of_c():
+    """One batch's rate is ~40 % off the model's mean by content alone (Kodak, two 256² crops):
+    c from the default window must stay within ~3 % (RMS) of the real ratio, where a 50-batch
+    window left ±6 % and moved the goal by as much."""
+    generator = torch.Generator().manual_seed(0)
+    errors = []
+    for _ in range(40):
+        controller = TargetRate(target_bpp=0.1)
+        noise = torch.exp(0.4 * torch.randn(400, generator=generator) - 0.08)  # mean 1
+        for factor in noise.tolist():
+            controller.measure(0.1 * factor)
+        trainer = SimpleNamespace(sanity_checking=False, callback_metrics={"val/bpp_real": torch.tensor(0.09)},
+                                  loggers=[], global_step=400)
+        controller.on_validation_end(trainer, None)
+        errors.append(math.log(controller.real_over_estimate / 0.9))
+    assert math.sqrt(sum(e * e for e in errors) / len(errors)) < 0.035
+
+
 def _lagging_rate(controller: TargetRate, batches: int, seed: int = 0) -> list[float]:
     """A stand-in for training: the rate relaxes towards 0.25·(λ/0.02)^−½ bpp over 40 batches
     and is measured with ±15 % batch-to-batch noise (how the tiny HiFiC answers λ)."""
