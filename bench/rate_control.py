@@ -3,7 +3,8 @@
     python bench/rate_control.py [--targets 0.1 0.15] [--steps 2000] [--scheduler cosine] [--kodak DIR]
 
 Trains the demo's stage-1 codec (experiment=demo) on Kodak images 1–18 with
-``callbacks/rate_annealing=target_bpp`` for each target, validating on Kodak 19–24 (whole
+``callbacks/rate_annealing=target_bpp`` for each target, validating on Kodak 19–24
+(``--validation-images``: how many of Kodak's last images validate instead; whole
 images, real files: header and coder overhead included), and prints, per validation, λ, the
 controller's goal for the training estimate and the real bpp, then the final val/bpp_real against
 the target. No λ is set by hand: every run starts from the same λ. Crops are 256² in batches of 2
@@ -31,14 +32,14 @@ from osdic.utils.run import compose_run_config
 KODAK = Path(os.environ.get("KODAK_DIR", Path(__file__).resolve().parents[2] / "shared" / "data" / "kodak"))
 
 
-def split_kodak(kodak: Path, root: Path) -> tuple[Path, Path]:
-    """Kodak 1–18 for training, 19–24 for validation, as symlinked folders."""
+def split_kodak(kodak: Path, root: Path, validation_images: int = 6) -> tuple[Path, Path]:
+    """Kodak's last ``validation_images`` for validation, the others for training, as symlinked folders."""
     train_dir, val_dir = root / "train", root / "val"
     for folder in (train_dir, val_dir):
         folder.mkdir(parents=True, exist_ok=True)
     for i in range(1, 25):
         source = kodak / f"kodim{i:02d}.png"
-        (train_dir if i <= 18 else val_dir).joinpath(source.name).symlink_to(source)
+        (train_dir if i <= 24 - validation_images else val_dir).joinpath(source.name).symlink_to(source)
     return train_dir, val_dir
 
 
@@ -67,6 +68,8 @@ def main() -> None:
     parser.add_argument("--val-every", type=int, default=200)
     parser.add_argument("--scheduler", default="cosine", help="model/scheduler: cosine, hold_cosine, step or null (constant)")
     parser.add_argument("--kodak", type=Path, default=KODAK)
+    parser.add_argument("--validation-images", type=int, default=6,
+                        help="Kodak's last N images validate, the others train (6: Kodak 19–24)")
     parser.add_argument("--lambda-start", type=float, default=0.012,
                         help="initial λ of every run (the demo recipe's scale: d = MSE on [−1, 1])")
     parser.add_argument("--override", nargs="*", default=[], metavar="KEY=VALUE",
@@ -79,7 +82,7 @@ def main() -> None:
     os.environ.setdefault("WANDB_MODE", "offline")
     results = []
     with tempfile.TemporaryDirectory() as tmp:
-        train_dir, val_dir = split_kodak(args.kodak, Path(tmp) / "kodak")
+        train_dir, val_dir = split_kodak(args.kodak, Path(tmp) / "kodak", args.validation_images)
         for target in args.targets:
             cfg = compose_run_config([
                 "experiment=demo", "data=folder", f"data.train_dirs=[{train_dir}]", f"data.val_dirs=[{val_dir}]",
@@ -98,7 +101,7 @@ def main() -> None:
             results.append((target, real, metrics["train/lambda"]))
             print(f"target {target:.3f} bpp → val/bpp_real {real:.4f} ({100 * (real / target - 1):+.1f} %), "
                   f"final λ {metrics['train/lambda']:.4g}", flush=True)
-    print("\n| target bpp | val/bpp_real (Kodak 19–24, real files) | error | final λ |\n|---|---|---|---|")
+    print(f"\n| target bpp | val/bpp_real (Kodak {25 - args.validation_images}–24, real files) | error | final λ |\n|---|---|---|---|")
     for target, real, lam in results:
         print(f"| {target:.3f} | {real:.4f} | {100 * (real / target - 1):+.1f} % | {lam:.4g} |")
 
