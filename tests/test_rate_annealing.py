@@ -91,14 +91,15 @@ def test_target_rate_compares_the_real_files_with_the_mean_training_rate_of_its_
     assert controller.real_over_estimate == pytest.approx(math.sqrt(1.25 * 2.0))  # halfway, in log
 
 
-def test_the_default_window_keeps_the_crops_content_out_of_c():
+def test_the_default_window_keeps_the_crops_content_out_of_c(tmp_path):
     """One batch's rate is ~40 % off the model's mean by content alone (Kodak, two 256² crops):
-    c from the default window must stay within ~3 % (RMS) of the real ratio, where a 50-batch
+    c from the configured window must stay within ~3 % (RMS) of the real ratio, where a 50-batch
     window left ±6 % and moved the goal by as much."""
+    window = compose_config(["callbacks/rate_annealing=target_bpp"], tmp_path).callbacks.rate_annealing.ratio_window
     generator = torch.Generator().manual_seed(0)
     errors = []
     for _ in range(40):
-        controller = TargetRate(target_bpp=0.1)
+        controller = TargetRate(target_bpp=0.1, ratio_window=window)
         noise = torch.exp(0.4 * torch.randn(400, generator=generator) - 0.08)  # mean 1
         for factor in noise.tolist():
             controller.measure(0.1 * factor)
