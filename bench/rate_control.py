@@ -68,7 +68,7 @@ def main() -> None:
     parser.add_argument("--val-every", type=int, default=200)
     parser.add_argument("--scheduler", default="cosine", help="model/scheduler: cosine, hold_cosine, step or null (constant)")
     parser.add_argument("--kodak", type=Path, default=KODAK)
-    parser.add_argument("--validation-images", type=int, default=6,
+    parser.add_argument("--validation-images", type=int, default=6, choices=range(1, 24), metavar="N",
                         help="Kodak's last N images validate, the others train (6: Kodak 19–24)")
     parser.add_argument("--lambda-start", type=float, default=0.012,
                         help="initial λ of every run (the demo recipe's scale: d = MSE on [−1, 1])")
