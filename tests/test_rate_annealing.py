@@ -9,14 +9,11 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from callbacks.rate_annealing import RateAnnealing
+from callbacks.rate_annealing import (ConstantLambda, CosineLambda, ExponentialLambda, LinearLambda, RateAnnealing,
+                                      StepLambda, TargetRate, TwoLevelTargetRate)
+from osdic.checks import ConfigError
 from tests.conftest import TINY_STAGE1, compose_config
 from train import train
-from osdic.checks import ConfigError
-
-
-from callbacks.rate_annealing import (ConstantLambda, CosineLambda, ExponentialLambda, LinearLambda, StepLambda,
-                                      TargetRate, TwoLevelTargetRate)
 
 
 @pytest.mark.parametrize(
