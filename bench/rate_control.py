@@ -21,6 +21,7 @@ import osdic.utils.known_warnings  # noqa: F401  (first: filters the known-harml
 import argparse
 import csv
 import os
+import statistics
 import tempfile
 from pathlib import Path
 
@@ -29,6 +30,9 @@ import torch
 from train import train
 from osdic.utils.run import compose_run_config
 
+#: the last batches, with the learning rate near 0, whose training rate's spread is printed: the
+#: crops' content, not the model (TargetRate's ratio_window)
+SPREAD_BATCHES = 400
 KODAK = Path(os.environ.get("KODAK_DIR", Path(__file__).resolve().parents[2] / "shared" / "data" / "kodak"))
 
 
@@ -45,7 +49,8 @@ def split_kodak(kodak: Path, root: Path, validation_images: int = 6) -> tuple[Pa
 
 def print_trajectory(run_dir: Path) -> None:
     """Per validation: batch, λ, the mean rounded training rate since the last one, the goal, the
-    validation's estimated and real bpp and its PSNR."""
+    validation's estimated and real bpp and its PSNR; then how far one batch's training rate
+    strays from the mean over the last batches."""
     rows = list(csv.DictReader((run_dir / "csv" / "version_0" / "metrics.csv").open()))
     interval: list[dict] = []
     print("  batch      λ   train bpp (rounded)   goal   val/bpp  val/bpp_real  val/psnr")
@@ -59,6 +64,11 @@ def print_trajectory(run_dir: Path) -> None:
                   f"{float(last['train/rate_goal']):.4f}  {float(row['val/bpp']):.4f}   {float(row['val/bpp_real']):.4f}"
                   f"     {float(row['val/psnr']):.2f}")
             interval = []
+    recent = [float(r["train/bpp_rounded"]) for r in rows if r.get("train/bpp_rounded")][-SPREAD_BATCHES:]
+    spread = statistics.pstdev(recent) / statistics.fmean(recent)
+    print(f"  one batch's training rate over the last {len(recent)} batches: ±{100 * spread:.1f} % around their mean "
+          f"(standard deviation), so a mean of 50 batches carries ±{100 * spread / 50 ** 0.5:.1f} %, "
+          f"of 200 ±{100 * spread / 200 ** 0.5:.1f} %")
 
 
 def main() -> None:

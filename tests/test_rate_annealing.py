@@ -74,12 +74,17 @@ def test_target_rate_gains_grow_as_the_learning_rate_decays_up_to_their_cap():
     assert step_of_log_lambda(1.0, 2.5e-4) == pytest.approx((0.1 * e, 0.6 * e))
 
 
+def _trainer_after_validation(real_bpp: float, **fields) -> SimpleNamespace:
+    """What TargetRate reads of the trainer when a validation ends with ``real_bpp``."""
+    return SimpleNamespace(**{"sanity_checking": False, "callback_metrics": {"val/bpp_real": torch.tensor(real_bpp)},
+                              "loggers": [], "global_step": 0, **fields})
+
+
 def test_target_rate_compares_the_real_files_with_the_mean_training_rate_of_its_window():
     controller = TargetRate(target_bpp=0.1, ratio_window=4, ratio_ema=0.5)
     for bpp in [0.9, 0.9, 0.10, 0.12, 0.08, 0.10]:  # the first two fall out of the window
         controller.measure(bpp)
-    trainer = SimpleNamespace(sanity_checking=False, callback_metrics={"val/bpp_real": torch.tensor(0.125)},
-                              loggers=[], global_step=6)
+    trainer = _trainer_after_validation(0.125)
     controller.on_validation_end(trainer, None)
     assert controller.real_over_estimate == pytest.approx(1.25)  # the real files run 25 % above
     assert controller.training_goal == pytest.approx(0.08)
@@ -100,9 +105,7 @@ def test_the_default_window_keeps_the_crops_content_out_of_c(tmp_path):
         noise = torch.exp(0.4 * torch.randn(400, generator=generator) - 0.08)  # mean 1
         for factor in noise.tolist():
             controller.measure(0.1 * factor)
-        trainer = SimpleNamespace(sanity_checking=False, callback_metrics={"val/bpp_real": torch.tensor(0.09)},
-                                  loggers=[], global_step=400)
-        controller.on_validation_end(trainer, None)
+        controller.on_validation_end(_trainer_after_validation(0.09), None)
         errors.append(math.log(controller.real_over_estimate / 0.9))
     assert math.sqrt(sum(e * e for e in errors) / len(errors)) < 0.035
 
@@ -136,8 +139,7 @@ def test_a_run_that_misses_its_target_says_so_and_why(caplog):
     for real, warns in [(0.51, False), (0.3, True)]:
         logged = []
         logger = SimpleNamespace(log_metrics=lambda metrics, step: logged.append(metrics))
-        trainer = SimpleNamespace(sanity_checking=False, callback_metrics={"val/bpp_real": torch.tensor(real)},
-                                  loggers=[logger], global_step=3, is_global_zero=True, optimizers=[])
+        trainer = _trainer_after_validation(real, loggers=[logger], is_global_zero=True, optimizers=[])
         controller = TargetRate(target_bpp=0.5, lambda_start=1e-3, lambda_min=1e-4, integral_gain=1.0, bpp_ema=0.0)
         for _ in range(3):  # a rate far under the goal: the integrator runs into λ_min
             controller.measure(0.1)
