@@ -8,6 +8,7 @@ import pytorch_lightning as pl
 from pytorch_lightning.loggers import WandbLogger
 
 from osdic.codec.package import export_package
+from osdic.utils.config import STARTED_FROM_RANDOM
 
 
 class CodecExport(pl.Callback):
@@ -17,7 +18,9 @@ class CodecExport(pl.Callback):
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not trainer.is_global_zero:
             return
-        export_package(pl_module.codec, self.dirpath, pl_module.stage)
+        warnings = [f"{STARTED_FROM_RANDOM}: this model, or a stage it was trained from, started from random "
+                    f"weights (model.init_from=random), not from its predecessor"] if pl_module.started_from_random else []
+        export_package(pl_module.codec, self.dirpath, pl_module.stage, warnings)
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger):  # the package beside the run that trained it
                 import wandb

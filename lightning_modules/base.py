@@ -22,6 +22,7 @@ from osdic.codec.bitstream import CompressedImage, pack
 from osdic.metrics.quality import MetricNotAvailable, metric_spec, quantize_8bit
 from osdic.models.entropy import ENTROPY_MODELS
 from osdic.checks import ConfigError, require_positive, require_supported_precision
+from osdic.utils.config import RANDOM_INIT, STARTED_FROM_RANDOM
 from osdic.utils.modules import external_keys, resize_buffers_like
 from osdic.utils.untrusted import load_checkpoint
 
@@ -48,11 +49,16 @@ class CompressionLightningModule(pl.LightningModule):
         num_logged_images: int = 4,
         init_from: str | None = None,
         init_prefix_map: dict[str, str] | None = None,
+        predecessor_stage: str | None = None,
         entropy_model_lr: float | None = None,
     ):
-        """``entropy_model_lr``: the main optimizer's learning rate for the entropy models' networks
-        (null: the same as every other parameter). An entropy model follows a moving y; at the
-        transforms' rate it can lag far behind it (BENCHMARKS.md, learning speed)."""
+        """``init_from``: the checkpoint of the stage this one starts from (``predecessor_stage``,
+        which the checkpoint must name; or this stage's own, to continue one), or
+        :data:`RANDOM_INIT` for smoke tests, which every output of the run then reports
+        (``started_from_random``). ``entropy_model_lr``: the main optimizer's learning rate for
+        the entropy models' networks (null: the same as every other parameter). An entropy model
+        follows a moving y; at the transforms' rate it can lag far behind it (BENCHMARKS.md,
+        learning speed)."""
         super().__init__()
         self.automatic_optimization = False
         self.stage = stage
@@ -77,6 +83,10 @@ class CompressionLightningModule(pl.LightningModule):
         #: λ, owned and set every batch by the RateAnnealing callback.
         self.rate_lambda: float | None = None
         self.init_from, self.init_prefix_map = init_from, dict(init_prefix_map or {})
+        self.predecessor_stage = predecessor_stage
+        #: whether this model, or a stage it descends from, started from random weights instead of
+        #: its predecessor (saved in checkpoints, inherited through init_from, written into packages)
+        self.started_from_random = False
         self._initialised_from_previous_stage = False
 
     # ------------------------------------------------------------------ stage interface
@@ -107,7 +117,12 @@ class CompressionLightningModule(pl.LightningModule):
         # before the optimizers exist (and before a validation that precedes training); a
         # resumed run (ckpt_path) then overwrites these weights
         if stage in ("fit", "validate") and self.init_from and not self._initialised_from_previous_stage:
-            self.load_previous_stage(self.init_from, self.init_prefix_map)
+            if self.init_from == RANDOM_INIT:
+                self.started_from_random = True
+                log.warning("%s starts from RANDOM weights (model.init_from=random), not from a trained %s: its "
+                            "metrics, checkpoints and codec package say so", self.stage, self.predecessor_stage)
+            else:
+                self.load_previous_stage(self.init_from, self.init_prefix_map)
             self._initialised_from_previous_stage = True
 
     def load_previous_stage(self, path: str, prefix_map: dict[str, str]) -> dict[str, list[str]]:
@@ -116,6 +131,11 @@ class CompressionLightningModule(pl.LightningModule):
         checkpoint has but this module lacks is an error, keys this stage adds are reported."""
         checkpoint = load_checkpoint(path)
         previous_stage = checkpoint.get("stage", "unnamed stage")
+        if self.predecessor_stage and "stage" in checkpoint and previous_stage not in (self.predecessor_stage,
+                                                                                       self.stage):
+            raise ConfigError("model.init_from", f"{path} is a checkpoint of {previous_stage}; {self.stage} starts "
+                                                 f"from {self.predecessor_stage} (or continues {self.stage})")
+        self.started_from_random = bool(checkpoint.get("started_from_random", False))
         state = {}
         for key, value in checkpoint.get("state_dict", checkpoint).items():
             old = next((p for p in prefix_map if key.startswith(p)), None)
@@ -147,6 +167,10 @@ class CompressionLightningModule(pl.LightningModule):
     def on_fit_start(self) -> None:
         self._run_seed = torch.initial_seed()
         require_supported_precision("trainer.precision", self.trainer.precision)
+        if self.started_from_random:  # known only now: a predecessor's checkpoint may carry it
+            for logger in self.loggers:
+                if hasattr(logger, "experiment") and hasattr(logger.experiment, "tags"):  # a W&B run
+                    logger.experiment.tags = (*logger.experiment.tags, STARTED_FROM_RANDOM)
 
     def configure_optimizers(self):
         optimizers = [self.optimizer_factory(self._parameter_groups())]
@@ -291,8 +315,10 @@ class CompressionLightningModule(pl.LightningModule):
         skip = external_keys(self)
         checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k not in skip}
         checkpoint["stage"] = self.stage
+        checkpoint["started_from_random"] = self.started_from_random
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.started_from_random = bool(checkpoint.get("started_from_random", False))
         own = self.state_dict()
         state = checkpoint["state_dict"] = {**checkpoint["state_dict"], **{k: own[k] for k in external_keys(self)}}
         resize_buffers_like(self, state)

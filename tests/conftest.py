@@ -53,8 +53,10 @@ def kodak_dir() -> Path:
         pytest.skip(f"Kodak images not found at {KODAK_DIR} (set KODAK_DIR)")
     return KODAK_DIR
 
-#: SODEC stages 2/3 at test size: tiny HiFiC, tiny SD-class backbone, tiny ViT for the FGM.
+#: SODEC stages 2/3 at test size: tiny HiFiC, tiny SD-class backbone, tiny ViT for the FGM, from
+#: random weights (a test that needs a trained predecessor sets model.init_from itself).
 TINY_SODEC = [
+    "model.init_from=random",
     "model/codec/vae_codec=hific_tiny",
     "model/codec/backbone=tiny",
     "model/codec/guidance=fgm_tiny",

@@ -115,3 +115,27 @@ def test_invalid_values_stop_before_training_naming_the_full_key(base, override,
     assert error.value.key == key, str(error.value)
     assert str(error.value).startswith(f"{key}: ")
     assert not fits and not (tmp_path / "run" / "checkpoints").exists()
+
+
+CONTINUING = ["experiment=sodec_stage2", "experiment=sodec_stage3", "experiment=sodec_stage4", "experiment=demo_stage2",
+              "experiment=demo_stage3", "sweep=stage3_lambda"]
+
+
+@pytest.mark.parametrize("name", CONTINUING)
+def test_a_stage_that_continues_another_refuses_to_start_without_it(name, tmp_path, monkeypatch):
+    """Stages 2–4 without model.init_from would train from random weights: the run stops naming
+    the key and the command that makes the predecessor, before anything is built or read."""
+    built = []
+    monkeypatch.setattr(hydra.utils, "instantiate", lambda *args, **kwargs: built.append(args))
+    cfg = compose_config([name], tmp_path / "run")
+    with pytest.raises(ConfigError) as error:
+        train(cfg)
+    assert error.value.key == "model.init_from"
+    assert f"python train.py experiment={cfg.model.predecessor_stage}" in str(error.value)
+    assert not built and not (tmp_path / "run").exists()
+
+
+def test_init_from_a_checkpoint_that_does_not_exist_is_refused_before_training(tmp_path):
+    cfg = compose_config(["experiment=sodec_stage3", "model.init_from=/no/such/stage2.ckpt"], tmp_path / "run")
+    with pytest.raises(ConfigError, match="model.init_from: /no/such/stage2.ckpt does not exist"):
+        train(cfg)

@@ -53,11 +53,29 @@ def test_stages_chain_from_checkpoints(tmp_path):
     assert report["missing"] == [], "stage 3 has exactly stage 2's parts"
 
 
-def test_init_from_the_wrong_stage_is_refused(tmp_path):
+def test_a_chain_that_starts_from_random_weights_says_so_in_its_checkpoints_packages_and_evaluations(tmp_path):
+    from osdic.codec.package import package_warnings
+    from osdic.metrics.evaluate_codecs import codec_warnings
+    from osdic.utils.config import STARTED_FROM_RANDOM
+
+    train(compose_config(["model=sodec_stage2", *TINY_SODEC], tmp_path / "s2"))  # init_from=random
+    s2_ckpt = tmp_path / "s2" / "checkpoints" / "last.ckpt"
+    assert torch.load(s2_ckpt, weights_only=True)["started_from_random"]
+    train(compose_config(["model=sodec_stage3", *TINY_SODEC, f"model.init_from={s2_ckpt}"], tmp_path / "s3"))
+    for run in ("s2", "s3"):  # stage 3 descends from the random stage 2
+        assert any(STARTED_FROM_RANDOM in w for w in package_warnings(tmp_path / run / "codec")), run
+        assert codec_warnings(tmp_path / run / "checkpoints" / "last.ckpt"), run
+
+
+def test_init_from_the_wrong_stage_or_without_the_key_mapping_is_refused(tmp_path):
     _, _ = train(compose_config(TINY_STAGE1, tmp_path / "s1"))
-    module = _module(tmp_path, "model.init_prefix_map={}")  # stage-1 keys without the mapping
+    stage1 = str(tmp_path / "s1" / "checkpoints" / "last.ckpt")
+    with pytest.raises(ConfigError, match="is a checkpoint of sodec_stage1; sodec_stage3 starts from sodec_stage2") as error:
+        _module(tmp_path).load_previous_stage(stage1, {"codec.": "codec.vae_codec."})
+    assert error.value.key == "model.init_from"
+    module = _module(tmp_path, "model.init_prefix_map={}", stage="sodec_stage2")  # stage-1 keys without the mapping
     with pytest.raises(KeyError, match="init_prefix_map"):
-        module.load_previous_stage(str(tmp_path / "s1" / "checkpoints" / "last.ckpt"), {})
+        module.load_previous_stage(stage1, {})
 
 
 def test_init_from_a_checkpoint_of_another_lora_rank_says_so_in_one_line(tmp_path):

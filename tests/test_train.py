@@ -247,3 +247,15 @@ def test_entropy_model_lr_gives_the_entropy_models_networks_their_own_learning_r
         id(p) for p in module.trainable_parameters()}
     _, optimizer = main_optimizer("model.optimizer.lr=2e-4")
     assert len(optimizer.param_groups) == 1 and optimizer.param_groups[0]["lr"] == 2e-4
+
+
+def test_stage_two_without_its_predecessor_exits_within_a_minute_naming_init_from(tmp_path):
+    """The README's refusal, as a user meets it on the command line."""
+    import time
+
+    start = time.perf_counter()
+    result = subprocess.run([sys.executable, "train.py", "experiment=demo_stage2", "trainer.max_steps=1",
+                             f"hydra.run.dir={tmp_path / 'run'}"], capture_output=True, text=True, timeout=120,
+                            cwd=Path(__file__).resolve().parent.parent)
+    assert result.returncode != 0 and time.perf_counter() - start < 60
+    assert "model.init_from" in result.stderr and "model.init_from=random" in result.stderr

@@ -15,6 +15,7 @@ import hashlib
 import json
 import os
 from pathlib import Path
+from typing import Sequence
 
 import torch
 from safetensors.torch import load_file, save
@@ -55,9 +56,11 @@ def _fingerprint(config: dict, weights: bytes) -> bytes:
     return digest.digest()[:FINGERPRINT_BYTES]
 
 
-def export_package(codec: nn.Module, directory: str | os.PathLike, stage: str | None = None) -> Path:
+def export_package(codec: nn.Module, directory: str | os.PathLike, stage: str | None = None,
+                   warnings: Sequence[str] = ()) -> Path:
     """Write ``codec`` (after refreshing its entropy-coder tables) as a package directory;
-    ``stage`` names the training stage that produced it (None: not trained by a stage).
+    ``stage`` names the training stage that produced it (None: not trained by a stage) and
+    ``warnings`` what every evaluation of it must repeat (it descends from random weights, say).
 
     Each file is replaced atomically, so a failed export (a full disk) leaves the previous
     package loadable; an export killed between the two renames leaves weights that do not match
@@ -68,10 +71,17 @@ def export_package(codec: nn.Module, directory: str | os.PathLike, stage: str | 
     weights = save(state)
     config = module_config(codec)
     manifest = {"format": PACKAGE_FORMAT, "codec": config, "fingerprint": _fingerprint(config, weights).hex(),
-                "stage": stage}
+                "stage": stage, "warnings": list(warnings)}
     write_atomically(directory / WEIGHTS_FILE, weights)
     write_atomically(directory / CONFIG_FILE, json.dumps(manifest, indent=2).encode())
     return directory
+
+
+def package_warnings(directory: str | os.PathLike) -> list[str]:
+    """What the package's producer asked every evaluation of it to repeat (``warnings`` in
+    ``codec.json``; none for packages written before it existed)."""
+    manifest = json.loads((Path(directory) / CONFIG_FILE).read_text())
+    return [str(w) for w in manifest.get("warnings") or []] if isinstance(manifest, dict) else []
 
 
 def load_package(directory: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[nn.Module, bytes]:

@@ -24,7 +24,7 @@ from PIL import Image
 from torch import nn
 
 from osdic.checks import ConfigError
-from osdic.codec.package import load_package
+from osdic.codec.package import load_package, package_warnings
 from osdic.images import to_tensor
 from osdic.metrics import baselines as baseline_codecs
 from osdic.metrics.datasets import EvalImages
@@ -35,6 +35,7 @@ from osdic.metrics.published import published_points as read_published_points
 from osdic.metrics.sweep import is_sweep, point_label, read_sweep, swept_keys
 from osdic.utils.devices import resolve_device
 from osdic.utils.files import write_atomically
+from osdic.utils.untrusted import load_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -107,11 +108,12 @@ def evaluate_codecs(images: EvalImages, codecs: Mapping[str, str | Sequence[str]
         raise FileNotFoundError(f"no readable image in {images.name}: {images.skipped}")
     evaluator = Evaluator(pictures, list(metrics), str(output_dir), device, allow_random_weights)
     out = evaluator.output_dir
-    learned, codec_paths = {}, []
+    learned, codec_paths, model_warnings = {}, [], {}
     for model, entries in codecs.items():
         learned[model] = []
         for path, label, swept in codec_points(model, entries):
             codec_paths.append(path)
+            model_warnings.setdefault(model, []).extend(f"{label}: {w}" for w in codec_warnings(path))
             codec, fingerprint = load_codec(path)
             learned[model].append(evaluator.evaluate_codec(model, label, codec, fingerprint, warmup, swept))
     points = {model: [(p, evaluator.summary(p)) for p in pts] for model, pts in learned.items()}
@@ -133,7 +135,8 @@ def evaluate_codecs(images: EvalImages, codecs: Mapping[str, str | Sequence[str]
                    f"(not_available lists the others), unreadable files listed in skipped_images")
     curves = {}
     for model, model_points in points.items():
-        report = compressai_json(model, model_points, description, evaluator.random_weights, images.skipped)
+        report = compressai_json(model, model_points, description, evaluator.random_weights, images.skipped,
+                                 model_warnings.get(model, []))
         write_atomically(out / f"{model}.json", json.dumps(report, indent=2).encode())
         curves[model] = rd_curve(model_points)
     quality = [m for m in metrics if any(m in c for c in curves.values())]
@@ -143,13 +146,26 @@ def evaluate_codecs(images: EvalImages, codecs: Mapping[str, str | Sequence[str]
         raise ConfigError("anchor", f"{anchor!r} is not an evaluated model or baseline; choose from {list(curves)}")
     table = bd_rate_table(curves, anchor, quality)
     write_atomically(out / "bd_rate.json", json.dumps(table, indent=2).encode())
-    warning = "RANDOM-WEIGHT metrics: " + ", ".join(evaluator.random_weights) if evaluator.random_weights else None
+    warnings = ([f"RANDOM-WEIGHT metrics: {', '.join(evaluator.random_weights)}"] if evaluator.random_weights else []) \
+        + ([f"{model} started from RANDOM weights" for model, found in model_warnings.items() if found])
+    warning = "; ".join(warnings) or None
     for metric in quality:
         plot_metric(curves, metric, images.name, out / f"rd_{metric}.png",
                     read_published_points(published_points, images.name, metric), warning)
     _sample_columns(evaluator, points, pictures[0], out / "samples.png")
     _print_table(curves, quality, table, out, warning, images.skipped)
     return EvaluationResult(images.name, out, curves, quality, table, evaluator.rows, codec_paths)
+
+
+def codec_warnings(path: str | Path) -> list[str]:
+    """What the producer of a codec asked its evaluations to repeat: a package's ``warnings``, or
+    for a Lightning checkpoint whether the model started from random weights."""
+    path = Path(path)
+    if path.is_dir():
+        return package_warnings(path)
+    if load_checkpoint(path).get("started_from_random"):
+        return ["started from random weights (model.init_from=random), not from its predecessor"]
+    return []
 
 
 def benchmark_codecs(images: EvalImages, codecs: Mapping[str, str | Sequence[str]], output_dir: str | Path, *,

@@ -23,7 +23,7 @@ import warnings
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Sequence
 
 import numpy as np
 import torch
@@ -228,11 +228,13 @@ def rd_curve(points: list[tuple[Point, dict]]) -> dict[str, list]:
 
 
 def compressai_json(model: str, points: list[tuple[Point, dict]], description: str, random_weights: list[str],
-                    skipped: dict[str, str]) -> dict:
+                    skipped: dict[str, str], codec_warnings: Sequence[str] = ()) -> dict:
     """CompressAI's results format (its key names: ``bpp``, ``psnr-rgb``, ``ms-ssim-rgb``, …, so
     ``python -m compressai.utils.plot`` reads it), extended with every other metric and the
     protocol, the images whose file could not be read (``skipped_images``) and the metrics not
-    defined for some images (``not_available``), each image with the reason."""
+    defined for some images (``not_available``), each image with the reason, and what the codecs'
+    producers asked every evaluation to repeat (``codec_warnings``: a model that started from
+    random weights)."""
     curve = rd_curve(points)
     swept = curve.pop("swept", None)
     results = {compressai_key(key): values for key, values in curve.items()}
@@ -241,6 +243,8 @@ def compressai_json(model: str, points: list[tuple[Point, dict]], description: s
            "skipped_images": skipped, "not_available": not_available}
     if random_weights:
         out["WARNING"] = f"metrics on RANDOM weights (allow_random_weights), not comparable: {random_weights}"
+    if codec_warnings:
+        out["codec_warnings"] = list(codec_warnings)
     return out
 
 

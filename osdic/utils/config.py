@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any, Iterator
 
 import hydra
@@ -52,6 +53,11 @@ def instantiate_collection(node: DictConfig | None, path: str) -> list[Any]:
     ]
 
 
+#: ``model.init_from`` of a stage that starts from random weights instead of its predecessor (smoke tests)
+RANDOM_INIT = "random"
+#: how a model that started from random weights, or descends from one, is marked (W&B tag, package warning)
+STARTED_FROM_RANDOM = "started-from-random-weights"
+
 #: what a run with the λ controller (callbacks.rate_annealing.TargetRate) ends with: its last
 #: validation's val/bpp_real ÷ target_bpp − 1, and the tolerance it was given
 TARGET_ERROR_KEY, TARGET_TOLERANCE_KEY = "val/bpp_target_error", "val/bpp_target_tolerance"
@@ -93,10 +99,29 @@ def _learning_rates(node: DictConfig, key: str) -> Iterator[tuple[str, Any]]:
             yield from _learning_rates(child, f"{key}.{name}")
 
 
+def check_init_from(model: DictConfig) -> None:
+    """A stage that continues another (SODEC's stages 2–4) starts from its predecessor's
+    checkpoint: without one it would train from random weights, silently, and fill a table with
+    noise. ``model.init_from`` must name an existing checkpoint, or be ``random`` (smoke tests)."""
+    stage, predecessor = model.get("stage"), model.get("predecessor_stage")
+    if OmegaConf.is_missing(model, "init_from"):  # `???`: a stage that cannot start without it
+        raise ConfigError("model.init_from", f"{stage} starts from a trained {predecessor}, and none is given: train "
+                                             f"one (python train.py experiment={predecessor} ...) and set "
+                                             f"model.init_from=<its run>/checkpoints/last.ckpt, or run the whole "
+                                             f"chain (python train.py pipeline=sodec_rd_point; python -m tables "
+                                             f"<table>). model.init_from={RANDOM_INIT} starts from random weights, "
+                                             f"for smoke tests only (every output then says so)")
+    init_from = model.get("init_from")
+    if init_from not in (None, RANDOM_INIT) and not Path(init_from).is_file():
+        raise ConfigError("model.init_from", f"{init_from} does not exist (a checkpoint of {predecessor} is needed)")
+
+
 def check_train_config(cfg: DictConfig) -> None:
     """Values of the composed config that Lightning or torch would refuse only once training
     runs (an optimizer is built at fit, the validation interval divides the step count) or
-    would silently change: checked before anything is built."""
+    would silently change, and a stage's missing predecessor: checked before anything is built
+    or read."""
+    check_init_from(cfg.model)
     require_int("seed", cfg.seed)
     trainer = cfg.trainer
     require_supported_precision("trainer.precision", trainer.get("precision"))
