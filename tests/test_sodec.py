@@ -97,7 +97,7 @@ def test_each_guidance_variant_trains_a_step(tmp_path, guidance):
     if guidance != "text_tiny":  # the text embedding is a fixed buffer
         assert guidance_grads and all(g is not None for g in guidance_grads)
         assert sum(float(g.abs().sum()) for g in guidance_grads) > 0, "the guidance receives the loss's gradient"
-    assert all(p.grad is not None for p in module.codec.backbone.lora_parameters())
+    assert all(p.grad is not None for p in module.codec.backbone.unet_parameters())
 
 
 @pytest.mark.parametrize("guidance, built", [("none", "NullGuidance"), ("text_tiny", "TextGuidance"),
@@ -173,7 +173,7 @@ def test_stage2_trains_only_lora_and_new_modules(tmp_path):
         "D_m": module.codec.backbone.vae, "ViT": module.codec.guidance.vit,
     }
     before = {name: {k: v.clone() for k, v in m.state_dict().items() if "lora_" not in k} for name, m in frozen.items()}
-    lora_before = [p.clone() for p in module.codec.backbone.lora_parameters()]
+    lora_before = [p.clone() for p in module.codec.backbone.unet_parameters()]
     optimizer = torch.optim.AdamW(module.trainable_parameters(), lr=1e-2)
     for _ in range(2):
         optimizer.zero_grad()
@@ -182,7 +182,7 @@ def test_stage2_trains_only_lora_and_new_modules(tmp_path):
     for name, m in frozen.items():
         after = {k: v for k, v in m.state_dict().items() if "lora_" not in k}
         assert all(torch.equal(before[name][k], after[k]) for k in after), f"{name} changed"
-    assert any(not torch.equal(a, b) for a, b in zip(lora_before, module.codec.backbone.lora_parameters()))
+    assert any(not torch.equal(a, b) for a, b in zip(lora_before, module.codec.backbone.unet_parameters()))
     trainable = {id(p) for p in module.trainable_parameters()}
     assert not any(id(p) in trainable for m in frozen.values() for n, p in m.named_parameters() if "lora_" not in n)
 
@@ -208,7 +208,7 @@ def test_decode_path_through_a_file_with_a_pretrained_backbone(tmp_path, pretrai
                      "model.codec.backbone.unet_config=null", "model.codec.backbone.vae_config=null",
                      "model.codec.backbone.scheduler_config=null")
     with torch.no_grad():
-        for p in module.codec.backbone.lora_parameters():
+        for p in module.codec.backbone.unet_parameters():
             p.add_(0.01)  # LoRA that differs from its initialisation must survive export
     package = export_package(module.codec.eval(), tmp_path / "package")
     stored = __import__("safetensors.torch", fromlist=["load_file"]).load_file(str(package / "weights.safetensors"))
@@ -353,3 +353,31 @@ def test_fidelity_image_keeps_its_quality_through_stage_two(tmp_path, overrides)
         assert after <= before
     else:
         assert after == before
+
+
+def test_full_finetuning_trains_and_stores_every_unet_weight_of_a_pretrained_backbone(tmp_path, pretrained_tiny_backbone):
+    """The LoRA table's full fine-tuning arm: the whole UNet trains, and since its weights no
+    longer are the pretrained ones, checkpoints and packages store them (the VAE stays frozen)."""
+    module = _module(tmp_path, f"model.codec.backbone.pretrained={pretrained_tiny_backbone}",
+                     "model.codec.backbone.unet_config=null", "model.codec.backbone.vae_config=null",
+                     "model.codec.backbone.scheduler_config=null", "model.codec.backbone.lora_rank=null",
+                     "model.codec.backbone.full_finetune=true")
+    unet = module.codec.backbone.unet
+    trainable = {id(p) for p in module.trainable_parameters()}
+    assert all(id(p) in trainable for p in unet.parameters())
+    assert not any(id(p) in trainable for p in module.codec.backbone.vae.parameters())
+    with torch.no_grad():
+        for p in unet.parameters():
+            p.add_(0.01)
+    package = export_package(module.codec.eval(), tmp_path / "package")
+    stored = __import__("safetensors.torch", fromlist=["load_file"]).load_file(str(package / "weights.safetensors"))
+    assert {f"backbone.unet.{k}" for k in unet.state_dict()} <= set(stored)
+    assert not any(k.startswith("backbone.vae.") for k in stored), "the frozen SD VAE is rebuilt from its source"
+    loaded, _ = load_package(package)
+    assert all(torch.equal(a, b) for a, b in zip(unet.state_dict().values(), loaded.backbone.unet.state_dict().values()))
+
+
+def test_full_finetuning_takes_no_lora_rank(tmp_path):
+    with pytest.raises(ConfigError, match="set lora_rank=null") as error:
+        _module(tmp_path, "model.codec.backbone.full_finetune=true")
+    assert error.value.key == "model.codec.backbone.full_finetune"

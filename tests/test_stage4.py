@@ -50,7 +50,7 @@ def test_generator_gradient_of_the_adversarial_term_is_nonzero_only_on_trainable
     _, images = module.compute_losses(torch.rand(2, 3, 64, 64))
     (0.2 * module.adversarial_loss.generator_loss(module.discriminator(images["fake_latent"]))).backward()
     trainable = [p for p in module.trainable_parameters()]
-    lora = module.codec.backbone.lora_parameters()
+    lora = module.codec.backbone.unet_parameters()
     assert sum(float(p.grad.abs().sum()) for p in lora if p.grad is not None) > 0
     assert sum(float(p.grad.abs().sum()) for p in trainable if p.grad is not None) > 0
     assert all(p.grad is None for p in module.codec.parameters() if not p.requires_grad)

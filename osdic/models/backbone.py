@@ -72,13 +72,20 @@ class DiffusionBackbone(ExternalWeights):
         lora_init: str | bool = "gaussian",
         lora_targets: Sequence[str] | None = None,
         gradient_checkpointing: bool = False,
+        full_finetune: bool = False,
     ):
+        """The UNet trains through LoRA (``lora_rank``), whole (``full_finetune``, the LoRA
+        table's full fine-tuning arm: every UNet weight is trained and stored), or not at all
+        (neither: OSDiff's frozen UNet). The VAE is always frozen."""
         super().__init__()
         configs = (unet_config, vae_config, scheduler_config)
         if pretrained is None and any(c is None for c in configs):
             raise ConfigError("pretrained", "give a model id/path, or unet_config, vae_config and scheduler_config")
         if lora_rank is not None:  # null: no LoRA
             require_int("lora_rank", lora_rank, minimum=1)
+            if full_finetune:
+                raise ConfigError("full_finetune", f"trains the whole UNet, so it takes no LoRA: set lora_rank=null "
+                                                   f"(got {lora_rank})")
         # null in a config: the list has one home, here; a codec package records the resolved list
         lora_targets = DEFAULT_LORA_TARGETS if lora_targets is None else lora_targets
         self.hparams: dict[str, Any] = dict(
@@ -86,7 +93,7 @@ class DiffusionBackbone(ExternalWeights):
             unet_config=unet_config, vae_config=vae_config,
             scheduler_config=scheduler_config, prediction_type=prediction_type,
             lora_rank=lora_rank, lora_alpha=lora_alpha, lora_init=lora_init, lora_targets=list(lora_targets),
-            gradient_checkpointing=gradient_checkpointing,
+            gradient_checkpointing=gradient_checkpointing, full_finetune=full_finetune,
         )
         if unet_config is not None:
             self.unet = UNet2DConditionModel.from_config(plain(unet_config))
@@ -102,7 +109,7 @@ class DiffusionBackbone(ExternalWeights):
         self.register_buffer("alphas_cumprod", scheduler.alphas_cumprod.clone().float(), persistent=False)
         self.num_train_timesteps = scheduler.config.num_train_timesteps
         self.scaling_factor = float(self.vae.config.scaling_factor)
-        self.unet.requires_grad_(False)
+        self.unet.requires_grad_(full_finetune)
         self.vae.requires_grad_(False)
         if lora_rank is not None:
             self.unet.add_adapter(
@@ -161,5 +168,6 @@ class DiffusionBackbone(ExternalWeights):
         with torch.no_grad():
             return (self.vae.encode(x * 2 - 1).latent_dist.mode() * self.scaling_factor).contiguous()
 
-    def lora_parameters(self) -> list[torch.nn.Parameter]:
-        return [p for name, p in self.unet.named_parameters() if "lora_" in name]
+    def unet_parameters(self) -> list[torch.nn.Parameter]:
+        """The UNet's trainable weights: its LoRA, every weight under ``full_finetune``, else none."""
+        return [p for p in self.unet.parameters() if p.requires_grad]

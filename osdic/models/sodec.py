@@ -82,9 +82,10 @@ class SODEC(nn.Module):
 
     # ------------------------------------------------------------------------- parts
     def generative_parameters(self) -> list[nn.Parameter]:
-        """What stage 2 trains besides D_a: H_s, T_s, the guidance's trainable part, LoRA."""
+        """What stage 2 trains besides D_a: H_s, T_s, the guidance's trainable part, the UNet's
+        LoRA (or the whole UNet)."""
         return [p for m in (self.hyper_synthesis, self.transform, self.guidance) for p in m.parameters()
-                if p.requires_grad] + self.backbone.lora_parameters()
+                if p.requires_grad] + self.backbone.unet_parameters()
 
     def latent_shape(self, height: int, width: int) -> tuple[int, int]:
         return self.vae_codec.latent_shape(height, width)
