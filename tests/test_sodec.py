@@ -86,7 +86,7 @@ def test_init_from_a_checkpoint_of_another_lora_rank_says_so_in_one_line(tmp_pat
     assert error.value.key == "model.codec.backbone.lora_rank" and "\n" not in str(error.value)
 
 
-@pytest.mark.parametrize("guidance", ["none", "text_tiny", "hyperprior_tiny", "fgm_tiny"])
+@pytest.mark.parametrize("guidance", ["none", "text_tiny", "text_caption_tiny", "hyperprior_tiny", "fgm_tiny"])
 def test_each_guidance_variant_trains_a_step(tmp_path, guidance):
     module = _module(tmp_path, f"model/codec/guidance={guidance}")
     x = torch.rand(2, 3, 64, 64)
@@ -94,13 +94,14 @@ def test_each_guidance_variant_trains_a_step(tmp_path, guidance):
     terms["loss"].backward()
     assert images["x_hat"].shape == x.shape
     guidance_grads = [p.grad for p in module.codec.guidance.parameters() if p.requires_grad]
-    if guidance != "text_tiny":  # the text embedding is a fixed buffer
+    if not guidance.startswith("text"):  # a text embedding has no trainable part
         assert guidance_grads and all(g is not None for g in guidance_grads)
         assert sum(float(g.abs().sum()) for g in guidance_grads) > 0, "the guidance receives the loss's gradient"
     assert all(p.grad is not None for p in module.codec.backbone.unet_parameters())
 
 
 @pytest.mark.parametrize("guidance, built", [("none", "NullGuidance"), ("text_tiny", "TextGuidance"),
+                                              ("text_caption_tiny", "CaptionGuidance"),
                                               ("hyperprior_tiny", "HyperpriorGuidance"), ("fgm_tiny", "FidelityGuidance")])
 def test_each_guidance_config_builds_the_module_it_names(tmp_path, guidance, built):
     assert type(_module(tmp_path, f"model/codec/guidance={guidance}").codec.guidance).__name__ == built
@@ -295,8 +296,10 @@ def _optimised_and_aux(module) -> list[torch.nn.Parameter]:
 
 
 VARIANTS = [
-    *[("sodec_stage2", f"model/codec/guidance={g}") for g in ("none", "text_tiny", "hyperprior_tiny", "fgm_tiny")],
-    *[("sodec_stage3", f"model/codec/guidance={g}") for g in ("none", "text_tiny", "hyperprior_tiny", "fgm_tiny")],
+    *[("sodec_stage2", f"model/codec/guidance={g}") for g in ("none", "text_tiny", "text_caption_tiny", "hyperprior_tiny",
+                                                                           "fgm_tiny")],
+    *[("sodec_stage3", f"model/codec/guidance={g}") for g in ("none", "text_tiny", "text_caption_tiny", "hyperprior_tiny",
+                                                                           "fgm_tiny")],
     *[("sodec_stage3", f"model/alignment={a}") for a in ("none", "mse", "merged")],
     *[("sodec_stage3", f"model/alignment={a}", "model.train_fidelity_decoder=true") for a in ("mse", "merged")],
     ("sodec_stage2", "model/alignment=mse", "model.train_fidelity_decoder=true"),
@@ -381,3 +384,56 @@ def test_full_finetuning_takes_no_lora_rank(tmp_path):
     with pytest.raises(ConfigError, match="set lora_rank=null") as error:
         _module(tmp_path, "model.codec.backbone.full_finetune=true")
     assert error.value.key == "model.codec.backbone.full_finetune"
+
+
+def test_the_caption_guidance_prompts_the_unet_with_a_caption_of_each_images_fidelity_reconstruction(tmp_path):
+    """Guidance (ii) depends on the image: x̂_f's caption, encoded by SD's text encoder."""
+    module = _module(tmp_path, "model/codec/guidance=text_caption_tiny", stage="sodec_stage2")
+    guidance = module.codec.guidance
+    images = torch.zeros(2, 3, 64, 64)
+    images[0, :, :, :40] = torch.tensor([0.15, 0.3, 0.85]).view(3, 1, 1)  # 5/8 blue, 3/8 green
+    images[0, :, :, 40:] = torch.tensor([0.2, 0.65, 0.2]).view(3, 1, 1)
+    images[1, :, :, :48] = 0.95  # 3/4 white, 1/4 red
+    images[1, :, :, 48:] = torch.tensor([0.8, 0.1, 0.1]).view(3, 1, 1)
+    captions = guidance.captions(images)
+    assert captions == ["a dim photo of blue and green", "a bright photo of white and red"]
+    tokens = guidance(images, torch.zeros(2, 8, 1, 1))
+    assert tokens.shape == (2, 77, 32) and not torch.allclose(tokens[0], tokens[1])
+
+
+@pytest.fixture
+def tiny_blip(tmp_path):
+    """A BLIP captioner of test size with random weights, saved as a model directory is."""
+    from transformers import BertTokenizer, BlipConfig, BlipForConditionalGeneration, BlipImageProcessor, BlipProcessor
+
+    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "photo", "of", "cat", "dog", "tree", "sky"]
+    (tmp_path / "vocab.txt").write_text("\n".join(words))
+    tokenizer = BertTokenizer(str(tmp_path / "vocab.txt"))
+    processor = BlipProcessor(BlipImageProcessor(size={"height": 32, "width": 32}), tokenizer)
+    torch.manual_seed(0)
+    config = BlipConfig(text_config=dict(vocab_size=len(words), hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                                         num_attention_heads=2, bos_token_id=2, sep_token_id=3, pad_token_id=0,
+                                         max_position_embeddings=32),
+                        vision_config=dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                                           num_attention_heads=2, image_size=32, patch_size=8))
+    directory = tmp_path / "blip"
+    BlipForConditionalGeneration(config).save_pretrained(directory)
+    processor.save_pretrained(directory)
+    return directory
+
+
+def test_a_blip_captioner_from_a_local_directory_captions_the_same_image_the_same_way(tiny_blip):
+    from osdic.models.guidance import ImageCaptioner
+
+    captioner = ImageCaptioner(str(tiny_blip), max_new_tokens=5)
+    images = torch.rand(2, 3, 48, 40)
+    captions = captioner(images)
+    assert len(captions) == 2 and all(isinstance(c, str) for c in captions)
+    assert captioner(images) == captions
+
+
+def test_a_captioner_that_is_not_on_disk_says_where_it_comes_from():
+    from osdic.models.guidance import ImageCaptioner
+
+    with pytest.raises(MissingWeightsError, match="hf download someone/no-such-captioner"):
+        ImageCaptioner("someone/no-such-captioner")

@@ -214,7 +214,7 @@ def test_hydra_keys_of_an_allowed_class_are_refused_in_a_package(package_dir, tm
         load_package(tampered)
 
 
-@pytest.mark.parametrize("guidance", ["none", "text_tiny", "hyperprior_tiny", "fgm_tiny"])
+@pytest.mark.parametrize("guidance", ["none", "text_tiny", "text_caption_tiny", "hyperprior_tiny", "fgm_tiny"])
 def test_every_codec_the_configs_build_exports_only_allowed_classes(tmp_path, guidance):
     """A codec class missing from CODEC_CLASSES would export packages that nothing can load."""
     cfg = compose_config(["model=sodec_stage2", *TINY_SODEC, f"model/codec/guidance={guidance}"], tmp_path / "run")

@@ -1,13 +1,14 @@
 """Cross-attention guidance for the one-step UNet: the tokens c_g that replace the text embedding.
 
 Variants (SODEC's guidance ablation), one config key ``model.codec.guidance``:
-  none        learned null tokens
-  text        a prompt through SD's own text encoder, computed once and kept as a buffer
-  hyperprior  tokens from ẑ
-  fgm         the Fidelity Guidance Module: x̂_f → frozen ViT F → trainable projection F_p
+  none          learned null tokens
+  text_caption  a caption of x̂_f (a captioning model) through SD's own text encoder
+  text          a fixed prompt through SD's text encoder, computed once (OSDiff's empty-prompt context)
+  hyperprior    tokens from ẑ
+  fgm           the Fidelity Guidance Module: x̂_f → frozen ViT F → trainable projection F_p
 All produce ``num_tokens × context_dim`` (77 × 1024 for SD 2.1) and share ``forward(x_hat_f, z_hat)``;
-only the FGM reads x̂_f (``uses_fidelity_image``), the others get ``None`` for it, so SODEC runs
-D_a only when something needs x̂_f.
+the FGM and the caption read x̂_f (``uses_fidelity_image``), the others get ``None`` for it, so
+SODEC runs D_a only when something needs x̂_f.
 """
 
 from __future__ import annotations
@@ -154,10 +155,26 @@ def byte_level_clip_tokenizer():
     return CLIPTokenizer(vocab=vocab, merges=[])
 
 
+def sd_text_encoder(pretrained: str | None, text_config: dict | None):
+    """SD's tokenizer and text encoder (its ``tokenizer``/``text_encoder`` subfolders, local files
+    only), or a random CLIP text encoder of ``text_config`` with a byte-level tokenizer (tests)."""
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+    if text_config is not None:
+        return byte_level_clip_tokenizer(), CLIPTextModel(CLIPTextConfig(**plain(text_config)))
+    try:
+        return (CLIPTokenizer.from_pretrained(pretrained, subfolder="tokenizer"),
+                CLIPTextModel.from_pretrained(pretrained, subfolder="text_encoder"))
+    except OSError as exc:
+        raise MissingWeightsError(f"cannot load SD's text encoder from {pretrained!r}: {exc}") from None
+
+
 class TextGuidance(nn.Module):
-    """(ii) Text prompt guidance: SD's text encoder applied once to ``prompt``; the embedding is
-    a buffer (saved with the model), the encoder is not kept. With the empty prompt this is the
-    context SD was trained with for unconditional generation (OSDiff feeds it to its UNet)."""
+    """(ii) Text prompt guidance with a fixed prompt: SD's text encoder applied once to
+    ``prompt``; the embedding is a buffer (saved with the model), the encoder is not kept. With
+    the empty prompt this is the context SD was trained with for unconditional generation
+    (OSDiff feeds it to its UNet). The guidance ablation's arm, whose prompt depends on the
+    image, is :class:`CaptionGuidance`."""
 
     uses_fidelity_image = False
 
@@ -171,18 +188,9 @@ class TextGuidance(nn.Module):
         **_: Any,
     ):
         super().__init__()
-        from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
-
         self.hparams = dict(context_dim=context_dim, prompt=prompt, pretrained=pretrained,
                             text_config=text_config, num_tokens=num_tokens)
-        if text_config is not None:
-            tokenizer, encoder = byte_level_clip_tokenizer(), CLIPTextModel(CLIPTextConfig(**plain(text_config)))
-        else:
-            try:
-                tokenizer = CLIPTokenizer.from_pretrained(pretrained, subfolder="tokenizer")
-                encoder = CLIPTextModel.from_pretrained(pretrained, subfolder="text_encoder")
-            except OSError as exc:
-                raise MissingWeightsError(f"cannot load SD's text encoder from {pretrained!r}: {exc}") from None
+        tokenizer, encoder = sd_text_encoder(pretrained, text_config)
         ids = tokenizer(prompt, padding="max_length", max_length=num_tokens, truncation=True, return_tensors="pt")
         with torch.no_grad():
             embedding = encoder(ids.input_ids).last_hidden_state
@@ -195,3 +203,116 @@ class TextGuidance(nn.Module):
 
     def forward(self, x_hat_f: Tensor | None, z_hat: Tensor) -> Tensor:
         return self.tokens(z_hat.shape[0])
+
+
+class TextEncoder(ExternalWeights):
+    """SD's frozen text encoder and its tokenizer, kept to encode a prompt per image."""
+
+    def __init__(self, pretrained: str | None = "stabilityai/stable-diffusion-2-1-base",
+                 text_config: dict | None = None, num_tokens: int = 77):
+        super().__init__()
+        self.hparams = dict(pretrained=pretrained, text_config=text_config, num_tokens=num_tokens)
+        self.tokenizer, self.model = sd_text_encoder(pretrained, text_config)
+        self.model.requires_grad_(False).eval()
+        self.num_tokens = num_tokens
+
+    @property
+    def hidden_size(self) -> int:
+        return int(self.model.config.hidden_size)
+
+    def train(self, mode: bool = True) -> "TextEncoder":
+        return super().train(False)
+
+    def forward(self, prompts: Sequence[str]) -> Tensor:
+        ids = self.tokenizer(list(prompts), padding="max_length", max_length=self.num_tokens, truncation=True,
+                             return_tensors="pt").input_ids
+        return self.model(ids.to(self.model.device)).last_hidden_state
+
+
+#: colour names of :class:`ColourCaptioner`, with the RGB each stands for
+COLOURS = {"black": (0.05, 0.05, 0.05), "grey": (0.5, 0.5, 0.5), "white": (0.95, 0.95, 0.95),
+           "red": (0.8, 0.1, 0.1), "orange": (0.95, 0.55, 0.1), "yellow": (0.95, 0.9, 0.2),
+           "green": (0.2, 0.65, 0.2), "cyan": (0.2, 0.8, 0.85), "blue": (0.15, 0.3, 0.85),
+           "purple": (0.5, 0.2, 0.65), "pink": (0.95, 0.6, 0.75), "brown": (0.45, 0.3, 0.15)}
+
+
+class ColourCaptioner(nn.Module):
+    """A captioner without weights, the stand-in where no captioning model can be downloaded
+    (tests, the miniature tables): the image's brightness and its two most frequent colour names
+    (nearest of :data:`COLOURS` per pixel), e.g. ``"a bright photo of blue and green"``. It
+    depends on the image as a caption does; it knows nothing of its content."""
+
+    def __init__(self):
+        super().__init__()
+        self.hparams: dict = {}
+        self.register_buffer("palette", torch.tensor(list(COLOURS.values())), persistent=False)
+
+    @torch.no_grad()
+    def forward(self, images: Tensor) -> list[str]:
+        pixels = F.interpolate(images.float().clamp(0, 1), size=(32, 32), mode="area").flatten(2).transpose(1, 2)
+        nearest = torch.cdist(pixels, self.palette.to(pixels).expand(pixels.shape[0], -1, -1)).argmin(dim=-1)
+        names = list(COLOURS)
+        captions = []
+        for counts, brightness in zip(F.one_hot(nearest, len(names)).sum(dim=1), pixels.mean(dim=(1, 2))):
+            first, second = (names[i] for i in counts.argsort(descending=True, stable=True)[:2].tolist())
+            light = "dark" if brightness < 0.3 else "bright" if brightness > 0.6 else "dim"
+            captions.append(f"a {light} photo of {first} and {second}")
+        return captions
+
+
+class ImageCaptioner(ExternalWeights):
+    """A BLIP captioning model (transformers' ``BlipForConditionalGeneration``, e.g.
+    ``Salesforce/blip-image-captioning-base``), from local files only, greedy decoding: a caption
+    per image in [0, 1]."""
+
+    def __init__(self, pretrained: str = "Salesforce/blip-image-captioning-base", max_new_tokens: int = 20):
+        super().__init__()
+        from transformers import BlipForConditionalGeneration, BlipProcessor
+
+        self.hparams = dict(pretrained=pretrained, max_new_tokens=max_new_tokens)
+        try:
+            self.processor = BlipProcessor.from_pretrained(pretrained, local_files_only=True)
+            self.model = BlipForConditionalGeneration.from_pretrained(pretrained, local_files_only=True)
+        except OSError as exc:
+            raise MissingWeightsError(
+                f"cannot load the captioning model {pretrained!r} from local files: {exc}\nDownload it once "
+                f"(`hf download {pretrained}`) into the HF cache, or set its `pretrained` to a local directory."
+            ) from None
+        self.model.requires_grad_(False).eval()
+        self.max_new_tokens = max_new_tokens
+
+    def train(self, mode: bool = True) -> "ImageCaptioner":
+        return super().train(False)
+
+    @torch.no_grad()
+    def forward(self, images: Tensor) -> list[str]:
+        inputs = self.processor(images=list(images.float().clamp(0, 1).cpu()), do_rescale=False, return_tensors="pt")
+        pixels = inputs.pixel_values.to(device=self.model.device, dtype=self.model.dtype)
+        ids = self.model.generate(pixel_values=pixels, max_new_tokens=self.max_new_tokens, do_sample=False, num_beams=1)
+        return [caption.strip() for caption in self.processor.batch_decode(ids, skip_special_tokens=True)]
+
+
+class CaptionGuidance(nn.Module):
+    """(ii) Text prompt guidance whose prompt depends on the image: a caption of x̂_f (which the
+    decoder has, so no bits are spent on it) by ``captioner``, through SD's frozen text encoder,
+    as OSEDiff (SODEC's code base) prompts its UNet with tags of its own input. Nothing in it
+    trains; the caption carries no gradient."""
+
+    uses_fidelity_image = True
+
+    def __init__(self, context_dim: int, captioner: nn.Module, pretrained: str | None = None,
+                 text_config: dict | None = None, num_tokens: int = 77, **_: Any):
+        super().__init__()
+        self.captioner = captioner
+        self.text_encoder = TextEncoder(pretrained, text_config, num_tokens)
+        if self.text_encoder.hidden_size != context_dim:
+            raise ValueError(f"text encoder width {self.text_encoder.hidden_size} != UNet cross-attention width "
+                             f"{context_dim}")
+        self.hparams = dict(context_dim=context_dim, captioner=captioner, pretrained=pretrained,
+                            text_config=text_config, num_tokens=num_tokens)
+
+    def captions(self, x_hat_f: Tensor) -> list[str]:
+        return self.captioner(x_hat_f)
+
+    def forward(self, x_hat_f: Tensor, z_hat: Tensor) -> Tensor:
+        return self.text_encoder(self.captions(x_hat_f)).to(x_hat_f.dtype)
