@@ -367,3 +367,49 @@ def test_same_file_name_in_a_subfolder_keeps_its_own_results(tmp_path, packages)
     assert Image.open(reconstructions / "sub" / "a.png").width == 128
     resumed, _ = _evaluate_folder(tmp_path, root, packages, "psnr")  # every image done: nothing recomputed
     assert resumed == rows
+
+
+@pytest.mark.parametrize("metric, file_name", [("clipiqa", "RN50.pt"), ("musiq", "musiq_koniq_ckpt-e95806b9.pth")])
+def test_no_reference_metrics_come_from_pyiqa_and_stop_without_their_weights(tmp_path, monkeypatch, metric, file_name):
+    """CLIPQA and MUSIQ as the literature computes them (pyiqa), never downloaded behind the
+    user's back and never random without the tests' flag, which then marks them."""
+    from osdic.checks import MissingWeightsError
+    from osdic.metrics.quality import metric_spec
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))  # an empty torch hub cache
+    with pytest.raises(MissingWeightsError, match=file_name) as error:
+        metric_spec(metric).build(False)
+    assert "https://" in str(error.value) and "allow_random_weights" in str(error.value)
+    built = metric_spec(metric).build(True)
+    assert built.random_weights and type(built.metric.net).__module__.startswith("pyiqa.")
+    scores = built(torch.rand(2, 3, 96, 128))
+    assert scores.shape == (2,) and torch.isfinite(scores).all()
+
+
+def test_a_clip_file_that_is_not_openais_is_never_run(tmp_path, monkeypatch):
+    from osdic.checks import MissingWeightsError
+    from osdic.metrics.iqa import WEIGHT_FILES, PyIQAMetric
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    path = WEIGHT_FILES["clipiqa"][0].path
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"a TorchScript archive from somewhere else")
+    with pytest.raises(MissingWeightsError, match="not the published file"):
+        PyIQAMetric("clipiqa")
+
+
+def test_musiq_weights_are_read_as_tensors_only(tmp_path, monkeypatch):
+    from osdic.metrics.iqa import WEIGHT_FILES, PyIQAMetric
+    from osdic.utils.untrusted import UntrustedFileError
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    reference = PyIQAMetric("musiq", allow_random_weights=True)
+    path = WEIGHT_FILES["musiq"][0].path
+    path.parent.mkdir(parents=True)
+    torch.save({k: v + 0.01 for k, v in reference.metric.net.state_dict().items()}, path)
+    loaded = PyIQAMetric("musiq")
+    assert not loaded.random_weights
+    assert torch.equal(loaded.metric.net.head.weight, reference.metric.net.head.weight + 0.01)
+    torch.save({"weights": reference.metric.net.state_dict(), "made_by": PyIQAMetric}, path)  # pickles a class
+    with pytest.raises(UntrustedFileError):
+        PyIQAMetric("musiq")

@@ -13,7 +13,7 @@ from osdic import PROJECT_ROOT
 #: this project's metric names → the file's
 CSV_METRIC_NAMES = {"psnr": "psnr_rgb", "ms_ssim": "ms_ssim_rgb", "ms_ssim_y": "ms_ssim_y",
                     "lpips_alex": "lpips_alex", "lpips_vgg": "lpips_vgg", "dists": "dists", "fid256": "fid256",
-                    "clipiqa": "clipiqa"}
+                    "clipiqa": "clipiqa", "musiq": "musiq"}
 
 
 def resolve(path: str | Path) -> Path:

@@ -2,7 +2,8 @@
 
 Per-image metrics (averaged over a dataset): psnr (RGB), ms_ssim (RGB), ms_ssim_y (the Y
 channel of BT.601 YCbCr with the 16–235 range, pyiqa's convention), lpips_alex, lpips_vgg,
-dists, clipiqa (no reference: scored on the reconstruction). Distribution metrics: fid256 and
+dists, clipiqa and musiq (no reference: scored on the reconstruction, as pyiqa computes them:
+:mod:`osdic.metrics.iqa`). Distribution metrics: fid256 and
 kid256 on 256×256 patches with HiFiC's half-shifted second pass (:func:`fid_patches`).
 
 Every metric with a pretrained backbone checks that its weights are on disk and otherwise stops
@@ -24,7 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics.functional.image import multiscale_structural_similarity_index_measure
 
-from osdic.models.guidance import CLIP_MEAN, CLIP_STD
+from osdic.metrics.iqa import PyIQAMetric
 from osdic.metrics.perceptual import LPIPS, torchvision_weights_path
 
 from osdic.checks import ConfigError, MissingWeightsError
@@ -106,54 +107,6 @@ def _require_torchvision(net: str, metric: str, allow_random_weights: bool) -> b
     if not allow_random_weights:
         raise MissingWeightsError(f"{metric} needs {path.name}, not found at {path}: download {url} into {path.parent}")
     return True
-
-
-class CLIPIQA(ExternalWeights):
-    """CLIP-IQA (Wang et al. 2023): softmax over the image's similarity to "Good photo." and
-    "Bad photo." → P(good). CLIP from the HF cache (``openai/clip-vit-base-patch32``)."""
-
-    reloadable = True  # a metric: always rebuilt, never stored
-
-    PROMPTS = ("Good photo.", "Bad photo.")
-
-    def __init__(self, allow_random_weights: bool, model: str = "openai/clip-vit-base-patch32"):
-        super().__init__()
-        from transformers import CLIPConfig, CLIPModel, CLIPTokenizer
-
-        try:
-            self.model, tokenizer = CLIPModel.from_pretrained(model), CLIPTokenizer.from_pretrained(model)
-            self.random_weights = False
-        except OSError:
-            if not allow_random_weights:
-                raise MissingWeightsError(
-                    f"CLIPIQA needs the CLIP model {model!r} in the Hugging Face cache: "
-                    f"`hf download {model}` (or set HF_HOME to a cache holding it)"
-                ) from None
-            from osdic.models.guidance import byte_level_clip_tokenizer
-
-            config = CLIPConfig(
-                text_config=dict(vocab_size=514, bos_token_id=512, eos_token_id=513, pad_token_id=513, hidden_size=32,
-                                 intermediate_size=64, num_hidden_layers=1,
-                                 num_attention_heads=2, max_position_embeddings=77),
-                vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
-                                   image_size=64, patch_size=16),
-                projection_dim=16,
-            )
-            self.model, tokenizer, self.random_weights = CLIPModel(config), byte_level_clip_tokenizer(), True
-        self.model.eval().requires_grad_(False)
-        tokens = tokenizer(list(self.PROMPTS), padding=True, return_tensors="pt")
-        with torch.no_grad():
-            text = self.model.get_text_features(**tokens)
-        self.register_buffer("text", F.normalize(text if isinstance(text, Tensor) else text.pooler_output, dim=-1))
-        self.image_size = self.model.config.vision_config.image_size
-        self.register_buffer("mean", torch.tensor(CLIP_MEAN).view(1, 3, 1, 1))
-        self.register_buffer("std", torch.tensor(CLIP_STD).view(1, 3, 1, 1))
-
-    def forward(self, x_hat: Tensor, x: Tensor | None = None) -> Tensor:
-        image = F.interpolate(x_hat, size=(self.image_size, self.image_size), mode="bicubic", antialias=True)
-        features = self.model.get_image_features(pixel_values=(image.clamp(0, 1) - self.mean) / self.std)
-        features = F.normalize(features if isinstance(features, Tensor) else features.pooler_output, dim=-1)
-        return (100 * features @ self.text.T).softmax(dim=-1)[:, 0]
 
 
 def fid_patches(image: Tensor, size: int = PATCH) -> Tensor:
@@ -269,7 +222,8 @@ PER_IMAGE_METRICS: dict[str, MetricSpec] = {spec.name: spec for spec in [
     MetricSpec("lpips_alex", "LPIPS (AlexNet)", "", False, "lpips-alex", _lpips("alex")),
     MetricSpec("lpips_vgg", "LPIPS (VGG)", "", False, "lpips-vgg", _lpips("vgg")),
     MetricSpec("dists", "DISTS", "", False, "dists", lambda allow: DISTS(allow)),
-    MetricSpec("clipiqa", "CLIP-IQA", "", True, "clipiqa", lambda allow: CLIPIQA(allow)),
+    MetricSpec("clipiqa", "CLIP-IQA (pyiqa)", "", True, "clipiqa", lambda allow: PyIQAMetric("clipiqa", allow)),
+    MetricSpec("musiq", "MUSIQ (pyiqa, KonIQ)", "", True, "musiq", lambda allow: PyIQAMetric("musiq", allow)),
 ]}
 PER_IMAGE = tuple(PER_IMAGE_METRICS)
 

@@ -26,9 +26,10 @@ from typing import Any, Callable, Iterator
 import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from osdic.metrics.iqa import WEIGHT_FILES, WeightFile
+
 #: metrics (validation's and evaluation's) → the torchvision backbone whose weights they read
 TORCHVISION_BACKBONE = {"lpips_alex": "alex", "lpips_vgg": "vgg", "dists": "vgg"}
-CLIPIQA_MODEL = "openai/clip-vit-base-patch32"
 
 
 @dataclass
@@ -126,6 +127,15 @@ def torchvision_backbone(key: str, net: str) -> Requirement:
                        lambda: (path.parent.mkdir(parents=True, exist_ok=True), torch.hub.download_url_to_file(url, str(path))))
 
 
+def weight_file(key: str, file: WeightFile) -> Requirement:
+    """A file of a pyiqa metric in the torch hub folder, checked as the metric checks it."""
+    problem = file.problem()
+    return Requirement("weights", key, file.path.name, problem is None, f"cached ({file.path})" if problem is None
+                       else problem, "" if problem is None else f"curl -L {file.url} -o {file.path}",
+                       lambda: (file.path.parent.mkdir(parents=True, exist_ok=True),
+                                torch.hub.download_url_to_file(file.url, str(file.path))))
+
+
 def fid_inception(key: str) -> Requirement:
     try:
         from torch_fidelity.feature_extractor_inceptionv3 import URL_INCEPTION_V3
@@ -158,8 +168,9 @@ def weight_requirements(cfg: dict) -> list[Requirement]:
             if metric in TORCHVISION_BACKBONE:
                 net = TORCHVISION_BACKBONE[metric]
                 found.setdefault(f"tv:{net}", torchvision_backbone(key, net))
-            elif metric == "clipiqa":
-                found.setdefault(CLIPIQA_MODEL, hf_model(key, CLIPIQA_MODEL))
+            elif metric in WEIGHT_FILES:
+                for file in WEIGHT_FILES[metric]:
+                    found.setdefault(file.relative_path, weight_file(key, file))
             elif metric in ("fid256", "kid256"):
                 found.setdefault("fid", fid_inception(key))
     return list(found.values())
