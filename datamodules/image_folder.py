@@ -37,11 +37,13 @@ class ImageFolderDataModule(pl.LightningDataModule):
     """Random crops for training; full images (or central crops, after resizing the short side
     if ``val_resize_short`` is set) for validation and test: the view evaluate.py takes of the
     same data node's folders (:func:`osdic.metrics.datasets.split_images`). ``name`` is the
-    dataset's name as evaluation outputs and the literature's points spell it."""
+    dataset's name in evaluation outputs, ``published_as`` the literature's (the published points'),
+    which evaluation reads."""
 
     def __init__(
         self,
         name: str = "images",
+        published_as: str | None = None,
         train_dirs: str | Sequence[str] | None = None,
         val_dirs: str | Sequence[str] | None = None,
         test_dirs: str | Sequence[str] | None = None,
@@ -72,7 +74,7 @@ class ImageFolderDataModule(pl.LightningDataModule):
         require_positive("batch_size", batch_size)
         require_int("num_workers", num_workers, minimum=0)
         self.crops_per_image = require_int("crops_per_image", crops_per_image, minimum=1)
-        self.name = name
+        self.name, self.published_as = name, published_as or name
         self.train_dirs = existing_folders("train_dirs", train_dirs)
         self.val_dirs = existing_folders("val_dirs", val_dirs)
         self.test_dirs = existing_folders("test_dirs", test_dirs)

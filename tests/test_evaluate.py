@@ -310,10 +310,11 @@ def _compose(config_name: str, overrides: list[str]):
         return compose(config_name, overrides=overrides)
 
 
-@pytest.mark.parametrize("node, name, size", [
-    ("kodak", "Kodak", (120, 80)), ("clic2020", "CLIC2020", (1000, 800)), ("clic2020_768", "CLIC2020-768", (768, 768)),
-    ("div2k", "DIV2K-val", (1020, 700)), ("div2k_val_crop", "DIV2K-val-512", (512, 512))])
-def test_evaluation_reads_the_data_node_training_reads(tmp_path, monkeypatch, node, name, size):
+@pytest.mark.parametrize("node, name, size, published_as", [
+    ("kodak", "Kodak", (120, 80), "Kodak"), ("clic2020", "CLIC2020", (1000, 800), "CLIC2020"),
+    ("clic2020_768", "CLIC2020-768", (768, 768), "CLIC2020-DiffEIC-version"),
+    ("div2k", "DIV2K-val", (1020, 700), "DIV2K-val"), ("div2k_val_crop", "DIV2K-val-512", (512, 512), "DIV2K-val-512")])
+def test_evaluation_reads_the_data_node_training_reads(tmp_path, monkeypatch, node, name, size, published_as):
     """One tree: evaluate.py's images are a split of the training data node, in its validation view."""
     monkeypatch.delenv("KODAK_DIR", raising=False)
     for folder, image_size in [("kodak", (80, 120)), ("CLIC2020/test", (800, 1000)), ("DIV2K/DIV2K_valid_HR", (700, 1020)),
@@ -322,6 +323,9 @@ def test_evaluation_reads_the_data_node_training_reads(tmp_path, monkeypatch, no
     data = _compose("evaluate", [f"data={node}", f"paths.data_dir={tmp_path}"]).data
     [(image_name, image)] = list(split_images(data))
     assert (split_images(data).name, image_name, image.size) == (name, "a.png", size)
+    assert split_images(data).published_as == published_as, "the literature's points of the same protocol"
+    if published_as != "DIV2K-val-512":  # the published points have no 512² crops of DIV2K
+        assert published_points("../shared/reference/published_rd_points.csv", published_as, "dists")
     datamodule = instantiate_node(data, "data")
     datamodule.setup("validate")
     assert torch.equal(datamodule.datasets["val"][0], to_tensor(image)), "validation sees what evaluation sees"

@@ -26,11 +26,15 @@ class EvalImages:
     :attr:`skipped` (name → reason); the others are evaluated."""
 
     def __init__(self, name: str, folders: str | os.PathLike | Sequence[str | os.PathLike],
-                 resize_short: int | None = None, crop_size: int | None = None, max_images: int | None = None):
+                 resize_short: int | None = None, crop_size: int | None = None, max_images: int | None = None,
+                 published_as: str | None = None):
+        """``published_as``: the literature's name of this set in the published points (default
+        ``name``); CLIC2020 in OSDiff's 768² protocol is DiffEIC's ``CLIC2020-DiffEIC-version``."""
         self.folders = [Path(folder) for folder in existing_folders("folders", folders)]
         if not self.folders:
             raise ConfigError("folders", "no folder given")
         self.name, self.resize_short, self.crop_size = name, resize_short, crop_size
+        self.published_as = published_as or name
         self.files: dict[str, Path] = {}
         for folder in self.folders:
             for path in list_images([folder]):
@@ -67,6 +71,7 @@ def split_images(data: Mapping[str, Any], split: str = "test", max_images: int |
     if not data.get(key):
         raise ConfigError(key, f"{data.get('name')} has no {split} folders to evaluate: set {key}")
     try:
-        return EvalImages(data["name"], data[key], data.get("val_resize_short"), data.get("val_crop_size"), max_images)
+        return EvalImages(data["name"], data[key], data.get("val_resize_short"), data.get("val_crop_size"), max_images,
+                          data.get("published_as"))
     except ConfigError as error:
         raise ConfigError(key if error.key == "folders" else error.key, error.message) from None

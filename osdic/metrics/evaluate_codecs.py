@@ -151,7 +151,7 @@ def evaluate_codecs(images: EvalImages, codecs: Mapping[str, str | Sequence[str]
     warning = "; ".join(warnings) or None
     for metric in quality:
         plot_metric(curves, metric, images.name, out / f"rd_{metric}.png",
-                    read_published_points(published_points, images.name, metric), warning)
+                    read_published_points(published_points, images.published_as, metric), warning)
     _sample_columns(evaluator, points, pictures[0], out / "samples.png")
     _print_table(curves, quality, table, out, warning, images.skipped)
     return EvaluationResult(images.name, out, curves, quality, table, evaluator.rows, codec_paths)
