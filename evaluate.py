@@ -53,7 +53,8 @@ def evaluate(cfg: DictConfig) -> EvaluationResult | dict:
     codecs = OmegaConf.to_container(cfg.codecs, resolve=True)
     if cfg.benchmark:
         return benchmark_codecs(images, codecs, cfg.output_dir, device=cfg.device, warmup=cfg.warmup,
-                                repeat=cfg.benchmark_repeat, load_codec=load_codec)
+                                repeat=cfg.benchmark_repeat, resolution=cfg.benchmark_resolution,
+                                load_codec=load_codec)
     exit_code = 1
     try:
         result = evaluate_codecs(

@@ -81,6 +81,16 @@ def evaluation_view(image: Image.Image, resize_short: int | None = None, crop_si
     return image
 
 
+def fit_and_crop(image: Image.Image, height: int, width: int) -> Image.Image:
+    """The central ``height``×``width`` of ``image`` scaled (bicubic) to just cover it: a latency
+    benchmark's input at the resolution a paper timed (SODEC 512², OSDiff 512×768)."""
+    scale = max(height / image.height, width / image.width)
+    image = image.resize((max(width, math.ceil(image.width * scale)), max(height, math.ceil(image.height * scale))),
+                         Image.BICUBIC)
+    left, top = (image.width - width) // 2, (image.height - height) // 2
+    return image.crop((left, top, left + width, top + height))
+
+
 def _require_regular_file(path: Path) -> None:
     """Raise UnreadableImage, before anything opens it (a FIFO would block), for what is not a
     non-empty regular file."""

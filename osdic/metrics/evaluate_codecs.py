@@ -25,11 +25,12 @@ from torch import nn
 
 from osdic.checks import ConfigError
 from osdic.codec.package import load_package, package_warnings
-from osdic.images import to_tensor
+from osdic.codec.image_codec import bits_per_pixel, compress_image
+from osdic.images import fit_and_crop, to_tensor
 from osdic.metrics import baselines as baseline_codecs
 from osdic.metrics.datasets import EvalImages
 from osdic.metrics.evaluation import Evaluator, Point, bd_rate_table, compressai_json, rd_curve
-from osdic.metrics.latency import decode_breakdown
+from osdic.metrics.latency import decode_breakdown, encode_seconds
 from osdic.metrics.plots import plot_metric, sample_grid
 from osdic.metrics.published import published_points as read_published_points
 from osdic.metrics.sweep import is_sweep, point_label, read_sweep, swept_keys
@@ -169,30 +170,39 @@ def codec_warnings(path: str | Path) -> list[str]:
 
 
 def benchmark_codecs(images: EvalImages, codecs: Mapping[str, str | Sequence[str]], output_dir: str | Path, *,
-                     device: str = "auto", warmup: int = 1, repeat: int = 5,
+                     device: str = "auto", warmup: int = 1, repeat: int = 5, resolution: Sequence[int] | None = None,
                      load_codec: CodecLoader = load_package) -> dict:
-    """Times only: the per-module decode breakdown (medians after warm-up, synchronised) of the
-    first readable image, for every point of ``codecs``; written to ``latency.json`` with the
-    device, dtype and resolution."""
+    """Times only, on the first readable image (at ``resolution`` = (height, width) if given: scaled
+    to cover it and centre-cropped): per point of ``codecs``, the encode time, the per-module decode
+    breakdown (medians after warm-up, synchronised) and the image's bpp through a real file;
+    written to ``latency.json`` with the device, dtype and resolution."""
     device = resolve_device(device)
     name, image = next(iter(images), (None, None))
     if image is None:
         raise FileNotFoundError(f"no readable image in {images.name}: {images.skipped}")
+    if resolution is not None:
+        image = fit_and_crop(image, *resolution)
     x = to_tensor(image)[None]
     report = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU",
               "dtype": "float32", "image": name, "resolution": [image.height, image.width], "batch": 1,
               "repeat": repeat, "models": {}}
     for model, entries in codecs.items():
         for path, label, _ in codec_points(model, entries):
-            codec, _ = load_codec(path)
-            report["models"][label] = decode_breakdown(codec.to(device), x, repeat, warmup)
+            codec, fingerprint = load_codec(path)
+            codec = codec.to(device)
+            report["models"][label] = {
+                "encode": encode_seconds(codec, x, repeat, warmup),
+                "decode": decode_breakdown(codec, x, repeat, warmup),
+                "bpp": bits_per_pixel(compress_image(codec, fingerprint, x), image.height, image.width),
+                "warnings": codec_warnings(path)}
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     write_atomically(out / "latency.json", json.dumps(report, indent=2).encode())
     print(f"{report['device']}, float32, batch 1, {image.height}×{image.width} ({name}), median of "
           f"{repeat} after {warmup} warm-up:")
     for model, figures in report["models"].items():
-        print(f"  {model}: " + ", ".join(f"{k} {v * 1000:.1f} ms" for k, v in figures.items()))
+        print(f"  {model}: encode {figures['encode'] * 1000:.1f} ms; decode " + ", ".join(
+            f"{k} {v * 1000:.1f} ms" for k, v in figures["decode"].items()) + f"; {figures['bpp']:.4f} bpp")
     return report
 
 

@@ -38,6 +38,21 @@ class StepTimer:
 
 
 @torch.inference_mode()
+def encode_seconds(codec, x: Tensor, repeat: int = 3, warmup: int = 1) -> float:
+    """Median seconds of ``codec.compress`` (analysis transforms and entropy coding) for image
+    ``x`` after ``warmup`` runs, synchronised."""
+    param = next(p for p in codec.parameters())
+    x = x.to(device=param.device, dtype=param.dtype)
+    for _ in range(warmup):
+        codec.compress(x)
+    timer = StepTimer(param.device)
+    for _ in range(repeat):
+        with timer("encode"):
+            codec.compress(x)
+    return statistics.median(timer.seconds["encode"])
+
+
+@torch.inference_mode()
 def decode_breakdown(codec, x: Tensor, repeat: int = 3, warmup: int = 1) -> dict[str, float]:
     """Seconds per step of ``codec.decompress`` for image ``x`` (1×3×H×W in [0, 1]): medians over
     ``repeat`` whole decodes after ``warmup`` ones, in the order decompress runs them, then their
