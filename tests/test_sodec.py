@@ -227,8 +227,15 @@ def test_decode_path_through_a_file_with_a_pretrained_backbone(tmp_path, pretrai
 
 
 def test_missing_backbone_weights_say_what_to_download(tmp_path):
-    with pytest.raises(MissingWeightsError, match="`hf download "):
-        DiffusionBackbone(pretrained=str(tmp_path / "no-such-model"))
+    with pytest.raises(MissingWeightsError, match="`hf download someone/no-such-model --local-dir"):
+        DiffusionBackbone(pretrained="someone/no-such-model")
+
+
+def test_a_missing_local_backbone_directory_says_what_makes_it(tmp_path):
+    with pytest.raises(MissingWeightsError, match="python -m osdic.utils.standin_backbone --photos <folders> --out "
+                                                   + str(tmp_path / "standin-sd")) as error:
+        DiffusionBackbone(pretrained=str(tmp_path / "standin-sd"))
+    assert "hf download stabilityai/stable-diffusion-2-1-base --local-dir" in str(error.value)
 
 
 class _OracleUNet(nn.Module):

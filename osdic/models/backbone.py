@@ -7,6 +7,7 @@ real SD 2.1 configs for FLOP-exact benchmarks). Both paths build the same diffus
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Sequence
 
 import torch
@@ -26,7 +27,17 @@ DEFAULT_LORA_TARGETS = (
 )
 
 
+def _is_local_path(source: str) -> bool:
+    return source.startswith((".", "/", "~")) or Path(source).expanduser().exists()
+
+
 def _load_pretrained(cls, source: str, subfolder: str, revision: str | None):
+    if _is_local_path(source) and not (Path(source).expanduser() / subfolder).is_dir():
+        raise MissingWeightsError(
+            f"cannot load {cls.__name__}: {Path(source).expanduser() / subfolder} does not exist. A local backbone "
+            f"directory is made by `python -m osdic.utils.standin_backbone --photos <folders> --out {source}` (the "
+            f"CPU stand-in for SD 2.1 that `make demo` and `make table` build), or holds SD 2.1 itself: "
+            f"`hf download stabilityai/stable-diffusion-2-1-base --local-dir {source}`.")
     try:
         return cls.from_pretrained(source, subfolder=subfolder, revision=revision)
     except (OSError, ValueError) as exc:
