@@ -39,7 +39,8 @@ def _load_pretrained(cls, source: str, subfolder: str, revision: str | None):
             f"CPU stand-in for SD 2.1 that `make demo` and `make table` build), or holds SD 2.1 itself: "
             f"`hf download stabilityai/stable-diffusion-2-1-base --local-dir {source}`.")
     try:
-        return cls.from_pretrained(source, subfolder=subfolder, revision=revision)
+        # local files only: a compute node reads the cache (`python -m osdic.utils.preflight download` fills it)
+        return cls.from_pretrained(source, subfolder=subfolder, revision=revision, local_files_only=True)
     except (OSError, ValueError) as exc:
         raise MissingWeightsError(
             f"cannot load {cls.__name__} from {source!r} (subfolder {subfolder!r}): {exc}\n"

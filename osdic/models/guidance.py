@@ -94,7 +94,8 @@ class VisionEncoder(ExternalWeights):
             self.model = CLIPVisionModel(CLIPVisionConfig(**plain(config)))
         else:
             try:
-                self.model = AutoModel.from_pretrained(pretrained)
+                # local files only, and never the model's own code: a package may name this model
+                self.model = AutoModel.from_pretrained(pretrained, local_files_only=True, trust_remote_code=False)
             except OSError as exc:
                 raise MissingWeightsError(
                     f"cannot load the guidance ViT {pretrained!r}: {exc}\nDownload it once "
@@ -163,8 +164,8 @@ def sd_text_encoder(pretrained: str | None, text_config: dict | None):
     if text_config is not None:
         return byte_level_clip_tokenizer(), CLIPTextModel(CLIPTextConfig(**plain(text_config)))
     try:
-        return (CLIPTokenizer.from_pretrained(pretrained, subfolder="tokenizer"),
-                CLIPTextModel.from_pretrained(pretrained, subfolder="text_encoder"))
+        return (CLIPTokenizer.from_pretrained(pretrained, subfolder="tokenizer", local_files_only=True),
+                CLIPTextModel.from_pretrained(pretrained, subfolder="text_encoder", local_files_only=True))
     except OSError as exc:
         raise MissingWeightsError(f"cannot load SD's text encoder from {pretrained!r}: {exc}") from None
 
