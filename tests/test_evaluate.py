@@ -418,3 +418,16 @@ def test_musiq_weights_are_read_as_tensors_only(tmp_path, monkeypatch):
     torch.save({"weights": reference.metric.net.state_dict(), "made_by": PyIQAMetric}, path)  # pickles a class
     with pytest.raises(UntrustedFileError):
         PyIQAMetric("musiq")
+
+
+@pytest.mark.parametrize("metric", ["lpips_vgg", "dists", "clipiqa", "musiq"])
+def test_random_weight_metrics_are_the_same_random_network_in_every_run(metric, tmp_path, monkeypatch):
+    """A table's arms are evaluated by separate processes: random-weight metrics (tests, miniature
+    tables) must be one network, or a table would compare draws of the metric, not the arms."""
+    from osdic.metrics.quality import metric_spec
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    x_hat, x = torch.rand(1, 3, 96, 96), torch.rand(1, 3, 96, 96)
+    first = metric_spec(metric).build(True)
+    torch.manual_seed(123)  # the global RNG's state must not matter
+    assert torch.equal(first(x_hat, x), metric_spec(metric).build(True)(x_hat, x))

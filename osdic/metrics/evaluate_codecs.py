@@ -136,8 +136,9 @@ def evaluate_codecs(images: EvalImages, codecs: Mapping[str, str | Sequence[str]
                    f"(not_available lists the others), unreadable files listed in skipped_images")
     curves = {}
     for model, model_points in points.items():
-        report = compressai_json(model, model_points, description, evaluator.random_weights, images.skipped,
-                                 model_warnings.get(model, []))
+        report = {**compressai_json(model, model_points, description, evaluator.random_weights, images.skipped,
+                                    model_warnings.get(model, [])),
+                  "dataset": images.name, "published_as": images.published_as, "images": len(pictures)}
         write_atomically(out / f"{model}.json", json.dumps(report, indent=2).encode())
         curves[model] = rd_curve(model_points)
     quality = [m for m in metrics if any(m in c for c in curves.values())]

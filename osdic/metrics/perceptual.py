@@ -53,8 +53,11 @@ class LPIPS(ExternalWeights):
         if self.random_weights:
             warnings.warn(f"LPIPS-{net} runs on a RANDOM backbone (allow_random_weights): values are not LPIPS")
         self.net_name = net
-        # lpips ships its calibrated linear heads; pnet_rand avoids any download of the backbone.
-        self.model = lpips.LPIPS(net=net, pretrained=True, pnet_rand=self.random_weights, verbose=False)
+        # lpips ships its calibrated linear heads; pnet_rand avoids any download of the backbone. Random
+        # weights are the same every time (seeded, the global RNG untouched), so runs compare with each other.
+        with torch.random.fork_rng():
+            torch.manual_seed(0)
+            self.model = lpips.LPIPS(net=net, pretrained=True, pnet_rand=self.random_weights, verbose=False)
         self.model.eval().requires_grad_(False)
 
     def train(self, mode: bool = True) -> "LPIPS":

@@ -93,7 +93,8 @@ class DISTS(ExternalWeights):
         from torchmetrics.functional.image.dists import DISTSNetwork
 
         self.random_weights = _require_torchvision("vgg", "DISTS", allow_random_weights)
-        with _random_vgg16_for_dists() if self.random_weights else contextlib.nullcontext():
+        with _random_vgg16_for_dists() if self.random_weights else contextlib.nullcontext(), torch.random.fork_rng():
+            torch.manual_seed(0)  # random weights the same in every run, so that runs compare with each other
             self.net = DISTSNetwork().eval().requires_grad_(False)
 
     def forward(self, x_hat: Tensor, x: Tensor) -> Tensor:
