@@ -26,7 +26,7 @@ from omegaconf import DictConfig
 from osdic import PROJECT_ROOT
 from osdic.metrics.published import resolve
 from tables.graph import build_graph, compose_config_for
-from tables.runner import PREEMPTED, Runner, is_done
+from tables.runner import Runner, exit_status, is_done
 from tables.writer import TableWriter
 
 
@@ -75,9 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         write_arm_summaries(graph, config.wandb.project)
         log_table(writer, config.wandb.project, path.parent)
     print(f"[tables] {args.table}: {path} (and .csv, .tex), {time.perf_counter() - start:.0f} s", flush=True)
-    if "stopped" in status.values():
-        return PREEMPTED
-    return 1 if {"failed", "blocked"} & set(status.values()) else 0
+    return exit_status(status)
 
 
 if __name__ == "__main__":

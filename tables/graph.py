@@ -47,6 +47,7 @@ class Node:
     devices: int = 1  # GPUs (or CPU processes) per machine its trainer asks for
     num_nodes: int = 1
     accelerator: str = "cpu"
+    config: DictConfig | None = field(default=None, repr=False)  # the script's composed config
 
     @property
     def directory(self) -> Path:
@@ -188,7 +189,7 @@ class GraphBuilder:
                                           resolve=True, throw_on_missing=False)
         key = content_key(resolved, [n.key for n in needs], self.store)
         if key not in self.nodes:
-            self.nodes[key] = Node(kind, label, script, overrides, key, self.store, needs, **resources)
+            self.nodes[key] = Node(kind, label, script, overrides, key, self.store, needs, config=config, **resources)
         return self.nodes[key]
 
     def train(self, overrides: list[str], previous: Node | None, needs: list[Node]) -> Node:

@@ -35,7 +35,7 @@ from tables.graph import Graph, Node
 
 #: what a shell reports for a process ended by SIGTERM: the job checkpointed and can resume
 PREEMPTED = 128 + signal.SIGTERM
-DONE, EXIT, JOB = "done.json", "job_exit.json", "job.json"
+DONE, EXIT, JOB, PID = "done.json", "job_exit.json", "job.json", "job.pid"
 #: what each kind of node leaves when it succeeded
 OUTPUTS = {"train": ("final_metrics.json", "codec/codec.json"), "evaluate": ("codec.json",),
            "latency": ("latency.json",)}
@@ -45,9 +45,18 @@ def is_done(node: Node) -> bool:
     return (node.directory / DONE).is_file()
 
 
+def exit_status(status: dict[str, str]) -> int:
+    """0 when every node finished, 143 when SIGTERM stopped the graph (run it again: it continues),
+    1 when a node failed."""
+    outcomes = set(status.values())
+    if "stopped" in outcomes:
+        return PREEMPTED
+    return 1 if outcomes - {"finished", "reused"} else 0
+
+
 class JobCommand:
     """What a submitit job runs: ``python <script> <overrides>`` from the project root, its output
-    in ``<node>/job.log``, its exit status in ``job_exit.json`` and its pid in ``job.json``
+    in ``<node>/job.log``, its exit status in ``job_exit.json`` and its pid in ``job.pid``
     (rank 0). SIGTERM reaching the job (a preemption, a stopped graph) goes to the script, which
     checkpoints and exits with 143."""
 
@@ -68,7 +77,7 @@ class JobCommand:
             process = subprocess.Popen([sys.executable, *self.command], cwd=PROJECT_ROOT, stdout=output,
                                        stderr=subprocess.STDOUT, env=env)
             if rank == 0:
-                _update_json(self.directory / JOB, pid=process.pid)
+                write_atomically(self.directory / PID, str(process.pid).encode())
             signal.signal(signal.SIGTERM, lambda *_: process.send_signal(signal.SIGTERM))
             returncode = process.wait()
         if rank == 0:
@@ -78,19 +87,14 @@ class JobCommand:
         return returncode
 
 
-def _update_json(path: Path, **values) -> None:
-    current = json.loads(path.read_text()) if path.is_file() else {}
-    write_atomically(path, json.dumps({**current, **values}, indent=2).encode())
-
-
-def _alive(pid: int | None, directory: Path) -> bool:
-    """Whether ``pid`` still runs this node's script (a reused pid runs something else)."""
-    if not pid:
-        return False
+def _script_pid(directory: Path) -> int | None:
+    """The pid of the script a local job runs for this node, while it runs (a reused pid runs
+    something else)."""
     try:
-        return str(directory) in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
-    except OSError:
-        return False
+        pid = int((directory / PID).read_text())
+        return pid if str(directory) in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace") else None
+    except (OSError, ValueError):
+        return None
 
 
 @dataclass
@@ -110,7 +114,7 @@ class Running:
 
             job = submitit.SlurmJob(self.node.directory / ".submitit", record["job_id"])
             return job.state not in ("PENDING", "RUNNING", "REQUEUED", "CONFIGURING", "COMPLETING", "SUSPENDED")
-        return not _alive(record.get("pid"), self.node.directory)
+        return _script_pid(self.node.directory) is None
 
     def returncode(self) -> int | None:
         """The script's exit status; None when the job died before it could record one."""
@@ -144,19 +148,24 @@ class Runner:
         else:  # Lightning starts a multi-device run's processes itself
             executor.update_parameters(timeout_min=self.executor.timeout_min, tasks_per_node=1, gpus_per_node=gpus)
             threads = max(1, (os.cpu_count() or 1) // self.executor.parallel)
-        (node.directory / EXIT).unlink(missing_ok=True)
+        for stale in (EXIT, PID):
+            (node.directory / stale).unlink(missing_ok=True)
         job = executor.submit(JobCommand(node.command(), node.directory, threads))
-        _update_json(node.directory / JOB, cluster=cluster, job_id=str(job.job_id), pid=None,
-                     command=node.command(), submitted=datetime.datetime.now().isoformat(timespec="seconds"))
+        write_atomically(node.directory / JOB, json.dumps({
+            "cluster": cluster, "job_id": str(job.job_id), "command": node.command(),
+            "submitted": datetime.datetime.now().isoformat(timespec="seconds")}, indent=2).encode())
         return job
 
-    def _still_running(self, node: Node) -> bool:
-        """A job an earlier graph started for this node and that has not ended."""
-        path = node.directory / JOB
-        if not path.is_file() or (node.directory / EXIT).is_file():
-            return False
-        running = Running(node, None, open(os.devnull))
-        return not running.finished()
+    @staticmethod
+    def _left_behind(node: Node, lock: TextIO) -> Running | None:
+        """The job an earlier graph started for this node (job.json), if it still runs or ended
+        since without a graph to record it; None when there is none."""
+        if not (node.directory / JOB).is_file():
+            return None
+        previous = Running(node, None, lock)
+        if not previous.finished() or previous.returncode() == 0:
+            return previous
+        return None
 
     def _lock(self, node: Node) -> TextIO | None:
         node.store.mkdir(parents=True, exist_ok=True)
@@ -200,11 +209,9 @@ class Runner:
         self.stopping = True
         self.say("[graph] SIGTERM: stopping after the running jobs checkpoint")
         for node in self.graph.nodes:
-            record = node.directory / JOB
-            if record.is_file() and not is_done(node):
-                pid = json.loads(record.read_text()).get("pid")
-                if _alive(pid, node.directory):
-                    os.kill(pid, signal.SIGTERM)
+            pid = _script_pid(node.directory)
+            if pid is not None and not is_done(node):
+                os.kill(pid, signal.SIGTERM)
 
     def _loop(self) -> None:
         nodes = self.graph.nodes
@@ -253,9 +260,10 @@ class Runner:
                         self.status[node.key] = "reused"
                         self.say(f"[graph] reused: {node.name} (finished by another graph)")
                         continue
-                    if self._still_running(node):
-                        self.say(f"[graph] waiting for {node.name}'s job, started by an earlier graph")
-                        running[node.key] = Running(node, None, lock)
+                    previous = self._left_behind(node, lock)
+                    if previous is not None:
+                        self.say(f"[graph] adopting {node.name}'s job, started by an earlier graph")
+                        running[node.key] = previous
                         continue
                     self.say(f"[graph] start: {node.name}" + (" (resumes from its checkpoint)" if (
                         node.directory / "checkpoints").is_dir() else ""))

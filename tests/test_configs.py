@@ -19,12 +19,14 @@ EXPERIMENTS = sorted(p.stem for p in (Path(CONF_DIR) / "experiment").glob("*.yam
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
-def test_experiment_composes_and_resolves(experiment, tmp_path):
+def test_experiment_composes_resolves_and_builds_its_callbacks(experiment, tmp_path):
     cfg = compose_config([f"experiment={experiment}"], tmp_path / "run")
     resolved = OmegaConf.to_container(cfg, resolve=True)
     # evaluate.py rebuilds a run's model from its config only through this allow-list
     assert resolved["model"]["_target_"] in MODEL_CONFIG_TARGETS
     assert resolved["callbacks"]["rate_annealing"]["lambda_start"] > 0
+    # an experiment that inherits another's schedule values under a new schedule fails here, not hours in
+    assert hydra.utils.instantiate(cfg.callbacks.rate_annealing).value() > 0
 
 
 SWEEPS = sorted(p.stem for p in (Path(CONF_DIR) / "sweep").glob("*.yaml"))

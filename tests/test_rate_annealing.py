@@ -215,13 +215,13 @@ def test_lambda_is_keyed_on_batches_and_restored_on_resume(tmp_path):
 
 
 def test_joint_training_at_matched_bpp_targets_the_annealed_runs_final_rate(tmp_path):
-    """Strategy (ii) of the training-strategy ablation lands on the rate the rate-annealing run
+    """Strategy (ii) of the training-strategy table lands on the rate the rate-annealing run
     reached: its target is that run's final val/bpp_real, read from the run's directory."""
-    annealed = tmp_path / "sweep" / "0"
+    annealed = tmp_path / "annealed"
     annealed.mkdir(parents=True)
     (annealed / "final_metrics.json").write_text('{"val/bpp_real": 0.0421, "val/psnr": 30.0}')
-    cfg = compose_config(["experiment=sodec_stage3", "ablation=strategy_joint_matched", "trainer=cpu",
-                          f"hydra.sweep.dir={tmp_path / 'sweep'}"], tmp_path / "run")
+    cfg = compose_config(["experiment=sodec_stage3", "callbacks/rate_annealing=target_bpp",
+                          f"callbacks.rate_annealing.target_bpp={annealed}", "trainer=cpu"], tmp_path / "run")
     from osdic.utils.config import instantiate_node
 
     controller = instantiate_node(cfg.callbacks.rate_annealing, "callbacks.rate_annealing")

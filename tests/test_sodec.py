@@ -121,7 +121,7 @@ def test_lora_rank_sets_the_shape_of_the_lora_matrices_and_survives_export(tmp_p
     assert all(torch.equal(exported[n], lora[n].detach()) for n in lora)
 
 
-@pytest.mark.parametrize("ablation, trained", [([], True), (["ablation=strategy_frozen_vae"], False)])
+@pytest.mark.parametrize("ablation, trained", [([], True), (["model.train_vae_module=false"], False)])
 def test_the_frozen_vae_strategy_freezes_e_h_a_and_p(tmp_path, ablation, trained):
     module = _module(tmp_path, *ablation)
     vae = module.codec.vae_codec
@@ -310,9 +310,9 @@ VARIANTS = [
     *[("sodec_stage3", f"model/alignment={a}") for a in ("none", "mse", "merged")],
     *[("sodec_stage3", f"model/alignment={a}", "model.train_fidelity_decoder=true") for a in ("mse", "merged")],
     ("sodec_stage2", "model/alignment=mse", "model.train_fidelity_decoder=true"),
-    ("sodec_stage3", "ablation=strategy_frozen_vae"),
-    ("sodec_stage3", "model/codec/guidance=hyperprior_tiny", "ablation=strategy_frozen_vae"),
-    ("sodec_stage3", "ablation=strategy_low_to_high"),
+    ("sodec_stage3", "model.train_vae_module=false"),
+    ("sodec_stage3", "model/codec/guidance=hyperprior_tiny", "model.train_vae_module=false"),
+    ("sodec_stage2", "model.codec.backbone.lora_rank=null", "model.codec.backbone.full_finetune=true"),
     ("sodec_stage3", "model.rate_in_loss=false"),
 ]
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from omegaconf import OmegaConf
 
 import train as train_module
 from osdic.metrics.compare import ablation_table, collect, rd_curves, write_outputs
@@ -39,10 +40,10 @@ def _jobs(sweep: str, tmp_path) -> list:
             for job in (itertools.product(*overrides) if overrides else [()])]
 
 
-@pytest.mark.parametrize("sweep", ["training_strategy", "optuna_lr"])
+@pytest.mark.parametrize("sweep", ["optuna_lr"])
 def test_sweeps_with_the_lambda_controller_decay_the_learning_rate_in_every_job(sweep, tmp_path):
     """The controller lands on a model that settles (BENCHMARKS.md, λ controller), and the jobs of
-    an ablation differ in what it ablates, not in their learning-rate schedule."""
+    a sweep differ in what it searches, not in their learning-rate schedule."""
     jobs = _jobs(sweep, tmp_path)
     assert any(job.callbacks.rate_annealing._target_.endswith("TargetRate") for job in jobs)
     assert {str(job.model.scheduler) for job in jobs} == {str(jobs[0].model.scheduler)}
@@ -103,14 +104,14 @@ def test_submitit_local_launcher_runs_a_job(tmp_path):
 
 
 @pytest.mark.slow
-def test_guidance_sweep_runs_ddp_jobs_each_in_its_own_process_tree(tmp_path):
-    """The guidance ablation under DDP (find_unused_parameters=false): every variant trains two
-    steps on 2 CPU processes — a parameter without a gradient would fail the second step. And
-    Lightning's DDP launcher, re-running argv for rank 1, must not launch the sweep again:
-    exactly the four jobs run (submitit's local launcher)."""
+def test_a_guidance_sweep_runs_ddp_jobs_each_in_its_own_process_tree(tmp_path):
+    """Every guidance variant under DDP (find_unused_parameters=false) trains two steps on 2 CPU
+    processes — a parameter without a gradient would fail the second step. And Lightning's DDP
+    launcher, re-running argv for rank 1, must not launch the sweep again: exactly the four jobs
+    run (submitit's local launcher)."""
     sweep_dir = tmp_path / "sweep"
     tiny = [o for o in TINY_SODEC if not o.startswith("model/codec/guidance")]
-    _run(["-m", "sweep=guidance", *tiny, "data=samples", "trainer=ddp_cpu", "logger=csv", "trainer.max_steps=2",
+    _run(["-m", "model=sodec_stage2", *tiny, "data=samples", "trainer=ddp_cpu", "logger=csv", "trainer.max_steps=2",
           "hydra/launcher=local", "trainer.val_check_interval=2",
           "hydra.sweeper.params={model/codec/guidance:'none,text_tiny,hyperprior_tiny,fgm_tiny'}",
           f"hydra.sweep.dir={sweep_dir}", f"paths.cache_dir={tmp_path / 'cache'}"], tmp_path, timeout=1200)
@@ -133,11 +134,22 @@ def test_a_relaunched_job_resumes_its_checkpoint_and_wandb_run(tmp_path):
     assert run_ids == {first_id}
 
 
+def test_the_rate_point_pipeline_ends_at_the_final_stage_with_the_gan(tmp_path):
+    """The supplement's final model is stage 3 fine-tuned with the GAN: a rate point's chain ends there."""
+    pipeline = compose_config(["pipeline=sodec_rd_point", "pipeline.rate_point=4"], tmp_path / "run").pipeline
+    stages = OmegaConf.to_container(pipeline.stages, resolve=True)
+    assert list(stages) == ["stage1", "stage2", "stage3", "stage4"]
+    assert stages["stage4"][0] == "experiment=sodec_stage4"
+    assert "callbacks.rate_annealing.lambda_start=4.0" in stages["stage4"]
+    assert "callbacks.rate_annealing.lambda_end=4.0" in stages["stage3"]
+
+
 @pytest.mark.slow
 def test_pipeline_chains_the_stages_of_a_rate_point_and_resumes_after_the_finished_ones(tmp_path):
     """`pipeline=sodec_rd_point`: stage 1 at λ_3/2 → stage 2 from stage 1 → stage 3 annealed to
-    λ_3 from stage 2, each in its own directory; a relaunch skips the finished stages."""
-    tiny_sodec = [o for o in TINY_SODEC if not o.startswith(("trainer", "data.", "debug", "logger"))]
+    λ_3 from stage 2 → the final stage at λ_3 from stage 3, each in its own directory; a relaunch
+    skips the finished stages."""
+    tiny_sodec = [o for o in TINY_SODEC if not o.startswith(("trainer", "data.", "debug", "logger", "model.init_from"))]
     stages = {
         "stage1": ["model/codec/vae_codec@model.codec=hific_tiny", "model.distortion.lpips_weight=0",
                    "callbacks.rate_annealing.lambda_start=${pipeline.stage1_lambda}"],
@@ -146,6 +158,8 @@ def test_pipeline_chains_the_stages_of_a_rate_point_and_resumes_after_the_finish
                    "callbacks.rate_annealing.num_steps=4",
                    "callbacks.rate_annealing.lambda_start=${pipeline.stage1_lambda}",
                    "callbacks.rate_annealing.lambda_end=${pipeline.rate_point}"],
+        "stage4": ["model=sodec_stage4", *tiny_sodec, "model/discriminator=latent_tiny",
+                   "callbacks.rate_annealing.lambda_start=${pipeline.rate_point}"],
     }
     stages_override = "pipeline.stages={" + ",".join(
         f"{name}:[" + ",".join(f"'{o}'" for o in overrides) + "]" for name, overrides in stages.items()) + "}"
@@ -154,17 +168,18 @@ def test_pipeline_chains_the_stages_of_a_rate_point_and_resumes_after_the_finish
               "data.batch_size=2", "data.num_workers=0", "debug=fast", "logger=none", "model.val_metrics=[psnr]",
               f"hydra.run.dir={run_dir}", f"paths.cache_dir={tmp_path / 'cache'}"]
     first = _run(common, tmp_path)
-    assert first.stdout.count("[pipeline] stage") == 3
+    assert first.stdout.count("[pipeline] stage") == 4
     config = {s: yaml.safe_load((run_dir / s / ".hydra" / "config.yaml").read_text()) for s in stages}
     assert config["stage1"]["callbacks"]["rate_annealing"]["lambda_start"] == 2.0
     assert (config["stage3"]["callbacks"]["rate_annealing"]["lambda_start"],
             config["stage3"]["callbacks"]["rate_annealing"]["lambda_end"]) == (2.0, 4.0)
-    for stage, previous in [("stage2", "stage1"), ("stage3", "stage2")]:
+    assert config["stage4"]["model"]["stage"] == "sodec_stage4"
+    for stage, previous in [("stage2", "stage1"), ("stage3", "stage2"), ("stage4", "stage3")]:
         assert config[stage]["model"]["init_from"] == str(run_dir / previous / "checkpoints" / "last.ckpt")
-    assert (run_dir / "stage3" / "codec" / "codec.json").is_file()
+    assert json.loads((run_dir / "stage4" / "codec" / "codec.json").read_text())["stage"] == "sodec_stage4"
 
     again = _run(common, tmp_path)
-    assert again.stdout.count("finished earlier") == 3
+    assert again.stdout.count("finished earlier") == 4
 
 
 def test_run_name_is_the_stage_and_the_values_not_where_it_starts_from(tmp_path):
