@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 DEMO_DIR := logs/demo
 export WANDB_MODE ?= offline
 
-.PHONY: install demo test test-fast clean
+.PHONY: install demo test test-fast table tables clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,18 @@ install: $(STAMP)
 # then every codec beside JPEG and WebP on held-out photos through real files, and a summary.
 demo: install
 	$(PY) -m osdic.utils.demo --out $(DEMO_DIR)
+
+# One of the papers' tables as its whole experiment graph, in miniature on this machine's CPU
+# (tables/, conf/scale/miniature.yaml): `make table T=gan_weight` → logs/tables/gan_weight.md (.csv, .tex).
+# Toy numbers, and every file says so. `make tables` runs all ten.
+T ?= gan_weight
+TABLES := gan_weight lora_rank guidance alignment training_strategy sodec_rd sodec_latency osdiff_rd osdiff_latency \
+	osdiff_discriminator
+table: install
+	$(PY) -m tables $(T) scale=miniature executor.parallel=2
+
+tables: install
+	for table in $(TABLES); do $(PY) -m tables $$table scale=miniature executor.parallel=2 || exit 1; done
 
 test: install
 	$(PY) -m pytest -m "not gpu" -q

@@ -15,6 +15,10 @@ KNOWN_HARMLESS_WARNINGS = {
                                                      "the length Lightning reads is exact",
     r"Found \d+ module\(s\) in eval mode at the start of training": "the frozen parts (SD's VAE and UNet, a fixed "
                                                                      "D_a) stay in eval mode on purpose",
+    r"The parameter 'pretrained' is deprecated since 0\.13": "the lpips package builds torchvision's backbone with "
+                                                             "the old argument; we check the backbone's weights file",
+    r"Arguments other than a weight enum or `None` for 'weights' are deprecated": "the same call of the lpips package",
+    r"pkg_resources is deprecated as an API": "openai-clip, which pyiqa's CLIP-IQA imports, still uses it",
 }
 #: Lightning's advertisement for its hosted logger, printed on every run
 LIGHTNING_TIP = "💡 Tip"
