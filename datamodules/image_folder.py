@@ -10,7 +10,7 @@ from torch.utils.data import DataLoader
 
 from datamodules.images import CenterCrop, EpochShuffle, ImageFolder, RandomCrop
 from osdic.checks import ConfigError, require_int, require_positive
-from osdic.images import existing_folders
+from osdic.images import DEFAULT_MAX_PIXELS, existing_folders
 
 #: the codecs pad to multiples of 64 (z is at H/64); training crops must already be.
 CROP_MULTIPLE = 64
@@ -60,6 +60,7 @@ class ImageFolderDataModule(pl.LightningDataModule):
         num_workers: int = 4,
         pin_memory: bool = True,
         seed: int = 0,
+        max_image_pixels: int = DEFAULT_MAX_PIXELS,
     ):
         super().__init__()
         for key, size in [("crop_size", crop_size), ("val_crop_size", val_crop_size)]:
@@ -78,8 +79,9 @@ class ImageFolderDataModule(pl.LightningDataModule):
         self.train_dirs = existing_folders("train_dirs", train_dirs)
         self.val_dirs = existing_folders("val_dirs", val_dirs)
         self.test_dirs = existing_folders("test_dirs", test_dirs)
-        self.train_view = RandomCrop(crop_size, random_downscale, min_downscale, hflip, cache_decoded)
-        self.eval_view = CenterCrop(val_crop_size, val_resize_short)
+        max_image_pixels = require_int("max_image_pixels", max_image_pixels, minimum=1)
+        self.train_view = RandomCrop(crop_size, random_downscale, min_downscale, hflip, cache_decoded, max_image_pixels)
+        self.eval_view = CenterCrop(val_crop_size, val_resize_short, max_image_pixels)
         self.batch_size, self.val_batch_size = batch_size, val_batch_size
         self.num_workers, self.pin_memory, self.seed = num_workers, pin_memory, seed
         self.datasets: dict[str, ImageFolder] = {}

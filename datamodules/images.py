@@ -18,7 +18,7 @@ from PIL import Image
 from torch import Tensor
 from torch.utils.data import Dataset, DistributedSampler
 
-from osdic.images import Decoded, IMAGE_EXTENSIONS, UnreadableImage, evaluation_view, list_images, open_rgb, to_tensor
+from osdic.images import DEFAULT_MAX_PIXELS, Decoded, IMAGE_EXTENSIONS, UnreadableImage, evaluation_view, list_images, open_rgb, to_tensor
 
 
 class RandomCrop:
@@ -36,9 +36,10 @@ class RandomCrop:
     """
 
     def __init__(self, size: int, random_downscale: bool = False, min_scale: float = 0.5, hflip: bool = True,
-                 cache_decoded: bool = False):
+                 cache_decoded: bool = False, max_pixels: int | None = DEFAULT_MAX_PIXELS):
         self.size, self.random_downscale, self.min_scale, self.hflip = size, random_downscale, min_scale, hflip
         self.decoded: dict[Path, Decoded] | None = {} if cache_decoded else None
+        self.max_pixels = max_pixels
 
     def draw_scale(self, width: int, height: int, rng: random.Random) -> float:
         needed = self.size / min(width, height)
@@ -70,10 +71,10 @@ class RandomCrop:
 
     def __call__(self, path: Path, rng: random.Random) -> tuple[Tensor, str | None]:
         if self.decoded is None:
-            image, note, scale, full_width = open_rgb(path, lambda w, h: self.draw_scale(w, h, rng))
+            image, note, scale, full_width = open_rgb(path, lambda w, h: self.draw_scale(w, h, rng), self.max_pixels)
         else:
             if path not in self.decoded:
-                self.decoded[path] = open_rgb(path)
+                self.decoded[path] = open_rgb(path, max_pixels=self.max_pixels)
             image, note, _, full_width = self.decoded[path]
             scale = self.draw_scale(image.size[0], image.size[1], rng)
         decoded_fraction = image.size[0] / full_width  # < 1 when a JPEG draft decoded smaller
@@ -86,11 +87,11 @@ class CenterCrop:
     central ``size``² crop (the whole image if None), after resizing the short side to
     ``resize_short`` if set."""
 
-    def __init__(self, size: int | None, resize_short: int | None = None):
-        self.size, self.resize_short = size, resize_short
+    def __init__(self, size: int | None, resize_short: int | None = None, max_pixels: int | None = DEFAULT_MAX_PIXELS):
+        self.size, self.resize_short, self.max_pixels = size, resize_short, max_pixels
 
     def __call__(self, path: Path, rng: random.Random) -> tuple[Tensor, str | None]:
-        image, note, _, _ = open_rgb(path)
+        image, note, _, _ = open_rgb(path, max_pixels=self.max_pixels)
         return to_tensor(evaluation_view(image, self.resize_short, self.size)), note
 
 

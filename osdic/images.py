@@ -16,6 +16,7 @@ import io
 import math
 import os
 import stat
+import warnings
 import zlib
 from pathlib import Path
 from typing import Iterable, NamedTuple, Sequence
@@ -35,8 +36,12 @@ except ImportError:  # no wheel for this platform: Pillow decodes PNGs too, only
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".gif")
 # Decoding must fail loudly on a truncated file, never pad it with grey.
 ImageFile.LOAD_TRUNCATED_IMAGES = False
-# A decompression bomb is a bad input like any other.
-Image.MAX_IMAGE_PIXELS = 1 << 28
+#: the most pixels (width × height of the header, an animation's canvas) an input image may have:
+#: 8192², generous for 8K photos (7680 × 4320); a larger one is skipped, with the reason, before
+#: anything is decoded (a 1.5 MB PNG can declare 23000² pixels, 6 GB decoded)
+DEFAULT_MAX_PIXELS = 8192 * 8192
+# PIL's own bomb check warns below our budget and raises above twice it: the budget is ours alone
+Image.MAX_IMAGE_PIXELS = None
 
 
 class UnreadableImage(Exception):
@@ -45,11 +50,24 @@ class UnreadableImage(Exception):
 
 def list_images(roots: Iterable[str | os.PathLike]) -> list[Path]:
     """Every path under ``roots`` named like an image that is not a directory, sorted per root:
-    broken symlinks and FIFOs too, which decoding then skips with a warning."""
+    broken symlinks and FIFOs too, which decoding then skips with a warning. Symlinked folders
+    are followed; one that leads back to a folder already walked (a loop) is walked once, with a
+    warning."""
     files: list[Path] = []
     for root in roots:
-        root = Path(root)
-        files += sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and not p.is_dir())
+        found, seen = [], set()
+        for folder, subfolders, names in os.walk(root, followlinks=True):
+            identity = (os.stat(folder).st_dev, os.stat(folder).st_ino)
+            if identity in seen:
+                warnings.warn(f"{folder} leads back to a folder already listed (a symlink loop): not walked again",
+                              RuntimeWarning, stacklevel=2)
+                subfolders.clear()
+                continue
+            seen.add(identity)
+            found += [Path(folder, name) for name in names if Path(name).suffix.lower() in IMAGE_EXTENSIONS]
+            found += [Path(folder, name) for name in subfolders if Path(name).suffix.lower() in IMAGE_EXTENSIONS
+                      and not Path(folder, name).is_dir()]  # a broken symlink named like an image
+        files += sorted(found)
     return files
 
 
@@ -167,15 +185,18 @@ def _png_without_exif(path: Path) -> bytes | None:
     return data if b"eXIf" not in data and b"exif" not in data else None
 
 
-def _layout_notes(image: Image.Image) -> list[str]:
-    """What the header says will change beyond the pixel format: EXIF rotation, extra frames."""
+def _layout_notes(image: Image.Image, has_exif: bool) -> list[str]:
+    """What the header says will change beyond the pixel format: EXIF rotation, extra frames
+    (found without counting them, which would seek through every page), a 16-bit RGB file read
+    as 8-bit. ``has_exif`` False skips the EXIF lookup, which decodes a whole PNG."""
     notes = []
-    orientation = image.getexif().get(_EXIF_ORIENTATION, 1)
+    if image.mode == "RGB" and any(";16" in str(tile.args) for tile in image.tile or []):
+        notes.append("16-bit RGB → 8-bit")
+    orientation = image.getexif().get(_EXIF_ORIENTATION, 1) if has_exif else 1
     if orientation != 1:
         notes.append(f"EXIF orientation {orientation} applied")
-    frames = getattr(image, "n_frames", 1)
-    if frames > 1:
-        notes.append(f"first of {frames} frames")
+    if getattr(image, "is_animated", False):
+        notes.append("first frame of several")
     return notes
 
 
@@ -186,20 +207,27 @@ class Decoded(NamedTuple):
     full_width: int  # upright width at full resolution (image may be smaller after a draft)
 
 
-def open_rgb(path: str | os.PathLike, choose_scale=None) -> Decoded:
+def open_rgb(path: str | os.PathLike, choose_scale=None, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Decoded:
     """Decode ``path`` as upright 8-bit RGB.
 
     ``choose_scale(width, height)`` sees the upright full size before decoding and returns the
     scale the caller will resize to; below 1/2 a JPEG is decoded at a reduced size (DCT scaling),
     so the returned image may be smaller than the file's full size. Raises UnreadableImage for
-    anything that is not a decodable image."""
+    anything that is not a decodable image — whatever the image library raised, with the reason —
+    and, before decoding, for an image whose header declares more than ``max_pixels`` pixels."""
     path = Path(path)
     try:
         _require_regular_file(path)
-        with Image.open(path) as image:
-            notes = _layout_notes(image)
-            png = _png_without_exif(path) if image.format == "PNG" and image.mode == "RGB" else None
+        with warnings.catch_warnings(record=True) as caught, Image.open(path) as image:
+            warnings.simplefilter("always")  # what the decoder says of a damaged file goes into the file's note
+            width, height = image.size
+            if max_pixels is not None and width * height > max_pixels:
+                raise UnreadableImage(f"{width}×{height} pixels is over the budget of {max_pixels} "
+                                      f"(a decompression bomb, or a larger image than this run takes)")
+            png = _png_without_exif(path) if image.format == "PNG" else None
+            notes = _layout_notes(image, has_exif=png is None)
             full_width, full_height = image.size if png is not None else upright_size(image)
+            png = png if image.mode == "RGB" else None  # what libspng decodes fast
             scale = choose_scale(full_width, full_height) if choose_scale is not None else 1.0
             if png is not None:
                 return Decoded(Image.fromarray(decode_png(png)), "; ".join(notes) or None, scale, full_width)
@@ -211,10 +239,11 @@ def open_rgb(path: str | os.PathLike, choose_scale=None) -> Decoded:
             image, note = _to_rgb(image)
             image.load()
             notes += [note] if note else []
+            notes += list(dict.fromkeys(f"the decoder warned: {str(w.message).strip()}" for w in caught))
             return Decoded(image, "; ".join(notes) or None, scale, full_width)
     except UnreadableImage:
         raise
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+    except Exception as exc:  # noqa: BLE001 — a damaged file makes Pillow raise almost anything (TypeError, KeyError…)
         raise UnreadableImage(f"{type(exc).__name__}: {exc}") from None
 
 

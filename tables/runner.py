@@ -131,7 +131,9 @@ class Runner:
         self.stopping = False
 
     # ------------------------------------------------------------------ one node's job
-    def _submit(self, node: Node) -> object:
+    def _submit(self, node: Node, sharing: int = 1) -> object:
+        """Start ``node``'s job; on this machine it gets the cores ÷ ``sharing``, the jobs that
+        run beside it (a chain's prefix, alone, gets them all)."""
         import submitit
 
         node.directory.mkdir(parents=True, exist_ok=True)
@@ -147,7 +149,7 @@ class Runner:
             threads = None
         else:  # Lightning starts a multi-device run's processes itself
             executor.update_parameters(timeout_min=self.executor.timeout_min, tasks_per_node=1, gpus_per_node=gpus)
-            threads = max(1, (os.cpu_count() or 1) // self.executor.parallel)
+            threads = max(1, (os.cpu_count() or 1) // max(1, min(sharing, self.executor.parallel)))
         for stale in (EXIT, PID):
             (node.directory / stale).unlink(missing_ok=True)
         job = executor.submit(JobCommand(node.command(), node.directory, threads))
@@ -232,7 +234,8 @@ class Runner:
                         and job.attempts <= self.executor.retries:
                     self.say(f"[graph] {job.node.name} was stopped before its end: starting it again (it resumes "
                              f"from its checkpoint; attempt {job.attempts + 1})")
-                    running[key] = Running(job.node, self._submit(job.node), job.lock, attempts=job.attempts + 1)
+                    running[key] = Running(job.node, self._submit(job.node, len(running) + 1), job.lock,
+                                           attempts=job.attempts + 1)
                     continue
                 job.lock.close()
                 self.status[key] = "stopped" if self.stopping and outcome == "failed" else outcome
@@ -244,6 +247,7 @@ class Runner:
             if not pending and not running:
                 return
             if not self.stopping:
+                ready = [n for n in pending if all(is_done(need) for need in n.needs)]
                 for node in pending:
                     if len(running) >= self.executor.parallel:
                         break
@@ -267,7 +271,7 @@ class Runner:
                         continue
                     self.say(f"[graph] start: {node.name}" + (" (resumes from its checkpoint)" if (
                         node.directory / "checkpoints").is_dir() else ""))
-                    running[node.key] = Running(node, self._submit(node), lock)
+                    running[node.key] = Running(node, self._submit(node, len(running) + len(ready)), lock)
             elif not running:
                 for node in pending:
                     self.status[node.key] = "stopped"

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from osdic.checks import ConfigError
-from osdic.images import UnreadableImage, evaluation_view, existing_folders, list_images, open_rgb
+from osdic.images import DEFAULT_MAX_PIXELS, UnreadableImage, evaluation_view, existing_folders, list_images, open_rgb
 
 
 class EvalImages:
@@ -27,7 +27,7 @@ class EvalImages:
 
     def __init__(self, name: str, folders: str | os.PathLike | Sequence[str | os.PathLike],
                  resize_short: int | None = None, crop_size: int | None = None, max_images: int | None = None,
-                 published_as: str | None = None):
+                 published_as: str | None = None, max_pixels: int | None = DEFAULT_MAX_PIXELS):
         """``published_as``: the literature's name of this set in the published points (default
         ``name``); CLIC2020 in OSDiff's 768² protocol is DiffEIC's ``CLIC2020-DiffEIC-version``."""
         self.folders = [Path(folder) for folder in existing_folders("folders", folders)]
@@ -35,6 +35,7 @@ class EvalImages:
             raise ConfigError("folders", "no folder given")
         self.name, self.resize_short, self.crop_size = name, resize_short, crop_size
         self.published_as = published_as or name
+        self.max_pixels = max_pixels
         self.files: dict[str, Path] = {}
         for folder in self.folders:
             for path in list_images([folder]):
@@ -54,7 +55,7 @@ class EvalImages:
     def __iter__(self):
         for name, path in self.files.items():
             try:
-                image = open_rgb(path).image
+                image = open_rgb(path, max_pixels=self.max_pixels).image
             except UnreadableImage as exc:
                 if name not in self.skipped:
                     warnings.warn(f"skipping unreadable image {path}: {exc}", RuntimeWarning, stacklevel=2)
@@ -72,6 +73,6 @@ def split_images(data: Mapping[str, Any], split: str = "test", max_images: int |
         raise ConfigError(key, f"{data.get('name')} has no {split} folders to evaluate: set {key}")
     try:
         return EvalImages(data["name"], data[key], data.get("val_resize_short"), data.get("val_crop_size"), max_images,
-                          data.get("published_as"))
+                          data.get("published_as"), data.get("max_image_pixels", DEFAULT_MAX_PIXELS))
     except ConfigError as error:
         raise ConfigError(key if error.key == "folders" else error.key, error.message) from None
