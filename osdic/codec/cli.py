@@ -19,7 +19,8 @@ from PIL import Image
 
 from osdic.codec.bitstream import DEFAULT_MAX_PIXELS, BitstreamError, unpack
 from osdic.codec.image_codec import bits_per_pixel, compress_image, decompress_bytes
-from osdic.codec.package import load_package
+from osdic.checks import MissingWeightsError
+from osdic.codec.package import PackageError, load_package
 from osdic.images import UnreadableImage, open_rgb, to_tensor
 from osdic.utils.devices import resolve_device
 from osdic.utils.untrusted import UntrustedFileError
@@ -39,12 +40,16 @@ def _parser(description: str, output_help: str) -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:300]}"
+
+
 def _load_package(program: str, args: argparse.Namespace):
-    """(codec, fingerprint), or None after saying why the package is refused."""
+    """(codec, fingerprint), or None after saying in one line why the package cannot be used."""
     try:
         return load_package(args.codec, resolve_device(args.device))
-    except UntrustedFileError as exc:
-        print(f"{program}: {exc}", file=sys.stderr)
+    except (PackageError, UntrustedFileError, MissingWeightsError) as exc:
+        print(f"{program}: {(str(exc).splitlines() or [type(exc).__name__])[0]}", file=sys.stderr)
         return None
 
 
@@ -60,7 +65,11 @@ def compress_main(argv: list[str] | None = None) -> int:
         print(f"compress: cannot read {args.input}: {exc}", file=sys.stderr)
         return 2
     start = time.perf_counter()
-    data = compress_image(codec, fingerprint, image)
+    try:
+        data = compress_image(codec, fingerprint, image)
+    except Exception as exc:  # noqa: BLE001 — a package loaded as valid may still fail on an image: one line
+        print(f"compress: {args.input}: the codec failed: {_one_line(exc)}", file=sys.stderr)
+        return 2
     elapsed = time.perf_counter() - start
     args.output.write_bytes(data)
     h, w = image.shape[-2:]
@@ -86,6 +95,9 @@ def decompress_main(argv: list[str] | None = None) -> int:
         image = decompress_bytes(codec, fingerprint, data, args.max_pixels)
     except BitstreamError as exc:
         print(f"decompress: {args.input}: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # noqa: BLE001 — a package loaded as valid may still fail on a file: one line
+        print(f"decompress: {args.input}: the codec failed: {_one_line(exc)}", file=sys.stderr)
         return 2
     elapsed = time.perf_counter() - start
     save_png(image, args.output)

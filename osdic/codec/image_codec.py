@@ -15,6 +15,7 @@ def compress_image(codec: nn.Module, fingerprint: bytes, image: Tensor) -> bytes
     if x.shape[0] != 1 or x.shape[1] != 3:
         raise ValueError(f"expected one RGB image, got a tensor of shape {tuple(image.shape)}")
     device = next(codec.parameters()).device
+    guard_entropy_coders(codec)
     coded = codec.compress(x.to(device))
     strings = tuple(s[0] for s in coded["strings"])
     return pack(CompressedImage(x.shape[-2], x.shape[-1], fingerprint, strings))
@@ -33,7 +34,10 @@ def decompress_outputs(
     shape = codec.latent_shape(image.height, image.width)
     guard_entropy_coders(codec)
     with torch.inference_mode():
-        return codec.decompress([[s] for s in image.strings], shape, (image.height, image.width))
+        outputs = codec.decompress([[s] for s in image.strings], shape, (image.height, image.width))
+    if not all(torch.isfinite(image).all() for image in outputs.values()):
+        raise BitstreamError("decoding gave values that are not finite: the codec package is broken or hostile")
+    return outputs
 
 
 def decompress_bytes(

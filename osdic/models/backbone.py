@@ -16,7 +16,7 @@ from peft import LoraConfig
 from torch import Tensor
 
 from osdic.checks import ConfigError, MissingWeightsError, require_choice, require_int
-from osdic.utils.modules import ExternalWeights, plain
+from osdic.utils.modules import ExternalWeights, architecture_only_build, plain
 
 PREDICTION_TYPES = ("epsilon", "v_prediction")
 #: LoRA targets of the UNet (OSEDiff / SODEC style): attention projections, feed-forward,
@@ -40,6 +40,8 @@ def _load_pretrained(cls, source: str, subfolder: str, revision: str | None):
             f"`hf download stabilityai/stable-diffusion-2-1-base --local-dir {source}`.")
     try:
         # local files only: a compute node reads the cache (`python -m osdic.utils.preflight download` fills it)
+        if architecture_only_build():
+            return cls.from_config(cls.load_config(source, subfolder=subfolder, revision=revision, local_files_only=True))
         return cls.from_pretrained(source, subfolder=subfolder, revision=revision, local_files_only=True)
     except (OSError, ValueError) as exc:
         raise MissingWeightsError(

@@ -19,8 +19,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from osdic.checks import MissingWeightsError
-from osdic.utils.modules import ExternalWeights, plain
+from osdic.checks import MissingWeightsError, require_int
+from osdic.utils.modules import ExternalWeights, architecture_only_build, plain
+
+#: bounds of the guidance's sizes (SD reads 77 tokens; CLIP's towers read 224–336 px): wider values
+#: only cost time, and a codec package must not be able to make decoding take hours
+MAX_TOKENS, MAX_HEADS, MAX_IMAGE_SIZE, MAX_CAPTION_TOKENS = 1024, 64, 1024, 256
 
 #: CLIP's image normalisation (the default ViT is a CLIP vision tower).
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -33,6 +37,8 @@ class TokenResampler(nn.Module):
 
     def __init__(self, in_dim: int, out_dim: int, num_tokens: int = 77, heads: int = 8):
         super().__init__()
+        require_int("num_tokens", num_tokens, minimum=1, below=MAX_TOKENS + 1)
+        require_int("heads", heads, minimum=1, below=MAX_HEADS + 1)
         self.project = nn.Linear(in_dim, out_dim)
         self.queries = nn.Parameter(torch.randn(num_tokens, out_dim) * out_dim**-0.5)
         self.attention = nn.MultiheadAttention(out_dim, heads, batch_first=True)
@@ -52,6 +58,7 @@ class NullGuidance(nn.Module):
 
     def __init__(self, context_dim: int, num_tokens: int = 77, **_: Any):
         super().__init__()
+        require_int("num_tokens", num_tokens, minimum=1, below=MAX_TOKENS + 1)
         self.hparams = dict(context_dim=context_dim, num_tokens=num_tokens)
         self.tokens = nn.Parameter(torch.zeros(1, num_tokens, context_dim))
 
@@ -86,8 +93,9 @@ class VisionEncoder(ExternalWeights):
         std: Sequence[float] = CLIP_STD,
     ):
         super().__init__()
-        from transformers import AutoModel, CLIPVisionConfig, CLIPVisionModel
+        from transformers import AutoConfig, AutoModel, CLIPVisionConfig, CLIPVisionModel
 
+        require_int("image_size", image_size, minimum=1, below=MAX_IMAGE_SIZE + 1)
         self.hparams = dict(pretrained=pretrained, config=config,
                             image_size=image_size, mean=list(mean), std=list(std))
         if config is not None:
@@ -95,8 +103,12 @@ class VisionEncoder(ExternalWeights):
         else:
             try:
                 # local files only, and never the model's own code: a package may name this model
-                self.model = AutoModel.from_pretrained(pretrained, local_files_only=True, trust_remote_code=False)
-            except OSError as exc:
+                if architecture_only_build():
+                    self.model = AutoModel.from_config(AutoConfig.from_pretrained(
+                        pretrained, local_files_only=True, trust_remote_code=False), trust_remote_code=False)
+                else:
+                    self.model = AutoModel.from_pretrained(pretrained, local_files_only=True, trust_remote_code=False)
+            except (OSError, ValueError) as exc:  # ValueError: a model that would need its own code
                 raise MissingWeightsError(
                     f"cannot load the guidance ViT {pretrained!r}: {exc}\nDownload it once "
                     f"(`hf download {pretrained}`) into the HF cache, or set "
@@ -164,9 +176,12 @@ def sd_text_encoder(pretrained: str | None, text_config: dict | None):
     if text_config is not None:
         return byte_level_clip_tokenizer(), CLIPTextModel(CLIPTextConfig(**plain(text_config)))
     try:
-        return (CLIPTokenizer.from_pretrained(pretrained, subfolder="tokenizer", local_files_only=True),
-                CLIPTextModel.from_pretrained(pretrained, subfolder="text_encoder", local_files_only=True))
-    except OSError as exc:
+        tokenizer = CLIPTokenizer.from_pretrained(pretrained, subfolder="tokenizer", local_files_only=True)
+        if architecture_only_build():
+            return tokenizer, CLIPTextModel(CLIPTextConfig.from_pretrained(pretrained, subfolder="text_encoder",
+                                                                           local_files_only=True))
+        return tokenizer, CLIPTextModel.from_pretrained(pretrained, subfolder="text_encoder", local_files_only=True)
+    except (OSError, ValueError) as exc:
         raise MissingWeightsError(f"cannot load SD's text encoder from {pretrained!r}: {exc}") from None
 
 
@@ -189,6 +204,7 @@ class TextGuidance(nn.Module):
         **_: Any,
     ):
         super().__init__()
+        require_int("num_tokens", num_tokens, minimum=1, below=MAX_TOKENS + 1)
         self.hparams = dict(context_dim=context_dim, prompt=prompt, pretrained=pretrained,
                             text_config=text_config, num_tokens=num_tokens)
         tokenizer, encoder = sd_text_encoder(pretrained, text_config)
@@ -212,6 +228,7 @@ class TextEncoder(ExternalWeights):
     def __init__(self, pretrained: str | None = "stabilityai/stable-diffusion-2-1-base",
                  text_config: dict | None = None, num_tokens: int = 77):
         super().__init__()
+        require_int("num_tokens", num_tokens, minimum=1, below=MAX_TOKENS + 1)
         self.hparams = dict(pretrained=pretrained, text_config=text_config, num_tokens=num_tokens)
         self.tokenizer, self.model = sd_text_encoder(pretrained, text_config)
         self.model.requires_grad_(False).eval()
@@ -268,13 +285,16 @@ class ImageCaptioner(ExternalWeights):
 
     def __init__(self, pretrained: str = "Salesforce/blip-image-captioning-base", max_new_tokens: int = 20):
         super().__init__()
-        from transformers import BlipForConditionalGeneration, BlipProcessor
+        from transformers import BlipConfig, BlipForConditionalGeneration, BlipProcessor
 
+        require_int("max_new_tokens", max_new_tokens, minimum=1, below=MAX_CAPTION_TOKENS + 1)
         self.hparams = dict(pretrained=pretrained, max_new_tokens=max_new_tokens)
         try:
             self.processor = BlipProcessor.from_pretrained(pretrained, local_files_only=True)
-            self.model = BlipForConditionalGeneration.from_pretrained(pretrained, local_files_only=True)
-        except OSError as exc:
+            self.model = (BlipForConditionalGeneration(BlipConfig.from_pretrained(pretrained, local_files_only=True))
+                          if architecture_only_build() else
+                          BlipForConditionalGeneration.from_pretrained(pretrained, local_files_only=True))
+        except (OSError, ValueError) as exc:
             raise MissingWeightsError(
                 f"cannot load the captioning model {pretrained!r} from local files: {exc}\nDownload it once "
                 f"(`hf download {pretrained}`) into the HF cache, or set its `pretrained` to a local directory."

@@ -2,8 +2,52 @@
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+from typing import Iterator
+
+import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from torch import nn
+
+_ARCHITECTURE_ONLY = contextvars.ContextVar("architecture_only", default=False)
+
+
+class _ShapesOnly(torch.overrides.TorchFunctionMode):
+    """Inside a ``meta`` device context: the few small tensors libraries build their architecture
+    from (a channel ramp's ``linspace`` read back with ``tolist()``) stay real, on the CPU, and an
+    op mixing a real CPU tensor (a constant made with a legacy constructor, which ignores the device
+    context) with meta tensors sees it on ``meta`` too."""
+
+    COMPUTED_ON_CPU = (torch.linspace, torch.logspace)
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = dict(kwargs or {})
+        if func in self.COMPUTED_ON_CPU:
+            kwargs.setdefault("device", "cpu")
+        tensors = [a for a in (*args, *kwargs.values()) if isinstance(a, torch.Tensor)]
+        if any(t.device.type == "meta" for t in tensors):
+            meta = lambda a: a.to("meta") if isinstance(a, torch.Tensor) and a.device.type == "cpu" else a  # noqa: E731
+            args, kwargs = tuple(meta(a) for a in args), {k: meta(v) for k, v in kwargs.items()}
+        return func(*args, **kwargs)
+
+
+@contextlib.contextmanager
+def architecture_only() -> Iterator[None]:
+    """Build modules as shapes only: every parameter and buffer on the ``meta`` device (nothing is
+    allocated), and pretrained parts from their config files alone (:func:`architecture_only_build`),
+    so a codec package's sizes can be checked against its weights file before anything is allocated."""
+    token = _ARCHITECTURE_ONLY.set(True)
+    try:
+        with torch.device("meta"), _ShapesOnly():
+            yield
+    finally:
+        _ARCHITECTURE_ONLY.reset(token)
+
+
+def architecture_only_build() -> bool:
+    """Whether a pretrained part should build from its config without reading its weights."""
+    return _ARCHITECTURE_ONLY.get()
 
 
 class ExternalWeights(nn.Module):
