@@ -25,7 +25,7 @@ from osdic.metrics.datasets import split_images
 from osdic.metrics.evaluate_codecs import EvaluationResult, benchmark_codecs, evaluate_codecs
 from osdic.utils.config import metric_for_sweep
 from osdic.utils.loggers import finish_wandb, log_evaluation
-from osdic.utils.untrusted import build, load_checkpoint
+from osdic.utils.untrusted import build, load_checkpoint, read_run_config
 
 
 def load_codec(path: str):
@@ -38,7 +38,7 @@ def load_codec(path: str):
     run_config = path.parent.parent / ".hydra" / "config.yaml"
     if not run_config.is_file():
         raise FileNotFoundError(f"{path}: no run config at {run_config}; export a codec package instead")
-    model_config = OmegaConf.to_container(OmegaConf.load(run_config).model, resolve=True)
+    model_config = OmegaConf.to_container(OmegaConf.create(read_run_config(run_config)).model, resolve=True)
     checkpoint = load_checkpoint(path)
     module = build(model_config, MODEL_CONFIG_TARGETS, str(run_config), partial=True)
     module.on_load_checkpoint(checkpoint)

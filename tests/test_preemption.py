@@ -134,3 +134,19 @@ def test_a_full_disk_during_a_checkpoint_save_keeps_the_previous_checkpoint(tiny
         trainer.save_checkpoint(last)
     assert torch.load(last, weights_only=True)["global_step"] == 4, "the previous last.ckpt is intact"
     assert sorted(checkpoints.iterdir()) == before, "no temporary file left behind"
+
+
+def test_auto_resume_skips_a_checkpoint_whose_bytes_changed_on_disk(tmp_path, caplog):
+    """A checkpoint with flipped bytes in its tensors still loads (torch reads the zip's records,
+    not the data): the SHA-256 written beside it catches it, and the run resumes from another."""
+    train(compose_config([*TINY_STAGE1, "trainer.max_steps=4", "trainer.val_check_interval=2"], tmp_path))
+    newest = Path(resume_checkpoint("auto", str(tmp_path)))
+    assert (newest.parent / f"{newest.name}.sha256").is_file()
+    data = bytearray(newest.read_bytes())
+    middle = len(data) // 2
+    data[middle:middle + 16] = bytes(b ^ 0xFF for b in data[middle:middle + 16])  # inside the tensor data
+    newest.write_bytes(bytes(data))
+    torch.load(newest, weights_only=True)  # the damage does not show when loading
+    with caplog.at_level(logging.WARNING):
+        chosen = resume_checkpoint("auto", str(tmp_path))
+    assert chosen != str(newest) and f"skipping corrupt checkpoint {newest}" in caplog.text

@@ -10,6 +10,7 @@ import json
 import pickle
 import re
 import shutil
+import time
 from pathlib import Path
 
 import hydra
@@ -220,3 +221,18 @@ def test_every_codec_the_configs_build_exports_only_allowed_classes(tmp_path, gu
     cfg = compose_config(["model=sodec_stage2", *TINY_SODEC, f"model/codec/guidance={guidance}"], tmp_path / "run")
     codec = hydra.utils.instantiate(cfg.model).codec
     check_targets(module_config(codec), CODEC_CLASSES, "export")
+
+
+def test_evaluate_refuses_a_run_config_that_is_a_yaml_alias_bomb(stage1_run, tmp_path):
+    """Ten levels of ten aliases each: 10¹⁰ nodes once expanded, from a file of a kilobyte."""
+    out, _ = stage1_run
+    run = tmp_path / "run"
+    shutil.copytree(out / "checkpoints", run / "checkpoints")
+    (run / ".hydra").mkdir()
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    lines += [f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 10) + "]" for i in range(1, 10)]
+    (run / ".hydra" / "config.yaml").write_text("\n".join([*lines, "model: *a9"]) + "\n")
+    start = time.perf_counter()
+    with pytest.raises(UntrustedFileError, match="anchors and aliases"):
+        evaluate_module.load_codec(str(run / "checkpoints" / "last.ckpt"))
+    assert time.perf_counter() - start < 5

@@ -122,7 +122,7 @@ def check_train_config(cfg: DictConfig) -> None:
     would silently change, and a stage's missing predecessor: checked before anything is built
     or read."""
     check_init_from(cfg.model)
-    require_int("seed", cfg.seed)
+    require_int("seed", cfg.seed, minimum=0, below=2**32)  # what seed_everything takes
     trainer = cfg.trainer
     require_supported_precision("trainer.precision", trainer.get("precision"))
     interval = trainer.get("val_check_interval")
@@ -134,6 +134,11 @@ def check_train_config(cfg: DictConfig) -> None:
                                                             f"trainer.check_val_every_n_epoch; or give a number of batches")
     elif interval is not None:
         require_int("trainer.val_check_interval", interval, minimum=1)
+        max_steps = trainer.get("max_steps")
+        if isinstance(max_steps, int) and max_steps > 0 and interval > max_steps:
+            raise ConfigError("trainer.val_check_interval", f"{interval} is more batches than the run trains "
+                                                            f"(trainer.max_steps={max_steps}): it would never validate, "
+                                                            f"and its final metrics would hold no validation")
     for key, lr in _learning_rates(cfg.model, "model"):
         require_positive(key, lr)
     controller = str(OmegaConf.select(cfg, "callbacks.rate_annealing._target_", default=""))

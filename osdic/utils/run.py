@@ -18,6 +18,7 @@ from omegaconf import OmegaConf, read_write
 
 from osdic import PROJECT_ROOT
 from osdic.metrics.sweep import display_name, group_name
+from osdic.utils.checkpoint_io import checksum_path, file_sha256
 
 #: overrides that locate a run rather than define it (left out of W&B run names)
 _LOCATING = ("hydra.", "paths.", "ckpt_path", "logger", "trainer.devices", "trainer.num_nodes", "model.init_from",
@@ -139,14 +140,20 @@ def resume_checkpoint(ckpt_path: str | None, output_dir: str) -> str | None:
     """``ckpt_path: auto``: the newest complete checkpoint the job wrote (requeue after a
     preemption), None when it wrote none. Candidates: ``checkpoints/*.ckpt`` (last.ckpt, the
     step checkpoints, preempted.ckpt) and Lightning's SLURM ``hpc_ckpt_*.ckpt``; the newest is
-    the last written. One that cannot be read (truncated by a full disk or a kill) is skipped
-    with a warning; if none can be read, the run stops rather than start over."""
+    the last written. One whose bytes differ from the SHA-256 written beside it, or that cannot be
+    read (truncated by a full disk or a kill), is skipped with a warning; if none can be used,
+    the run stops rather than start over."""
     if ckpt_path != "auto":
         return ckpt_path
     out = Path(output_dir)
     candidates = sorted([*(out / "checkpoints").glob("*.ckpt"), *out.glob("hpc_ckpt_*.ckpt")],
                         key=lambda path: path.stat().st_mtime_ns, reverse=True)
     for path in candidates:
+        checksum = checksum_path(path)
+        if checksum.is_file() and checksum.read_text().split()[0] != file_sha256(path):
+            log.warning("ckpt_path=auto: skipping corrupt checkpoint %s (its bytes no longer match %s)", path,
+                        checksum.name)
+            continue
         try:  # the structure and every tensor's record are read; the tensor data is only mapped
             torch.load(path, map_location="cpu", weights_only=True, mmap=True)
         except (RuntimeError, OSError, EOFError, pickle.UnpicklingError) as exc:

@@ -38,6 +38,31 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
         ) from None
 
 
+#: the largest run config read from a file (Hydra writes a few kilobytes)
+MAX_RUN_CONFIG_BYTES = 1 << 20
+
+
+def read_run_config(path: str | os.PathLike) -> Any:
+    """A run's saved config (``.hydra/config.yaml``) as a plain container, without resolving it.
+    A file over :data:`MAX_RUN_CONFIG_BYTES`, or one using YAML anchors and aliases — which Hydra
+    never writes, and which a "billion laughs" file nests to cost ×10 per level — is refused."""
+    import yaml
+    from omegaconf import OmegaConf
+
+    size = os.path.getsize(path)
+    if size > MAX_RUN_CONFIG_BYTES:
+        raise UntrustedFileError(f"{path}: {size} bytes; a run config is at most {MAX_RUN_CONFIG_BYTES}")
+    text = open(path, encoding="utf-8", errors="replace").read()
+    try:
+        aliased = any(isinstance(token, (yaml.AliasToken, yaml.AnchorToken)) for token in yaml.scan(text))
+    except yaml.YAMLError as exc:
+        raise UntrustedFileError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    if aliased:
+        raise UntrustedFileError(f"{path}: refused: it uses YAML anchors and aliases, which Hydra never writes and "
+                                 f"which can expand a small file without bound")
+    return OmegaConf.to_container(OmegaConf.create(yaml.safe_load(text)))
+
+
 def _is_hydra_key(key: Any) -> bool:
     return isinstance(key, str) and len(key) > 2 and key.startswith("_") and key.endswith("_")
 
