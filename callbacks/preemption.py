@@ -2,11 +2,23 @@
 training state at the end of the current batch, and the process then exits non-zero.
 
 Lightning's signal handler only records the SIGTERM; its loops then raise ``SIGTERMException``
-at the next batch boundary (or inside validation). This callback saves the complete state there
-— weights, every optimizer and scheduler, λ's state, the counters and the position in the
-epoch, as in ``last.ckpt`` — and ``ckpt_path: auto`` resumes from it when it is the newest
+at the next batch boundary. This callback saves the complete state there — weights, every
+optimizer and scheduler, λ's state, the counters and the position in the epoch, as in
+``last.ckpt`` — and ``ckpt_path: auto`` resumes from it when it is the newest
 (:func:`osdic.utils.run.resume_checkpoint`). ``train.py`` turns the exception into exit status 143
 (128 + SIGTERM), so a scheduler does not take the job for finished.
+
+A SIGTERM during a validation is held until the validation ends: Lightning would stop it half-way
+and a resumed run would never run it again (its metrics and its step checkpoint lost, and the λ
+controller, which reads the validation's real bpp, off its course). Finished, the validation's
+metrics, λ update and checkpoints are written, and the run stops at the next batch boundary, from
+where it resumes exactly. (DataLoader workers ignore SIGTERM, datamodules.images: a scheduler
+signals the whole process group.)
+
+Known limit: a SIGTERM noticed at the last batch of an epoch is checkpointed after Lightning has
+counted the epoch as finished, and the resumed run's batches from then on are not the ones an
+uninterrupted run would draw (Lightning's restart at an epoch's end; mid-epoch, with or without a
+validation, resumes exactly: tests/test_preemption.py).
 """
 
 from __future__ import annotations
@@ -26,11 +38,35 @@ PREEMPTED_CHECKPOINT = "preempted.ckpt"
 class PreemptionCheckpoint(pl.Callback):
     def __init__(self, dirpath: str):
         self.path = Path(dirpath) / PREEMPTED_CHECKPOINT
+        self.held = False  # a SIGTERM that arrived during a validation, held until it ends
+        self.validated_at: int | None = None  # the training step of the last validation inside fit
+
+    def on_validation_batch_end(self, trainer: pl.Trainer, *args, **kwargs) -> None:
+        # Lightning checks the signal right after this hook (a private flag: the only way to hold it)
+        if trainer.received_sigterm:
+            trainer._signal_connector.received_sigterm = False
+            self.held = True
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.state.fn == "fit" and not trainer.sanity_checking:
+            self.validated_at = trainer.global_step
+        if self.held:
+            self.held = False
+            trainer._signal_connector.received_sigterm = True
 
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
         # Another exception may have left a step half-done: resuming from that state would be wrong.
         if isinstance(exception, SIGTERMException):
-            trainer.save_checkpoint(self.path)  # every rank takes part; rank 0 writes
+            # Lightning, resuming after a batch that ended with a validation, replays that batch's end
+            # and counts it for the loggers once more (its own checkpoints are saved before the count):
+            # saved after the count, this one would shift every later logged step by one
+            epoch_loop = trainer.fit_loop.epoch_loop
+            replayed = self.validated_at == trainer.global_step
+            epoch_loop._batches_that_stepped -= replayed
+            try:
+                trainer.save_checkpoint(self.path)  # every rank takes part; rank 0 writes
+            finally:
+                epoch_loop._batches_that_stepped += replayed
             if trainer.is_global_zero:
                 log.warning("SIGTERM: saved %s at step %d; ckpt_path=auto resumes from it",
                             self.path, trainer.global_step)

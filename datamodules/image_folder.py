@@ -8,7 +8,7 @@ from typing import Callable, Sequence
 import pytorch_lightning as pl
 from torch.utils.data import DataLoader
 
-from datamodules.images import CenterCrop, EpochShuffle, ImageFolder, RandomCrop
+from datamodules.images import CenterCrop, EpochShuffle, ImageFolder, RandomCrop, shielded_worker_init
 from osdic.checks import ConfigError, require_int, require_positive
 from osdic.images import DEFAULT_MAX_PIXELS, existing_folders
 
@@ -112,6 +112,7 @@ class ImageFolderDataModule(pl.LightningDataModule):
             num_workers=self.num_workers,
             pin_memory=self.pins_memory,
             persistent_workers=self.num_workers > 0,
+            worker_init_fn=shielded_worker_init(self.trainer.global_rank if self.trainer else 0),
             **kwargs,
         )
 

@@ -5,10 +5,12 @@ workers) and is counted, so bad data neither kills a run nor goes unnoticed."""
 
 from __future__ import annotations
 
+import functools
 import math
 import multiprocessing
 import os
 import random
+import signal
 import warnings
 from pathlib import Path
 from typing import Sequence
@@ -16,6 +18,7 @@ from typing import Sequence
 import torch
 from PIL import Image
 from torch import Tensor
+from lightning_fabric.utilities.seed import pl_worker_init_function
 from torch.utils.data import Dataset, DistributedSampler
 
 from osdic.images import DEFAULT_MAX_PIXELS, Decoded, IMAGE_EXTENSIONS, UnreadableImage, evaluation_view, list_images, open_rgb, to_tensor
@@ -93,6 +96,20 @@ class CenterCrop:
     def __call__(self, path: Path, rng: random.Random) -> tuple[Tensor, str | None]:
         image, note, _, _ = open_rgb(path, max_pixels=self.max_pixels)
         return to_tensor(evaluation_view(image, self.resize_short, self.size)), note
+
+
+def _worker_init(worker_id: int, rank: int) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    pl_worker_init_function(worker_id, rank)  # Lightning's seeding of the worker, which a custom init replaces
+
+
+def shielded_worker_init(rank: int):
+    """A DataLoader worker init that shields the worker from SIGTERM. A scheduler (scancel, a
+    preemption) signals the whole process group: a worker that died of it first would end the run
+    with "DataLoader worker killed by signal" before the main process could checkpoint its batch.
+    The main process, which handles SIGTERM, shuts its workers down as a run ends; a worker whose
+    main process died exits by itself (PyTorch's watchdog)."""
+    return functools.partial(_worker_init, rank=rank)
 
 
 # Per-file status shared by all DataLoader workers (inherited through fork or pickled for spawn).

@@ -38,7 +38,7 @@ from torch import Tensor
 from tqdm import tqdm
 
 from datamodules.image_folder import ImageFolderDataModule
-from datamodules.images import RandomCrop
+from datamodules.images import RandomCrop, shielded_worker_init
 from osdic.images import UnreadableImage, list_images, open_rgb
 from datamodules.tiles import CODECS, TiledImage, encode_tiles
 from osdic.checks import ConfigError, require_positive
@@ -135,7 +135,9 @@ class ShardsDataModule(ImageFolderDataModule):
 
     def train_dataloader(self) -> ResumableStreamingDataLoader:
         return ResumableStreamingDataLoader(self.train_stream, batch_size=self.batch_size, num_workers=self.num_workers,
-                                            pin_memory=self.pins_memory)
+                                            pin_memory=self.pins_memory,
+                                            worker_init_fn=shielded_worker_init(self.trainer.global_rank if self.trainer
+                                                                                else 0))
 
 
 # --------------------------------------------------------------------------- preparation

@@ -150,3 +150,67 @@ def test_auto_resume_skips_a_checkpoint_whose_bytes_changed_on_disk(tmp_path, ca
     with caplog.at_level(logging.WARNING):
         chosen = resume_checkpoint("auto", str(tmp_path))
     assert chosen != str(newest) and f"skipping corrupt checkpoint {newest}" in caplog.text
+
+
+def _run_until_sigterm(run_dir: Path, tmp_path: Path, extra: list[str], hook: str, step: int,
+                       whole_group: bool) -> str:
+    """``python train.py`` with a callback that, at ``hook`` of training step ``step``, waits for
+    the test's SIGTERM — sent to the main process, or to its whole process group as schedulers do."""
+    marker = tmp_path / f"{run_dir.name}-waiting"
+    waiter = "+callbacks.wait_for_sigterm"
+    process = subprocess.Popen(
+        [sys.executable, str(REPO / "train.py"), *RUN, *extra, f"hydra.run.dir={run_dir}",
+         f"paths.cache_dir={tmp_path / 'cache'}", f"{waiter}._target_=tests.signal_helpers.WaitForSigterm",
+         f"{waiter}.step={step}", f"{waiter}.marker={marker}", f"{waiter}.hook={hook}"],
+        cwd=tmp_path, env={**os.environ, "PYTHONWARNINGS": "ignore"}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        text=True, start_new_session=True,
+    )
+    deadline = time.monotonic() + 300
+    while not marker.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if whole_group:
+        os.killpg(process.pid, signal.SIGTERM)
+    else:
+        process.send_signal(signal.SIGTERM)
+    output, _ = process.communicate(timeout=300)
+    assert process.returncode == 128 + signal.SIGTERM, output[-3000:]
+    return output
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("hook, step", [("on_train_batch_end", 5), ("on_validation_batch_start", 2)])
+def test_sigterm_to_the_process_group_with_loader_workers_checkpoints_and_resumes_exactly(tmp_path, hook, step):
+    """scancel and preemptions signal every process of the job, DataLoader workers included (which
+    used to die first and take the run down with "worker killed by signal", no checkpoint); a
+    SIGTERM during a validation lets it finish (its metrics and checkpoint are written) and stops
+    at the next batch boundary. Either way the resumed run matches an uninterrupted one."""
+    extra = ["data.num_workers=2"]
+    run_dir = tmp_path / "run"
+    _run_until_sigterm(run_dir, tmp_path, extra, hook, step, whole_group=True)
+    assert torch.load(run_dir / "checkpoints" / "preempted.ckpt", weights_only=True)["global_step"] == step
+    if hook == "on_validation_batch_start":
+        assert (run_dir / "checkpoints" / f"step{step:07d}.ckpt").is_file(), "the validation it interrupted finished"
+    train(compose_config([*RUN, *extra], tmp_path / "straight"))
+    train(compose_config([*RUN, *extra], run_dir))  # ckpt_path: auto
+    straight, interrupted, resumed = _losses(tmp_path / "straight"), _losses(run_dir), _losses(run_dir, version=1)
+    assert sorted({**interrupted, **resumed}) == list(range(8))
+    for step, loss in {**interrupted, **resumed}.items():
+        assert loss == pytest.approx(straight[step], rel=1e-5), step
+    validations = lambda run, version=0: [  # noqa: E731
+        (int(r["step"]), float(r["val/psnr"])) for r in csv.DictReader(
+            (run / "csv" / f"version_{version}" / "metrics.csv").read_text().splitlines()) if r.get("val/psnr")]
+    resumed_validations, straight_validations = validations(run_dir) + validations(run_dir, 1), validations(
+        tmp_path / "straight")
+    assert [step for step, _ in resumed_validations] == [step for step, _ in straight_validations], "each one once"
+    assert [v for _, v in resumed_validations] == pytest.approx([v for _, v in straight_validations], rel=1e-5)
+
+
+@pytest.mark.slow
+def test_sigterm_during_the_validation_before_training_writes_it_and_the_rerun_trains_as_a_fresh_one(tmp_path):
+    extra = ["validate_before_training=true"]
+    run_dir = tmp_path / "run"
+    _run_until_sigterm(run_dir, tmp_path, extra, "on_validation_batch_start", step=0, whole_group=True)
+    assert (run_dir / "initial_metrics.json").is_file() and not (run_dir / "checkpoints").exists()
+    train(compose_config([*RUN, *extra], tmp_path / "straight"))
+    train(compose_config([*RUN, *extra], run_dir))
+    assert _losses(run_dir, version=1) == pytest.approx(_losses(tmp_path / "straight"), rel=1e-5)
