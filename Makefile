@@ -22,7 +22,7 @@ install: $(STAMP)
 # a stand-in for SD 2.1 and stage 1 at three λ in parallel, stage 2 and stage 3 on the stand-in,
 # then every codec beside JPEG and WebP on held-out photos through real files, and a summary.
 demo: install
-	$(PY) -m osdic.utils.demo --out $(DEMO_DIR)
+	$(PY) -m training.demo --out $(DEMO_DIR)
 
 # One of the papers' tables as its whole experiment graph, in miniature on this machine's CPU
 # (tables/, conf/scale/miniature.yaml): `make table T=gan_weight` → logs/tables/gan_weight.md (.csv, .tex).

@@ -23,8 +23,8 @@ from osdic.checks import config_section
 from osdic.codec.package import export_package, load_package
 from osdic.metrics.datasets import split_images
 from osdic.metrics.evaluate_codecs import EvaluationResult, benchmark_codecs, evaluate_codecs
-from osdic.utils.config import metric_for_sweep
-from osdic.utils.loggers import finish_wandb, log_evaluation
+from training.config import metric_for_sweep
+from training.loggers import finish_wandb, log_evaluation
 from osdic.utils.untrusted import build, load_checkpoint, read_run_config
 
 

@@ -22,10 +22,10 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.loggers import WandbLogger
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
-from osdic.utils.config import check_train_config, instantiate_collection, instantiate_node, metric_for_sweep
-from osdic.utils.loggers import describe_wandb_run, finish_wandb
-from osdic.utils.pipeline import run_pipeline
-from osdic.utils.run import isolate_multirun_job, job_overrides, resume_checkpoint
+from training.config import check_train_config, instantiate_collection, instantiate_node, metric_for_sweep
+from training.loggers import describe_wandb_run, finish_wandb
+from training.pipeline import run_pipeline
+from training.run import isolate_multirun_job, job_overrides, resume_checkpoint
 
 log = logging.getLogger(__name__)
 

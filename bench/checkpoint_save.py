@@ -24,7 +24,7 @@ from osdic.utils.devices import timed
 
 WRITERS = {
     "lightning (TorchCheckpointIO)": "lightning_fabric.plugins.io.torch_io:TorchCheckpointIO",
-    "atomic (AtomicCheckpointIO)": "osdic.utils.checkpoint_io:AtomicCheckpointIO",
+    "atomic (AtomicCheckpointIO)": "training.checkpoint_io:AtomicCheckpointIO",
 }
 
 

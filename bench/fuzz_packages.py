@@ -58,7 +58,7 @@ def seed_packages(root: Path) -> dict[str, Path]:
     """Genuine packages of test size (the tables' test scale, conf/scale/test.yaml), built as the
     training configs build them."""
     from tables.graph import compose_config_for, merged
-    from osdic.utils.config import instantiate_node
+    from training.config import instantiate_node
 
     scale = compose_config_for("tables", ["table=gan_weight", "scale=test"], None).scale
     out = {}

@@ -49,7 +49,7 @@ def train_ours(train_dir: Path, lmbda: float, seconds: float, out: Path, overrid
     """The framework's recipe (changed by Hydra ``overrides``) for ``seconds`` of this process's CPU
     time → a codec package."""
     from train import train
-    from osdic.utils.run import compose_run_config
+    from training.run import compose_run_config
 
     cfg = compose_run_config([
         "experiment=demo", "data=folder", f"data.train_dirs=[{train_dir}]", "data.val_dirs=null",
@@ -115,7 +115,7 @@ def training_cost(overrides: Sequence[str] = (), steps: int = 10) -> dict[str, t
     from compressai.models import MeanScaleHyperprior
     from torch.utils.flop_counter import FlopCounterMode
 
-    from osdic.utils.run import compose_run_config
+    from training.run import compose_run_config
 
     cfg = compose_run_config(["experiment=demo", *overrides], Path(tempfile.mkdtemp()))
     x = torch.rand(BATCH, 3, CROP, CROP)

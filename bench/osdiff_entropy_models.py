@@ -40,8 +40,8 @@ from osdic.metrics.quality import psnr
 from osdic.models.entropy import rate_bpp
 from osdic.utils.devices import timed
 from train import train
-from osdic.utils.demo import STANDIN
-from osdic.utils.run import compose_run_config
+from training.demo import STANDIN
+from training.run import compose_run_config
 
 KODAK = Path(os.environ.get("KODAK_DIR", Path(__file__).resolve().parents[2] / "shared" / "data" / "kodak"))
 TINY = [

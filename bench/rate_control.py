@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 
 from train import train
-from osdic.utils.run import compose_run_config
+from training.run import compose_run_config
 
 #: the last batches, with the learning rate near 0, whose training rate's spread is printed: the
 #: crops' content, not the model (TargetRate's ratio_window)

@@ -8,7 +8,7 @@ import pytorch_lightning as pl
 from pytorch_lightning.loggers import WandbLogger
 
 from osdic.codec.package import export_package
-from osdic.utils.config import STARTED_FROM_RANDOM
+from training.config import STARTED_FROM_RANDOM
 
 
 class CodecExport(pl.Callback):

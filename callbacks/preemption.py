@@ -5,7 +5,7 @@ Lightning's signal handler only records the SIGTERM; its loops then raise ``SIGT
 at the next batch boundary. This callback saves the complete state there — weights, every
 optimizer and scheduler, λ's state, the counters and the position in the epoch, as in
 ``last.ckpt`` — and ``ckpt_path: auto`` resumes from it when it is the newest
-(:func:`osdic.utils.run.resume_checkpoint`). ``train.py`` turns the exception into exit status 143
+(:func:`training.run.resume_checkpoint`). ``train.py`` turns the exception into exit status 143
 (128 + SIGTERM), so a scheduler does not take the job for finished.
 
 A SIGTERM during a validation is held until the validation ends: Lightning would stop it half-way

@@ -28,7 +28,7 @@ import pytorch_lightning as pl
 import torch
 
 from osdic.checks import ConfigError, require_positive
-from osdic.utils.config import TARGET_ERROR_KEY, TARGET_TOLERANCE_KEY
+from training.config import TARGET_ERROR_KEY, TARGET_TOLERANCE_KEY
 
 log = logging.getLogger(__name__)
 
@@ -321,7 +321,7 @@ class TargetRate(_MeasuresTrainingRate):
         self.last_real_bpp = float(real)
         for logger in trainer.loggers:  # Lightning takes no self.log after the validation's epoch
             logger.log_metrics({TARGET_ERROR_KEY: self.target_error}, step=trainer.global_step)
-        # and in the run's final metrics, which a sweep's score is read from (osdic.utils.config.metric_for_sweep)
+        # and in the run's final metrics, which a sweep's score is read from (training.config.metric_for_sweep)
         trainer.callback_metrics[TARGET_ERROR_KEY] = torch.tensor(self.target_error)
         trainer.callback_metrics[TARGET_TOLERANCE_KEY] = torch.tensor(self.tolerance)
 

@@ -22,7 +22,7 @@ from osdic.codec.bitstream import CompressedImage, pack
 from osdic.metrics.quality import MetricNotAvailable, metric_spec, quantize_8bit
 from osdic.models.entropy import ENTROPY_MODELS
 from osdic.checks import ConfigError, require_positive, require_supported_precision
-from osdic.utils.config import RANDOM_INIT, STARTED_FROM_RANDOM
+from training.config import RANDOM_INIT, STARTED_FROM_RANDOM
 from osdic.utils.modules import external_keys, resize_buffers_like
 from osdic.utils.untrusted import load_checkpoint
 

@@ -40,7 +40,7 @@ def prepare(scale: DictConfig) -> None:
     if scale.standin:
         from omegaconf import OmegaConf
 
-        from osdic.utils.standin_backbone import build_standin
+        from training.standin_backbone import build_standin
 
         backbone = OmegaConf.to_container(OmegaConf.load(PROJECT_ROOT / "conf" / "standin_backbone.yaml"))
         build_standin([resolve(scale.standin.photos)], resolve(scale.standin.out), backbone, backbone["text_config"],

@@ -21,7 +21,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from osdic import PROJECT_ROOT
 from osdic.checks import ConfigError
-from osdic.utils.config import RANDOM_INIT  # noqa: F401  (registers the configs' ${mul:} resolver)
+from training.config import RANDOM_INIT  # noqa: F401  (registers the configs' ${mul:} resolver)
 
 #: keys of a run's config that say where it runs, how it is named or what it starts from, not
 #: what it computes (the predecessor enters the key as its own key instead)

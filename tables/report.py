@@ -10,8 +10,8 @@ import os
 from pathlib import Path
 
 from osdic.utils.files import write_atomically
-from osdic.utils.loggers import wandb_has_credentials
-from osdic.utils.run import stable_run_id
+from training.loggers import wandb_has_credentials
+from training.run import stable_run_id
 from tables.graph import Graph
 from tables.runner import is_done
 from tables.writer import TableWriter

@@ -10,7 +10,7 @@ import torch
 from omegaconf import DictConfig
 
 import train
-from osdic.utils.run import CONF_DIR as _CONF_DIR, compose_run_config
+from training.run import CONF_DIR as _CONF_DIR, compose_run_config
 
 CONF_DIR = str(_CONF_DIR)
 KODAK_DIR = Path(os.environ.get("KODAK_DIR", Path(train.__file__).resolve().parent.parent / "shared" / "data" / "kodak"))

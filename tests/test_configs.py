@@ -143,3 +143,14 @@ def test_init_from_a_checkpoint_that_does_not_exist_is_refused_before_training(t
     cfg = compose_config(["experiment=sodec_stage3", "model.init_from=/no/such/stage2.ckpt"], tmp_path / "run")
     with pytest.raises(ConfigError, match="model.init_from: /no/such/stage2.ckpt does not exist"):
         train(cfg)
+
+
+def test_the_library_imports_nothing_of_the_training_side():
+    """osdic imports neither Lightning, Hydra nor OmegaConf, nor the application's packages, with no
+    exception tolerated (bench/import_graph.py)."""
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, str(Path(CONF_DIR).parent / "bench" / "import_graph.py"), "--check"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and "library → training side: none" in result.stdout, result.stdout[-2000:]

@@ -11,7 +11,7 @@ import torch
 from osdic.metrics.latency import StepTimer, decode_breakdown
 from osdic.utils import devices
 from tests.conftest import TINY_OSDIFF, TINY_SODEC, TINY_STAGE1, compose_config
-from osdic.utils.config import instantiate_node
+from training.config import instantiate_node
 
 CODECS = {
     "hific": TINY_STAGE1,

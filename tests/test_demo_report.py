@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from osdic.utils.demo_report import report
+from training.demo_report import report
 
 
 def test_summary_shows_each_stage_from_start_to_end_and_the_bd_rates(tmp_path, capsys):

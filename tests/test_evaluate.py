@@ -33,7 +33,7 @@ from osdic.metrics.evaluate_codecs import codec_points
 from osdic.metrics.sweep import read_sweep, training_runs
 from osdic.checks import ConfigError, MissingWeightsError
 from osdic.metrics.quality import fid_patches, patch_count
-from osdic.utils.config import instantiate_node, metric_for_sweep
+from training.config import instantiate_node, metric_for_sweep
 from osdic.models.hific import HiFiCCompressor
 from tests.conftest import CONF_DIR
 

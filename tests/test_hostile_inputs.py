@@ -181,7 +181,7 @@ def _cli(*arguments: str, stdin: str = "", timeout: float = 120) -> subprocess.C
 
 def _sodec_package(tmp_path: Path) -> Path:
     from osdic.codec.package import export_package
-    from osdic.utils.config import instantiate_node
+    from training.config import instantiate_node
     from tests.conftest import TINY_SODEC, compose_config
 
     module = instantiate_node(compose_config(["model=sodec_stage2", *TINY_SODEC], tmp_path / "run").model, "model")

@@ -23,7 +23,7 @@ import torch
 import train as train_module
 from tests.conftest import TINY_STAGE1, compose_config
 from train import train
-from osdic.utils.run import resume_checkpoint
+from training.run import resume_checkpoint
 
 REPO = Path(train_module.__file__).resolve().parent
 #: 8 steps over 4 batches per epoch, validation every 2: a SIGTERM after step 5 is mid-epoch,

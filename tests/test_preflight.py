@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from osdic.utils import preflight
+from training import preflight
 
 
 def test_doctor_lists_every_missing_folder_weight_and_gpu_at_once_with_its_fix(tmp_path, monkeypatch, capsys):

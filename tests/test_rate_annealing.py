@@ -222,7 +222,7 @@ def test_joint_training_at_matched_bpp_targets_the_annealed_runs_final_rate(tmp_
     (annealed / "final_metrics.json").write_text('{"val/bpp_real": 0.0421, "val/psnr": 30.0}')
     cfg = compose_config(["experiment=sodec_stage3", "callbacks/rate_annealing=target_bpp",
                           f"callbacks.rate_annealing.target_bpp={annealed}", "trainer=cpu"], tmp_path / "run")
-    from osdic.utils.config import instantiate_node
+    from training.config import instantiate_node
 
     controller = instantiate_node(cfg.callbacks.rate_annealing, "callbacks.rate_annealing")
     assert isinstance(controller, TargetRate) and controller.target_bpp == pytest.approx(0.0421)

@@ -27,7 +27,7 @@ from datamodules.shards import prepare_shards, random_crop
 from datamodules.tiles import TiledImage, encode_tiles
 from tests.conftest import TINY_STAGE1, compose_config
 from train import train
-from osdic.utils.config import instantiate_node
+from training.config import instantiate_node
 from osdic.checks import ConfigError
 
 GOOD = 8

@@ -16,7 +16,7 @@ from osdic.checks import ConfigError, MissingWeightsError
 from osdic.models.backbone import DiffusionBackbone
 from tests.conftest import TINY_SODEC, TINY_STAGE1, compose_config
 from train import train
-from osdic.utils.config import instantiate_node
+from training.config import instantiate_node
 
 
 def _module(tmp_path, *overrides, stage="sodec_stage3"):
@@ -56,7 +56,7 @@ def test_stages_chain_from_checkpoints(tmp_path):
 def test_a_chain_that_starts_from_random_weights_says_so_in_its_checkpoints_packages_and_evaluations(tmp_path):
     from osdic.codec.package import package_warnings
     from osdic.metrics.evaluate_codecs import codec_warnings
-    from osdic.utils.config import STARTED_FROM_RANDOM
+    from training.config import STARTED_FROM_RANDOM
 
     train(compose_config(["model=sodec_stage2", *TINY_SODEC], tmp_path / "s2"))  # init_from=random
     s2_ckpt = tmp_path / "s2" / "checkpoints" / "last.ckpt"
@@ -232,7 +232,7 @@ def test_missing_backbone_weights_say_what_to_download(tmp_path):
 
 
 def test_a_missing_local_backbone_directory_says_what_makes_it(tmp_path):
-    with pytest.raises(MissingWeightsError, match="python -m osdic.utils.standin_backbone --photos <folders> --out "
+    with pytest.raises(MissingWeightsError, match="python -m training.standin_backbone --photos <folders> --out "
                                                    + str(tmp_path / "standin-sd")) as error:
         DiffusionBackbone(pretrained=str(tmp_path / "standin-sd"))
     assert "hf download stabilityai/stable-diffusion-2-1-base --local-dir" in str(error.value)

@@ -183,7 +183,7 @@ def test_pipeline_chains_the_stages_of_a_rate_point_and_resumes_after_the_finish
 
 
 def test_run_name_is_the_stage_and_the_values_not_where_it_starts_from(tmp_path):
-    from osdic.utils.run import run_name
+    from training.run import run_name
 
     compose_config(["experiment=sodec_stage3", "model.init_from=/runs/stage2/checkpoints/last.ckpt",
                     "callbacks.rate_annealing.lambda_start=2", "model.codec.backbone.lora_rank=16", "debug=fast"],

@@ -19,7 +19,7 @@ from PIL import Image
 import train as train_module
 from osdic.checks import ConfigError
 from osdic.codec.package import load_package
-from osdic.utils.config import TargetRateMissed
+from training.config import TargetRateMissed
 from tests.conftest import KODAK_DIR, TINY_STAGE1, compose_config
 from train import train
 
@@ -104,7 +104,7 @@ def test_a_sweep_at_a_fixed_rate_does_not_score_a_run_that_missed_it():
 
 
 def test_a_sweep_at_a_fixed_rate_without_the_lambda_controller_is_refused_before_training(tmp_path):
-    from osdic.utils.config import check_train_config
+    from training.config import check_train_config
 
     with pytest.raises(ConfigError, match="score_only_at_target_bpp.*ConstantLambda"):
         check_train_config(compose_config([*TINY_STAGE1, "score_only_at_target_bpp=true"], tmp_path / "run"))
@@ -231,7 +231,7 @@ def test_entropy_model_lr_gives_the_entropy_models_networks_their_own_learning_r
     entropy model's networks (not the quantiles, which the aux optimizer trains) at entropy_model_lr;
     without it one group, as before."""
     from osdic.models.entropy import ENTROPY_MODELS
-    from osdic.utils.config import instantiate_node
+    from training.config import instantiate_node
 
     def main_optimizer(*overrides):
         module = instantiate_node(compose_config([*TINY_STAGE1, *overrides], tmp_path / "run").model, "model")

@@ -2,7 +2,7 @@
 papers behind this project report CLIPIQA and MUSIQ with), under this project's weight policy.
 
 pyiqa downloads its weights on first use and reads some with ``torch.load(weights_only=False)``.
-Here every weight file must already be on disk (``python -m osdic.utils.preflight download``
+Here every weight file must already be on disk (``python -m training.preflight download``
 fetches them), and is read as data:
 
 - ``clipiqa``: pyiqa's CLIP-IQA (CLIP ResNet-50 at the image's own resolution, five antonym
@@ -124,7 +124,7 @@ class PyIQAMetric(ExternalWeights):
         self.random_weights = bool(problems)
         if problems and not allow_random_weights:
             raise MissingWeightsError(f"{name} (pyiqa) needs " + "; ".join(problems)
-                                      + ". `python -m osdic.utils.preflight download ...` fetches it; tests may pass "
+                                      + ". `python -m training.preflight download ...` fetches it; tests may pass "
                                         "allow_random_weights=true instead, and the values are then not " + name)
         self.name = name
         self.metric = _BUILDERS[name](self.random_weights).eval()

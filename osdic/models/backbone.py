@@ -35,11 +35,11 @@ def _load_pretrained(cls, source: str, subfolder: str, revision: str | None):
     if _is_local_path(source) and not (Path(source).expanduser() / subfolder).is_dir():
         raise MissingWeightsError(
             f"cannot load {cls.__name__}: {Path(source).expanduser() / subfolder} does not exist. A local backbone "
-            f"directory is made by `python -m osdic.utils.standin_backbone --photos <folders> --out {source}` (the "
+            f"directory is made by `python -m training.standin_backbone --photos <folders> --out {source}` (the "
             f"CPU stand-in for SD 2.1 that `make demo` and `make table` build), or holds SD 2.1 itself: "
             f"`hf download stabilityai/stable-diffusion-2-1-base --local-dir {source}`.")
     try:
-        # local files only: a compute node reads the cache (`python -m osdic.utils.preflight download` fills it)
+        # local files only: a compute node reads the cache (`python -m training.preflight download` fills it)
         if architecture_only_build():
             return cls.from_config(cls.load_config(source, subfolder=subfolder, revision=revision, local_files_only=True))
         return cls.from_pretrained(source, subfolder=subfolder, revision=revision, local_files_only=True)

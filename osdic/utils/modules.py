@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+from collections.abc import Mapping, Sequence
 from typing import Iterator
 
 import torch
-from omegaconf import DictConfig, ListConfig, OmegaConf
 from torch import nn
 
 _ARCHITECTURE_ONLY = contextvars.ContextVar("architecture_only", default=False)
@@ -89,8 +89,13 @@ def check_loaded_keys(module: nn.Module, state_keys, what: str) -> None:
 
 
 def plain(value):
-    """OmegaConf containers → plain dicts/lists (for JSON and third-party constructors)."""
-    return OmegaConf.to_container(value) if isinstance(value, (DictConfig, ListConfig)) else value
+    """Mappings and sequences (a config library's containers among them) → plain dicts and lists,
+    for JSON and for third-party constructors."""
+    if isinstance(value, Mapping):
+        return {key: plain(item) for key, item in value.items()}
+    if isinstance(value, Sequence) and not isinstance(value, (str, bytes)):
+        return [plain(item) for item in value]
+    return value
 
 
 def module_config(module: nn.Module) -> dict:

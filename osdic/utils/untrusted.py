@@ -43,11 +43,11 @@ MAX_RUN_CONFIG_BYTES = 1 << 20
 
 
 def read_run_config(path: str | os.PathLike) -> Any:
-    """A run's saved config (``.hydra/config.yaml``) as a plain container, without resolving it.
+    """A run's saved config (``.hydra/config.yaml``) as plain dicts and lists, its interpolations
+    unresolved.
     A file over :data:`MAX_RUN_CONFIG_BYTES`, or one using YAML anchors and aliases — which Hydra
     never writes, and which a "billion laughs" file nests to cost ×10 per level — is refused."""
     import yaml
-    from omegaconf import OmegaConf
 
     size = os.path.getsize(path)
     if size > MAX_RUN_CONFIG_BYTES:
@@ -60,7 +60,7 @@ def read_run_config(path: str | os.PathLike) -> Any:
     if aliased:
         raise UntrustedFileError(f"{path}: refused: it uses YAML anchors and aliases, which Hydra never writes and "
                                  f"which can expand a small file without bound")
-    return OmegaConf.to_container(OmegaConf.create(yaml.safe_load(text)))
+    return yaml.safe_load(text)
 
 
 def _is_hydra_key(key: Any) -> bool:

@@ -1,8 +1,8 @@
 """Before a long job, everything the composed config needs, checked in one pass:
 
-    python -m osdic.utils.preflight doctor experiment=sodec_stage3 data=lsdir
-    python -m osdic.utils.preflight doctor --config evaluate data=kodak "metrics=[psnr,lpips_alex,fid256]"
-    python -m osdic.utils.preflight download experiment=sodec_stage3 data=lsdir   # on a machine with internet
+    python -m training.preflight doctor experiment=sodec_stage3 data=lsdir
+    python -m training.preflight doctor --config evaluate data=kodak "metrics=[psnr,lpips_alex,fid256]"
+    python -m training.preflight download experiment=sodec_stage3 data=lsdir   # on a machine with internet
 
 ``doctor`` lists every dataset folder, pretrained weight (the Hugging Face cache looked up
 offline, the torch hub cache), GPU and package the config needs, with its state and the command
@@ -49,7 +49,7 @@ def compose(config_name: str, overrides: list[str]) -> DictConfig:
     from hydra.core.global_hydra import GlobalHydra
     from hydra.core.hydra_config import HydraConfig
 
-    from osdic.utils.run import CONF_DIR
+    from training.run import CONF_DIR
 
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
@@ -237,7 +237,7 @@ def report(found: list[Requirement]) -> str:
                                                                                    if req.fix else ""))
     missing = [r for r in found if not r.ok]
     lines.append(f"\n{len(found)} checked, {len(missing)} missing" + (
-        "; `python -m osdic.utils.preflight download <the same overrides>` fetches the weights on a machine with internet"
+        "; `python -m training.preflight download <the same overrides>` fetches the weights on a machine with internet"
         if any(r.fetch for r in missing) else ""))
     return "\n".join(lines)
 

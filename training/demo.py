@@ -1,14 +1,14 @@
 """`make demo`: the whole method on a CPU in minutes, on photos shipped inside installed packages.
 
-    python -m osdic.utils.demo [--out logs/demo]
+    python -m training.demo [--out logs/demo]
 
-1. In parallel, one CPU thread each: the stand-in for SD 2.1 (:mod:`osdic.utils.standin_backbone`,
+1. In parallel, one CPU thread each: the stand-in for SD 2.1 (:mod:`training.standin_backbone`,
    cached) and stage 1 at three λ (an RD curve of the stage-1 codec).
 2. SODEC stage 2 from the middle λ's stage 1, on the stand-in backbone.
 3. SODEC stage 3 from stage 2, λ annealed upwards (the rate falls).
 4. evaluate.py on the held-out photos: real files of every codec beside JPEG and WebP on a
    quality grid, BD-rates, RD plots, a sample grid.
-5. The summary (:mod:`osdic.utils.demo_report`): each stage's start and end, then the RD table.
+5. The summary (:mod:`training.demo_report`): each stage's start and end, then the RD table.
 
 Every job writes its log into its run directory; a failed job stops the demo with its log's tail.
 """
@@ -69,7 +69,7 @@ def main() -> None:
 
     train_photos, held_out = materialize_samples(SAMPLES)
     stage1 = {lmbda: out / f"stage1_lambda{lmbda}" for lmbda in LAMBDAS}
-    run([("stand-in SD", [python, "-m", "osdic.utils.standin_backbone", "--photos", str(train_photos), "--out", str(STANDIN),
+    run([("stand-in SD", [python, "-m", "training.standin_backbone", "--photos", str(train_photos), "--out", str(STANDIN),
                            "--vae-steps", "300", "--unet-steps", "150"],
           out / "standin.log")]
         + [(f"stage 1, λ = {lmbda}", [python, train, "experiment=demo", f"callbacks.rate_annealing.lambda_start={lmbda}",
@@ -88,7 +88,7 @@ def main() -> None:
                          f"data.test_dirs=[{held_out}]", "data.name=held-out", "metrics=[psnr,ms_ssim]",
                          "baselines=[jpeg,webp]", f"hydra.run.dir={out / 'evaluation'}"],
           out / "evaluation" / "evaluate.log")], threads=2, start=start)
-    from osdic.utils.demo_report import report
+    from training.demo_report import report
 
     report(out)
     print(f"\n[demo] {time.perf_counter() - start:.0f} s in all; logs, checkpoints, codecs and W&B offline runs "

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 from pytorch_lightning.loggers import WandbLogger
 
 from osdic.metrics.sweep import training_runs
-from osdic.utils.run import hydra_config, run_name, stable_run_id, sweep_group, write_provenance
+from training.run import hydra_config, run_name, stable_run_id, sweep_group, write_provenance
 
 if TYPE_CHECKING:  # the evaluation's modules (metrics, plots) are not a training run's
     from osdic.metrics.evaluate_codecs import EvaluationResult

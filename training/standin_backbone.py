@@ -9,7 +9,7 @@ folder layout (unet/, vae/, scheduler/, text_encoder/, tokenizer/), so the stage
 the same ``from_pretrained`` path as SD 2.1 (``model.codec.backbone.pretrained=<dir>``). The VAE's
 ``scaling_factor`` is set as SD's was: one over the standard deviation of its latents.
 
-    python -m osdic.utils.standin_backbone --photos DIR [DIR ...] --out .cache/standin-sd
+    python -m training.standin_backbone --photos DIR [DIR ...] --out .cache/standin-sd
 
 A folder that already holds a stand-in trained with the same settings is reused.
 """

@@ -1,6 +1,6 @@
 """The demo's summary: what each stage did to rate and quality, then the evaluation's RD table.
 
-    python -m osdic.utils.demo_report logs/demo
+    python -m training.demo_report logs/demo
 
 Per stage, the validation of the held-out photos at its start (``initial_metrics.json``, written
 with ``validate_before_training=true``) and at its end (``final_metrics.json``): bpp of the real

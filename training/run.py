@@ -18,7 +18,7 @@ from omegaconf import OmegaConf, read_write
 
 from osdic import PROJECT_ROOT
 from osdic.metrics.sweep import display_name, group_name
-from osdic.utils.checkpoint_io import checksum_path, file_sha256
+from training.checkpoint_io import checksum_path, file_sha256
 
 #: overrides that locate a run rather than define it (left out of W&B run names)
 _LOCATING = ("hydra.", "paths.", "ckpt_path", "logger", "trainer.devices", "trainer.num_nodes", "model.init_from",
