@@ -33,7 +33,7 @@ from compressai.entropy_models import EntropyBottleneck
 
 from osdic.codec.package import load_package
 from osdic.images import open_rgb, to_tensor
-from osdic.models.entropy import ElicEntropyModel, MeanScaleHyperprior, rate_bpp
+from osdic.models.entropy import ElicEntropyModel, HyperpriorEntropyModel, rate_bpp
 
 REPO = Path(__file__).resolve().parents[1]
 KODAK = Path(os.environ.get("KODAK_DIR", REPO.parent / "shared" / "data" / "kodak"))
@@ -55,7 +55,7 @@ def build(name: str, channels: int) -> torch.nn.Module:
     if name == "ELIC":
         groups = [max(channels // d, 1) for d in (16, 16, 8, 4)]  # ELIC's proportions, the rest last
         return ElicEntropyModel(channels, HYPER, groups=[*groups, channels - sum(groups)], context_channels=[64, 32])
-    return MeanScaleHyperprior(channels, HYPER)
+    return HyperpriorEntropyModel(channels, HYPER)
 
 
 def train_rate(model: torch.nn.Module, train_y: list[torch.Tensor], steps: int, seed: int) -> None:

@@ -41,7 +41,7 @@ def main() -> None:
         unet_config=codec.backbone.unet_config, conditioning_channels=codec.backbone.unet.config.in_channels)
     hyperprior = hydra.utils.instantiate(
         _compose(["model/codec/entropy_model=hyperprior"]).model.codec.entropy_model)(
-        latent_channels=codec.hparams["latent_channels"])
+        latent_channels=codec.constructor_arguments["latent_channels"])
 
     shared = {"G_a (analysis)": count(codec.analysis), "entropy model: ELIC (default)": count(codec.entropy_model),
               "G_s (synthesis)": count(codec.synthesis)}

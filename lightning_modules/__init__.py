@@ -3,8 +3,11 @@ sharing :class:`base.CompressionLightningModule`."""
 
 import torch
 
+from lightning_modules import losses, osdiff, sodec_diffusion, stage1_vae, stage4_gan  # noqa: F401  (registers them)
 from osdic.codec.package import CODEC_CLASSES
-from lightning_modules import losses
+from osdic.models import discriminators  # noqa: F401  (registers them)
+from osdic.registry import MODEL, registered
+from osdic.utils import optim  # noqa: F401  (registers them)
 
 
 def _subclasses(namespace, base: type) -> set[str]:
@@ -12,21 +15,11 @@ def _subclasses(namespace, base: type) -> set[str]:
             if isinstance(value, type) and issubclass(value, base)}
 
 
-#: What the ``model`` config of a run may build when evaluate.py loads one of its checkpoints:
-#: these modules, their codecs, losses and discriminators, and torch's optimizers and LR schedulers.
+#: What the ``model`` config of a run may build when evaluate.py loads one of its checkpoints: the
+#: classes registered as codec or model parts (osdic.registry), and torch's optimizers and LR schedulers.
 MODEL_CONFIG_TARGETS = frozenset({
     *CODEC_CLASSES,
-    "lightning_modules.stage1_vae.Stage1VAEModule",
-    "lightning_modules.sodec_diffusion.SODECDiffusionModule",
-    "lightning_modules.stage4_gan.Stage4GANModule",
-    "lightning_modules.osdiff.OSDiffModule",
-    "lightning_modules.losses.DistortionLoss",
-    *_subclasses(losses, losses.Alignment),
-    *_subclasses(losses, losses.AdversarialLoss),
-    "osdic.models.discriminators.latent_discriminator",
-    "osdic.models.discriminators.pixel_discriminator",
-    "osdic.models.discriminators.UNetFeatureDiscriminator",
-    "osdic.utils.optim.adamw_8bit",
+    *registered(MODEL),
     *_subclasses(torch.optim, torch.optim.Optimizer),
     *_subclasses(torch.optim.lr_scheduler, torch.optim.lr_scheduler.LRScheduler),
 })

@@ -16,6 +16,7 @@ from typing import Any, Callable, Iterable, Sequence
 import pytorch_lightning as pl
 import torch
 from torch import Tensor, nn
+from pytorch_lightning.loggers import WandbLogger
 from torchmetrics import MeanMetric
 
 from osdic.codec.bitstream import CompressedImage, pack
@@ -167,10 +168,11 @@ class CompressionLightningModule(pl.LightningModule):
     def on_fit_start(self) -> None:
         self._run_seed = torch.initial_seed()
         require_supported_precision("trainer.precision", self.trainer.precision)
-        if self.started_from_random:  # known only now: a predecessor's checkpoint may carry it
+        # known only now (a predecessor's checkpoint may carry it); other ranks hold a dummy W&B run
+        if self.started_from_random and self.trainer.is_global_zero:
             for logger in self.loggers:
-                if hasattr(logger, "experiment") and hasattr(logger.experiment, "tags"):  # a W&B run
-                    logger.experiment.tags = (*logger.experiment.tags, STARTED_FROM_RANDOM)
+                if isinstance(logger, WandbLogger):
+                    logger.experiment.tags = (*(logger.experiment.tags or ()), STARTED_FROM_RANDOM)
 
     def configure_optimizers(self):
         optimizers = [self.optimizer_factory(self._parameter_groups())]

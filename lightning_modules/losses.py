@@ -11,8 +11,10 @@ from torch import Tensor, nn
 
 from osdic.metrics.perceptual import LPIPS
 from osdic.checks import ConfigError, require_non_negative
+from osdic.registry import MODEL, register
 
 
+@register(MODEL)
 class DistortionLoss(nn.Module):
     """d(x, x̂) = k_M·MSE + k_P·LPIPS (SODEC: k_M = 1, k_P = 2).
 
@@ -63,6 +65,7 @@ class Alignment:
         raise NotImplementedError
 
 
+@register(MODEL)
 class NoAlignment(Alignment):
     """(i) No alignment term: nothing constrains x̂_f."""
 
@@ -70,6 +73,7 @@ class NoAlignment(Alignment):
         return {}, None
 
 
+@register(MODEL)
 class MSEAlignment(Alignment):
     """(iv) α·MSE(x, x̂_f) in the distortion's image range (SODEC's choice, α = 30)."""
 
@@ -81,6 +85,7 @@ class MSEAlignment(Alignment):
         return {"align_mse": mse}, self.weight * mse
 
 
+@register(MODEL)
 class MSELPIPSAlignment(Alignment):
     """(ii) α·(MSE + LPIPS)(x, x̂_f); needs the distortion's LPIPS (k_P > 0)."""
 
@@ -94,6 +99,7 @@ class MSELPIPSAlignment(Alignment):
         return terms, self.weight * (terms["align_mse"] + terms["align_lpips"])
 
 
+@register(MODEL)
 class MergedAlignment(Alignment):
     """(iii) d(x, x̂_f) with the main loss's k_M, k_P, no separate α."""
 
@@ -115,6 +121,7 @@ class AdversarialLoss:
         raise NotImplementedError
 
 
+@register(MODEL)
 class NonSaturatingLoss(AdversarialLoss):
     """L_g = −E[log D(fake)], L_D = −E[log D(real)] − E[log(1 − D(fake))], D = sigmoid(logit)
     (SODEC's and OSDiff's)."""
@@ -126,6 +133,7 @@ class NonSaturatingLoss(AdversarialLoss):
         return F.softplus(-real_logits.float()).mean() + F.softplus(fake_logits.float()).mean()
 
 
+@register(MODEL)
 class HingeLoss(AdversarialLoss):
     """L_g = −E[D(fake)], L_D = E[max(0, 1 − D(real))] + E[max(0, 1 + D(fake))] (SAGAN, BigGAN)."""
 

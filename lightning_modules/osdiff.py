@@ -18,8 +18,10 @@ from lightning_modules.base import CompressionLightningModule
 from osdic.models.entropy import rate_terms
 from osdic.models.osdiff import OSDiff
 from osdic.checks import require_non_negative
+from osdic.registry import MODEL, register
 
 
+@register(MODEL)
 class OSDiffModule(AdversarialMixin, CompressionLightningModule):
     def __init__(
         self,

@@ -26,8 +26,10 @@ from lightning_modules.losses import Alignment, DistortionLoss, NoAlignment
 from osdic.models.entropy import rate_terms
 from osdic.models.sodec import SODEC
 from osdic.checks import ConfigError
+from osdic.registry import MODEL, register
 
 
+@register(MODEL)
 class SODECDiffusionModule(CompressionLightningModule):
     def __init__(
         self,

@@ -8,8 +8,10 @@ from lightning_modules.base import CompressionLightningModule
 from lightning_modules.losses import DistortionLoss
 from osdic.models.entropy import rate_terms
 from osdic.models.hific import HiFiCCompressor
+from osdic.registry import MODEL, register
 
 
+@register(MODEL)
 class Stage1VAEModule(CompressionLightningModule):
     def __init__(self, codec: HiFiCCompressor, distortion: DistortionLoss, **kwargs):
         super().__init__(codec=codec, **kwargs)

@@ -6,8 +6,10 @@ from __future__ import annotations
 from lightning_modules.adversarial import AdversarialMixin
 from lightning_modules.losses import AdversarialLoss
 from lightning_modules.sodec_diffusion import SODECDiffusionModule
+from osdic.registry import MODEL, register
 
 
+@register(MODEL)
 class Stage4GANModule(AdversarialMixin, SODECDiffusionModule):
     def __init__(
         self,

@@ -215,7 +215,8 @@ class TableWriter:
         for dataset in self.table.datasets:
             rows, notes = [], []
             for row in paper_rows:
-                rows.append([f"{row} (paper)", *(self.paper.get((row, c), MISSING) for c in columns)])
+                rows.append([f"{row} (paper)", *(self.paper.get((row, metric), self.paper.get((row, title), MISSING))
+                                                 for title, metric in columns.items())])
             for point in self.graph.points:
                 node = point.evaluations[dataset]
                 path = node.directory / "latency.json"

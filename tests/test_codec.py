@@ -106,7 +106,7 @@ def test_channel_norm_places_hifics_channelnorm_where_it_says(channel_norm, enco
     # E: after the 7×7 conv and each of four stride-2 convs; D_a: on ŷ, after the head conv, two per
     # residual block, after each of four transposed convs
     assert (count(codec.encoder), count(codec.fidelity_decoder)) == (encoder_norms, decoder_norms)
-    assert codec.hparams["channel_norm"] == channel_norm, "a codec package rebuilds the same layers"
+    assert codec.constructor_arguments["channel_norm"] == channel_norm, "a codec package rebuilds the same layers"
 
 
 def test_gdn_replaces_the_norm_and_relu_of_every_resampling_layer_and_nothing_else(tmp_path):

@@ -10,10 +10,10 @@ import torch
 import torch.nn.functional as F
 
 from osdic.checks import ConfigError
-from osdic.models.entropy import ElicEntropyModel, MeanScaleHyperprior, rate_bpp
+from osdic.models.entropy import ElicEntropyModel, HyperpriorEntropyModel, rate_bpp
 
 MODELS = {
-    "hyperprior": lambda: MeanScaleHyperprior(8, hyper_channels=8),
+    "hyperprior": lambda: HyperpriorEntropyModel(8, hyper_channels=8),
     "elic": lambda: ElicEntropyModel(8, hyper_channels=8, groups=[2, 2, 4], context_channels=[16, 16]),
 }
 
@@ -84,7 +84,7 @@ def test_training_gives_the_rate_of_the_rounded_latents_the_files_code(name):
 def test_decoder_input_is_rounded_or_noisy_in_training_and_always_rounded_in_evaluation():
     y = _latent(2)
     torch.manual_seed(0)
-    rounded, noisy = MeanScaleHyperprior(8, 8).train(), MeanScaleHyperprior(8, 8, decoder_input="noisy").train()
+    rounded, noisy = HyperpriorEntropyModel(8, 8).train(), HyperpriorEntropyModel(8, 8, decoder_input="noisy").train()
     noisy.load_state_dict(rounded.state_dict())
     from_rounded, from_noisy = rounded(y)["y_hat"], noisy(y)["y_hat"]
     means = rounded.entropy_parameters(rounded(y)["z_hat"])[1]
@@ -93,5 +93,5 @@ def test_decoder_input_is_rounded_or_noisy_in_training_and_always_rounded_in_eva
     assert 0 < (from_noisy - y).abs().max() <= 0.5 and offsets(from_noisy) > 0.1
     assert torch.equal(noisy.eval()(y)["y_hat"], rounded.eval()(y)["y_hat"])
     with pytest.raises(ConfigError) as error:
-        MeanScaleHyperprior(8, 8, decoder_input="soft")
+        HyperpriorEntropyModel(8, 8, decoder_input="soft")
     assert error.value.key == "decoder_input"

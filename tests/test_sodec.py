@@ -115,7 +115,7 @@ def test_lora_rank_sets_the_shape_of_the_lora_matrices_and_survives_export(tmp_p
     assert lora and all((p.shape[0] if "lora_A" in n else p.shape[1]) == 3 for n, p in lora.items())
     assert {n.split(".lora_")[0].rsplit(".", 1)[-1] for n in lora} == {"to_q", "to_v"}
     codec, _ = load_package(export_package(module.codec.eval(), tmp_path / "package"))
-    assert codec.backbone.hparams["lora_rank"] == 3, "the package's config rebuilds rank-3 LoRA layers"
+    assert codec.backbone.constructor_arguments["lora_rank"] == 3, "the package's config rebuilds rank-3 LoRA layers"
     exported = {n: p for n, p in codec.backbone.unet.named_parameters() if "lora_" in n}
     assert exported.keys() == lora.keys()
     assert all(torch.equal(exported[n], lora[n].detach()) for n in lora)

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
+from osdic.metrics.quality import compressai_key
 from tables.graph import Graph, Node, build_graph, compose_config_for
 from tables.runner import PREEMPTED, Runner, exit_status, is_done
 from tables.writer import TableWriter
@@ -263,7 +264,7 @@ def _finish(node: Node, name: str, payload: dict) -> None:
 
 
 def _evaluated(node: Node, **results: float) -> None:
-    _finish(node, "codec.json", {"results": {k.replace("_", "-"): [v] for k, v in results.items()},
+    _finish(node, "codec.json", {"results": {compressai_key(k): [v] for k, v in results.items()},
                                  "dataset": "Kodak", "images": 24})
 
 

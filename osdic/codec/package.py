@@ -25,6 +25,8 @@ from torch import nn
 from osdic.checks import MissingWeightsError
 from osdic.codec.bitstream import FINGERPRINT_BYTES
 from osdic.codec.entropy_guard import TABLE_BUFFERS, EntropyTableError, rebuild_entropy_tables
+from osdic.models import backbone, control, entropy, guidance, hific, osdiff, sodec  # noqa: F401  (registers them)
+from osdic.registry import CODEC, registered
 from osdic.utils.files import write_atomically
 from osdic.utils.modules import architecture_only, load_portable_state_dict, module_config, portable_state_dict
 from osdic.utils.untrusted import UntrustedFileError, build
@@ -32,28 +34,9 @@ from osdic.utils.untrusted import UntrustedFileError, build
 CONFIG_FILE = "codec.json"
 WEIGHTS_FILE = "weights.safetensors"
 PACKAGE_FORMAT = 1
-#: What a package's config may build: the codecs and the modules their constructors take.
-CODEC_CLASSES = frozenset({
-    "osdic.models.hific.HiFiCCompressor",
-    "osdic.models.sodec.SODEC",
-    "osdic.models.osdiff.OSDiff",
-    "osdic.models.osdiff.PureNoise",
-    "osdic.models.osdiff.NoisedCondition",
-    "osdic.models.osdiff.NoisedClean",
-    "osdic.models.entropy.MeanScaleHyperprior",
-    "osdic.models.entropy.ElicEntropyModel",
-    "osdic.models.control.ControlNetXS",
-    "osdic.models.control.FullControlNet",
-    "osdic.models.backbone.DiffusionBackbone",
-    "osdic.models.guidance.NullGuidance",
-    "osdic.models.guidance.TextGuidance",
-    "osdic.models.guidance.CaptionGuidance",
-    "osdic.models.guidance.ImageCaptioner",
-    "osdic.models.guidance.ColourCaptioner",
-    "osdic.models.guidance.HyperpriorGuidance",
-    "osdic.models.guidance.FidelityGuidance",
-    "osdic.models.guidance.VisionEncoder",
-})
+#: What a package's config may build: the codecs and the modules their constructors take, each
+#: registered where it is defined (osdic.registry.register(CODEC)); importing the models registers them
+CODEC_CLASSES = registered(CODEC)
 
 
 def _fingerprint(config: dict, weights: bytes) -> bytes:

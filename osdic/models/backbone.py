@@ -17,6 +17,7 @@ from torch import Tensor
 
 from osdic.checks import ConfigError, MissingWeightsError, require_choice, require_int
 from osdic.utils.modules import ExternalWeights, architecture_only_build, plain
+from osdic.registry import CODEC, register
 
 PREDICTION_TYPES = ("epsilon", "v_prediction")
 #: LoRA targets of the UNet (OSEDiff / SODEC style): attention projections, feed-forward,
@@ -70,6 +71,7 @@ def clean_latent(latent_t: Tensor, prediction: Tensor, alpha_bar: Tensor, predic
         return alpha_bar.sqrt() * latent_t - (1 - alpha_bar).sqrt() * prediction
 
 
+@register(CODEC)
 class DiffusionBackbone(ExternalWeights):
     """UNet + VAE + ᾱ schedule, with helpers for the one-step decode ŷ_t → ŷ_0 → x̂."""
 
@@ -101,14 +103,8 @@ class DiffusionBackbone(ExternalWeights):
                 raise ConfigError("full_finetune", f"trains the whole UNet, so it takes no LoRA: set lora_rank=null "
                                                    f"(got {lora_rank})")
         # null in a config: the list has one home, here; a codec package records the resolved list
-        lora_targets = DEFAULT_LORA_TARGETS if lora_targets is None else lora_targets
-        self.hparams: dict[str, Any] = dict(
-            pretrained=pretrained, revision=revision,
-            unet_config=unet_config, vae_config=vae_config,
-            scheduler_config=scheduler_config, prediction_type=prediction_type,
-            lora_rank=lora_rank, lora_alpha=lora_alpha, lora_init=lora_init, lora_targets=list(lora_targets),
-            gradient_checkpointing=gradient_checkpointing, full_finetune=full_finetune,
-        )
+        self.lora_targets = list(DEFAULT_LORA_TARGETS if lora_targets is None else lora_targets)
+        self.pretrained_source = pretrained if unet_config is None else None
         if unet_config is not None:
             self.unet = UNet2DConditionModel.from_config(plain(unet_config))
             self.vae = AutoencoderKL.from_config(plain(vae_config))
@@ -131,11 +127,15 @@ class DiffusionBackbone(ExternalWeights):
                     r=lora_rank,
                     lora_alpha=lora_alpha if lora_alpha is not None else lora_rank,
                     init_lora_weights=lora_init,
-                    target_modules=list(lora_targets),
+                    target_modules=self.lora_targets,
                 )
             )
         if gradient_checkpointing:
             self.unet.enable_gradient_checkpointing()
+
+    def resolved_arguments(self, arguments: dict) -> dict:
+        """A package keeps the LoRA targets it was trained with, not a default that may change."""
+        return {**arguments, "lora_targets": self.lora_targets}
 
     @property
     def cross_attention_dim(self) -> int:

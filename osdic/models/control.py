@@ -35,6 +35,7 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from osdic.checks import require_int, require_positive
+from osdic.registry import CODEC, register
 
 
 def _check_sd_unet(config: dict) -> None:
@@ -140,6 +141,7 @@ def _largest_divisor(number: int, at_most: int) -> int:
     return max(d for d in range(1, min(number, at_most) + 1) if number % d == 0)
 
 
+@register(CODEC)
 class ControlNetXS(nn.Module):
     """The narrow control encoder + middle block and its zero-initialised connections (module
     docstring). Its widths are ``width_ratio`` × the UNet's, rounded to a multiple of the UNet's
@@ -152,8 +154,6 @@ class ControlNetXS(nn.Module):
         require_positive("width_ratio", width_ratio)
         require_int("head_channels", head_channels, minimum=1)
         _check_sd_unet(unet_config)
-        self.hparams = dict(unet_config=unet_config, conditioning_channels=conditioning_channels,
-                            width_ratio=width_ratio, head_channels=head_channels)
         base = list(unet_config["block_out_channels"])
         layers, groups = unet_config["layers_per_block"], unet_config["norm_num_groups"]
         widths = [_round_to_multiple(width * width_ratio, groups) for width in base]
@@ -218,6 +218,7 @@ class ControlNetXS(nn.Module):
         )
 
 
+@register(CODEC)
 class FullControlNet(nn.Module):
     """diffusers' ``ControlNetModel`` as ``ControlNetModel.from_unet`` builds it, y_c through a
     one-level conditioning embedding of ``embedding_channels`` (it is already at the latent's
@@ -226,8 +227,6 @@ class FullControlNet(nn.Module):
     def __init__(self, unet_config: dict[str, Any], conditioning_channels: int, embedding_channels: int = 32):
         super().__init__()
         require_int("embedding_channels", embedding_channels, minimum=1)
-        self.hparams = dict(unet_config=unet_config, conditioning_channels=conditioning_channels,
-                            embedding_channels=embedding_channels)
         accepted = inspect.signature(ControlNetModel.__init__).parameters
         self.model = ControlNetModel(
             **{key: value for key, value in unet_config.items() if key in accepted},

@@ -18,6 +18,7 @@ from torch import Tensor, nn
 from torch.nn.utils import spectral_norm
 
 from osdic.models.backbone import DiffusionBackbone, diffuse
+from osdic.registry import MODEL, register
 
 
 class PatchDiscriminator(nn.Module):
@@ -41,14 +42,17 @@ class PatchDiscriminator(nn.Module):
         return scores if len(scores) > 1 else scores[0]
 
 
+@register(MODEL)
 def latent_discriminator(widths: Sequence[int] = (64, 128, 256)) -> PatchDiscriminator:
     return PatchDiscriminator(4, widths, space="latent")
 
 
+@register(MODEL)
 def pixel_discriminator(widths: Sequence[int] = (64, 128, 256, 512)) -> PatchDiscriminator:
     return PatchDiscriminator(3, widths, space="pixel")
 
 
+@register(MODEL)
 class UNetFeatureDiscriminator(nn.Module):
     """OSDiff's discriminator in the SD UNet's feature space.
 

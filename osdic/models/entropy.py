@@ -1,6 +1,6 @@
 """Entropy models of the latent y, with real coding to bytes.
 
-  MeanScaleHyperprior  y → H_a → z → Q → ẑ (factorised EntropyBottleneck); ẑ → P → (σ, μ) of ŷ
+  HyperpriorEntropyModel  y → H_a → z → Q → ẑ (factorised EntropyBottleneck); ẑ → P → (σ, μ) of ŷ
                        (GaussianConditional). HiFiC's, and OSDiff's option.
   ElicEntropyModel     ELIC's space-channel context model (He et al. 2022), assembled from
                        compressai's latent codecs: the same hyperprior, then y coded in uneven
@@ -46,6 +46,7 @@ from compressai.ops import quantize_ste
 from torch import Tensor, nn
 
 from osdic.checks import ConfigError, require_int
+from osdic.registry import CODEC, register
 
 #: total down-sampling from the image to z: images are padded to a multiple of it for coding
 PAD_MULTIPLE = 64
@@ -218,7 +219,8 @@ class EntropyParameters(nn.Module):
 DECODER_INPUTS = ("rounded", "noisy")
 
 
-class MeanScaleHyperprior(nn.Module):
+@register(CODEC, aliases=("osdic.models.entropy.MeanScaleHyperprior",))  # its name until compressai's clashed
+class HyperpriorEntropyModel(nn.Module):
     #: strings per image: ŷ, then ẑ
     num_strings = 2
 
@@ -228,7 +230,6 @@ class MeanScaleHyperprior(nn.Module):
         if decoder_input not in DECODER_INPUTS:
             raise ConfigError("decoder_input", f"must be one of {', '.join(DECODER_INPUTS)}, got {decoder_input!r}")
         self.decoder_input = decoder_input
-        self.hparams = dict(latent_channels=latent_channels, hyper_channels=hyper_channels, decoder_input=decoder_input)
         self.hyper_encoder = hyper_analysis(latent_channels, hyper_channels)
         self.entropy_parameters = EntropyParameters(hyper_channels, latent_channels)
         self.entropy_bottleneck = RoundedRateBottleneck(hyper_channels)
@@ -291,6 +292,7 @@ def _convs(widths: Sequence[int], kernel_size: int) -> nn.Sequential:
     return nn.Sequential(*layers[:-1])
 
 
+@register(CODEC)
 class ElicEntropyModel(nn.Module):
     """ELIC's entropy model as compressai's ``Elic2022Official`` assembles it, on a given y.
 
@@ -314,8 +316,6 @@ class ElicEntropyModel(nn.Module):
         context_channels = [require_int("context_channels", c, minimum=1) for c in context_channels]
         if sum(groups) != latent_channels:
             raise ConfigError("groups", f"{groups} add up to {sum(groups)} channels; the latent y has {latent_channels}")
-        self.hparams = dict(latent_channels=latent_channels, hyper_channels=hyper_channels, groups=groups,
-                            context_channels=context_channels)
         self.groups = groups
         hyper_params = 2 * hyper_channels
         h_s = nn.Sequential(
@@ -393,7 +393,7 @@ class ElicEntropyModel(nn.Module):
 
 #: the entropy models a codec holds (their networks, not the bottleneck's quantiles, which the aux
 #: optimizer trains): what ``entropy_model_lr`` of the training modules applies to
-ENTROPY_MODELS = (MeanScaleHyperprior, ElicEntropyModel)
+ENTROPY_MODELS = (HyperpriorEntropyModel, ElicEntropyModel)
 
 
 class HyperpriorCodec(CompressionModel):

@@ -21,6 +21,7 @@ from torch import Tensor, nn
 
 from osdic.checks import MissingWeightsError, require_int
 from osdic.utils.modules import ExternalWeights, architecture_only_build, plain
+from osdic.registry import CODEC, register
 
 #: bounds of the guidance's sizes (SD reads 77 tokens; CLIP's towers read 224–336 px): wider values
 #: only cost time, and a codec package must not be able to make decoding take hours
@@ -51,6 +52,7 @@ class TokenResampler(nn.Module):
         return self.norm(queries + attended)
 
 
+@register(CODEC)
 class NullGuidance(nn.Module):
     """(i) No guidance: the same learned tokens for every image."""
 
@@ -59,13 +61,13 @@ class NullGuidance(nn.Module):
     def __init__(self, context_dim: int, num_tokens: int = 77, **_: Any):
         super().__init__()
         require_int("num_tokens", num_tokens, minimum=1, below=MAX_TOKENS + 1)
-        self.hparams = dict(context_dim=context_dim, num_tokens=num_tokens)
         self.tokens = nn.Parameter(torch.zeros(1, num_tokens, context_dim))
 
     def forward(self, x_hat_f: Tensor | None, z_hat: Tensor) -> Tensor:
         return self.tokens.expand(z_hat.shape[0], -1, -1)
 
 
+@register(CODEC)
 class HyperpriorGuidance(nn.Module):
     """(iii) Tokens from the hyper latent ẑ: one token per ẑ position, resampled to 77."""
 
@@ -73,13 +75,13 @@ class HyperpriorGuidance(nn.Module):
 
     def __init__(self, context_dim: int, hyper_channels: int, num_tokens: int = 77, heads: int = 8, **_: Any):
         super().__init__()
-        self.hparams = dict(context_dim=context_dim, hyper_channels=hyper_channels, num_tokens=num_tokens, heads=heads)
         self.resampler = TokenResampler(hyper_channels, context_dim, num_tokens, heads)
 
     def forward(self, x_hat_f: Tensor | None, z_hat: Tensor) -> Tensor:
         return self.resampler(z_hat.flatten(2).transpose(1, 2))
 
 
+@register(CODEC)
 class VisionEncoder(ExternalWeights):
     """The frozen ViT F (any transformers vision model): image in [0, 1] → its token sequence.
     Frozen parameters, but differentiable w.r.t. the image, so D_a learns through it."""
@@ -95,9 +97,9 @@ class VisionEncoder(ExternalWeights):
         super().__init__()
         from transformers import AutoConfig, AutoModel, CLIPVisionConfig, CLIPVisionModel
 
+        self.pretrained_source = pretrained if config is None else None
+
         require_int("image_size", image_size, minimum=1, below=MAX_IMAGE_SIZE + 1)
-        self.hparams = dict(pretrained=pretrained, config=config,
-                            image_size=image_size, mean=list(mean), std=list(std))
         if config is not None:
             self.model = CLIPVisionModel(CLIPVisionConfig(**plain(config)))
         else:
@@ -134,6 +136,7 @@ class VisionEncoder(ExternalWeights):
         return self.model(pixel_values=(image - self.mean) / self.std).last_hidden_state
 
 
+@register(CODEC)
 class FidelityGuidance(nn.Module):
     """(iv) SODEC's FGM: c_g = F_p(F(x̂_f))."""
 
@@ -141,7 +144,6 @@ class FidelityGuidance(nn.Module):
 
     def __init__(self, context_dim: int, vit: VisionEncoder, num_tokens: int = 77, heads: int = 8, **_: Any):
         super().__init__()
-        self.hparams = dict(context_dim=context_dim, vit=vit, num_tokens=num_tokens, heads=heads)
         self.vit = vit
         self.projection = TokenResampler(vit.hidden_size, context_dim, num_tokens, heads)
 
@@ -185,6 +187,7 @@ def sd_text_encoder(pretrained: str | None, text_config: dict | None):
         raise MissingWeightsError(f"cannot load SD's text encoder from {pretrained!r}: {exc}") from None
 
 
+@register(CODEC)
 class TextGuidance(nn.Module):
     """(ii) Text prompt guidance with a fixed prompt: SD's text encoder applied once to
     ``prompt``; the embedding is a buffer (saved with the model), the encoder is not kept. With
@@ -205,8 +208,6 @@ class TextGuidance(nn.Module):
     ):
         super().__init__()
         require_int("num_tokens", num_tokens, minimum=1, below=MAX_TOKENS + 1)
-        self.hparams = dict(context_dim=context_dim, prompt=prompt, pretrained=pretrained,
-                            text_config=text_config, num_tokens=num_tokens)
         tokenizer, encoder = sd_text_encoder(pretrained, text_config)
         ids = tokenizer(prompt, padding="max_length", max_length=num_tokens, truncation=True, return_tensors="pt")
         with torch.no_grad():
@@ -222,6 +223,7 @@ class TextGuidance(nn.Module):
         return self.tokens(z_hat.shape[0])
 
 
+@register(CODEC)
 class TextEncoder(ExternalWeights):
     """SD's frozen text encoder and its tokenizer, kept to encode a prompt per image."""
 
@@ -229,7 +231,7 @@ class TextEncoder(ExternalWeights):
                  text_config: dict | None = None, num_tokens: int = 77):
         super().__init__()
         require_int("num_tokens", num_tokens, minimum=1, below=MAX_TOKENS + 1)
-        self.hparams = dict(pretrained=pretrained, text_config=text_config, num_tokens=num_tokens)
+        self.pretrained_source = pretrained if text_config is None else None
         self.tokenizer, self.model = sd_text_encoder(pretrained, text_config)
         self.model.requires_grad_(False).eval()
         self.num_tokens = num_tokens
@@ -254,6 +256,7 @@ COLOURS = {"black": (0.05, 0.05, 0.05), "grey": (0.5, 0.5, 0.5), "white": (0.95,
            "purple": (0.5, 0.2, 0.65), "pink": (0.95, 0.6, 0.75), "brown": (0.45, 0.3, 0.15)}
 
 
+@register(CODEC)
 class ColourCaptioner(nn.Module):
     """A captioner without weights, the stand-in where no captioning model can be downloaded
     (tests, the miniature tables): the image's brightness and its two most frequent colour names
@@ -262,7 +265,6 @@ class ColourCaptioner(nn.Module):
 
     def __init__(self):
         super().__init__()
-        self.hparams: dict = {}
         self.register_buffer("palette", torch.tensor(list(COLOURS.values())), persistent=False)
 
     @torch.no_grad()
@@ -278,6 +280,7 @@ class ColourCaptioner(nn.Module):
         return captions
 
 
+@register(CODEC)
 class ImageCaptioner(ExternalWeights):
     """A BLIP captioning model (transformers' ``BlipForConditionalGeneration``, e.g.
     ``Salesforce/blip-image-captioning-base``), from local files only, greedy decoding: a caption
@@ -288,7 +291,7 @@ class ImageCaptioner(ExternalWeights):
         from transformers import BlipConfig, BlipForConditionalGeneration, BlipProcessor
 
         require_int("max_new_tokens", max_new_tokens, minimum=1, below=MAX_CAPTION_TOKENS + 1)
-        self.hparams = dict(pretrained=pretrained, max_new_tokens=max_new_tokens)
+        self.pretrained_source = pretrained
         try:
             self.processor = BlipProcessor.from_pretrained(pretrained, local_files_only=True)
             self.model = (BlipForConditionalGeneration(BlipConfig.from_pretrained(pretrained, local_files_only=True))
@@ -313,6 +316,7 @@ class ImageCaptioner(ExternalWeights):
         return [caption.strip() for caption in self.processor.batch_decode(ids, skip_special_tokens=True)]
 
 
+@register(CODEC)
 class CaptionGuidance(nn.Module):
     """(ii) Text prompt guidance whose prompt depends on the image: a caption of x̂_f (which the
     decoder has, so no bits are spent on it) by ``captioner``, through SD's frozen text encoder,
@@ -329,8 +333,6 @@ class CaptionGuidance(nn.Module):
         if self.text_encoder.hidden_size != context_dim:
             raise ValueError(f"text encoder width {self.text_encoder.hidden_size} != UNet cross-attention width "
                              f"{context_dim}")
-        self.hparams = dict(context_dim=context_dim, captioner=captioner, pretrained=pretrained,
-                            text_config=text_config, num_tokens=num_tokens)
 
     def captions(self, x_hat_f: Tensor) -> list[str]:
         return self.captioner(x_hat_f)

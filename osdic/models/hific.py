@@ -18,8 +18,9 @@ from compressai.layers import GDN
 from torch import Tensor, nn
 
 from osdic.models.decode_steps import ENTROPY_DECODING, StepHook, no_hook
-from osdic.models.entropy import HyperpriorCodec, MeanScaleHyperprior
+from osdic.models.entropy import HyperpriorCodec, HyperpriorEntropyModel
 from osdic.checks import ConfigError
+from osdic.registry import CODEC, register
 
 class ChannelNorm(nn.Module):
     """HiFiC's ChannelNorm: normalise each spatial position across channels (batch-size free)."""
@@ -139,6 +140,7 @@ class HiFiCGenerator(nn.Module):
         return (self.up(h + self.residual(h)) + 1) / 2
 
 
+@register(CODEC)
 class HiFiCCompressor(HyperpriorCodec):
     """SODEC's VAE compression module: E, H_a, P and the fidelity decoder D_a."""
 
@@ -180,20 +182,11 @@ class HiFiCCompressor(HyperpriorCodec):
         if resampling_nonlinearity not in RESAMPLING_NONLINEARITIES:
             raise ConfigError("resampling_nonlinearity", f"must be one of {', '.join(RESAMPLING_NONLINEARITIES)}, "
                                                          f"got {resampling_nonlinearity!r}")
-        self.hparams = dict(
-            latent_channels=latent_channels,
-            encoder_channels=encoder_channels,
-            hyper_channels=hyper_channels,
-            residual_blocks=residual_blocks,
-            channel_norm=channel_norm,
-            decoder_input=decoder_input,
-            resampling_nonlinearity=resampling_nonlinearity,
-            full_resolution_layers=full_resolution_layers,
-        )
+        self.latent_channels, self.hyper_channels = latent_channels, hyper_channels
         layout = dict(channel_norm=channel_norm, resampling_nonlinearity=resampling_nonlinearity,
                       full_resolution_layers=full_resolution_layers)
         self.encoder = HiFiCEncoder(encoder_channels, latent_channels, **layout)
-        self.entropy_model = MeanScaleHyperprior(latent_channels, hyper_channels, decoder_input)
+        self.entropy_model = HyperpriorEntropyModel(latent_channels, hyper_channels, decoder_input)
         self.fidelity_decoder = HiFiCGenerator(encoder_channels, latent_channels, residual_blocks, **layout)
 
     # ---------------------------------------------------------------------------- training

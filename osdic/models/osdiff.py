@@ -37,6 +37,7 @@ from osdic.models.backbone import DiffusionBackbone
 from osdic.models.decode_steps import ENTROPY_DECODING, StepHook, no_hook
 from osdic.models.entropy import HyperpriorCodec
 from osdic.checks import ConfigError, config_section, require_int
+from osdic.registry import CODEC, register
 
 
 class StartLatent(nn.Module):
@@ -46,13 +47,13 @@ class StartLatent(nn.Module):
 
     def __init__(self):
         super().__init__()
-        self.hparams: dict = {}
 
     def forward(self, backbone: DiffusionBackbone, y_c: Tensor, y_0: Tensor | None, noise: Tensor,
                 t: Tensor) -> Tensor:
         raise NotImplementedError
 
 
+@register(CODEC)
 class PureNoise(StartLatent):
     """Pure Gaussian noise."""
 
@@ -60,6 +61,7 @@ class PureNoise(StartLatent):
         return noise
 
 
+@register(CODEC)
 class NoisedCondition(StartLatent):
     """q(y_T | y_c): y_c through the forward process to t."""
 
@@ -67,6 +69,7 @@ class NoisedCondition(StartLatent):
         return backbone.add_noise(y_c, noise, t)
 
 
+@register(CODEC)
 class NoisedClean(StartLatent):
     """q(y_T | y_0) in training (the public code); y_0 is unknown to a decoder, which then starts
     from pure noise: the public code's train/test mismatch, kept only to reproduce it."""
@@ -75,6 +78,7 @@ class NoisedClean(StartLatent):
         return noise if y_0 is None else backbone.add_noise(y_0, noise, t)
 
 
+@register(CODEC)
 class OSDiff(HyperpriorCodec):
     def __init__(
         self,
@@ -117,9 +121,6 @@ class OSDiff(HyperpriorCodec):
                 self.control = control(unet_config=backbone.unet_config, conditioning_channels=sd_channels)
             self.control.initialise_from(backbone.unet)
         self.control.requires_grad_(True)
-        self.hparams = dict(backbone=backbone, context=self.context, entropy_model=self.entropy_model,
-                            control=self.control, latent_channels=latent_channels, residual_blocks=residual_blocks,
-                            start=self.start, timestep=timestep, noise_seed=noise_seed)
 
     @property
     def NUM_STRINGS(self) -> int:  # noqa: N802 (the codec contract's name)

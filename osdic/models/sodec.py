@@ -23,6 +23,7 @@ from osdic.models.decode_steps import ENTROPY_DECODING, StepHook, no_hook
 from osdic.models.entropy import hyper_synthesis
 from osdic.models.hific import HiFiCCompressor, ResidualBlock
 from osdic.checks import require_int
+from osdic.registry import CODEC, register
 
 
 class TransformModule(nn.Module):
@@ -48,6 +49,7 @@ class TransformModule(nn.Module):
             return self.out(features.float()) * self.scaling_factor
 
 
+@register(CODEC)
 class SODEC(nn.Module):
     PAD_MULTIPLE = HiFiCCompressor.PAD_MULTIPLE
     NUM_STRINGS = HiFiCCompressor.NUM_STRINGS
@@ -67,7 +69,7 @@ class SODEC(nn.Module):
         super().__init__()
         require_int("timestep", timestep, minimum=0, below=backbone.num_train_timesteps)
         self.vae_codec, self.backbone = vae_codec, backbone
-        hyper_channels, latent_channels = vae_codec.hparams["hyper_channels"], vae_codec.hparams["latent_channels"]
+        hyper_channels, latent_channels = vae_codec.hyper_channels, vae_codec.latent_channels
         # a config gives a partial (the widths come from the backbone); a package gives a module
         self.guidance = guidance if isinstance(guidance, nn.Module) else guidance(
             context_dim=backbone.cross_attention_dim, hyper_channels=hyper_channels
@@ -76,9 +78,6 @@ class SODEC(nn.Module):
         self.transform = TransformModule(latent_channels, w_channels, transform_width, transform_blocks,
                                          backbone.scaling_factor)
         self.timestep, self.input_noise, self.noise_seed = timestep, input_noise, noise_seed
-        self.hparams = dict(vae_codec=vae_codec, backbone=backbone, guidance=self.guidance, w_channels=w_channels,
-                            transform_width=transform_width, transform_blocks=transform_blocks, timestep=timestep,
-                            input_noise=input_noise, noise_seed=noise_seed)
 
     # ------------------------------------------------------------------------- parts
     def generative_parameters(self) -> list[nn.Parameter]:

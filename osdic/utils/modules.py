@@ -52,13 +52,15 @@ def architecture_only_build() -> bool:
 
 class ExternalWeights(nn.Module):
     """A module whose frozen weights come from outside the run (a pretrained download or the
-    backbone id). Those weights never go into checkpoints or packages: they are rebuilt from the
-    source. Its trainable parameters (LoRA) are saved. A module built from a config with random
-    weights has no source to rebuild from and sets ``reloadable = False``: it is saved whole."""
+    backbone id, its ``pretrained_source``). Those weights never go into checkpoints or packages:
+    they are rebuilt from the source. Its trainable parameters (LoRA) are saved. A module built from
+    a config with random weights has no source to rebuild from and is saved whole."""
+
+    pretrained_source: str | None = None
 
     @property
     def reloadable(self) -> bool:
-        return getattr(self, "hparams", {}).get("pretrained") is not None
+        return self.pretrained_source is not None
 
 
 def external_keys(module: nn.Module) -> set[str]:
@@ -99,16 +101,16 @@ def plain(value):
 
 
 def module_config(module: nn.Module) -> dict:
-    """The instantiation config of a module that records its constructor arguments in
-    ``hparams`` (nested modules become nested configs): ``_target_`` + keyword arguments only,
+    """The instantiation config of a registered module (:mod:`osdic.registry`) from the arguments
+    it recorded (nested modules become nested configs): ``_target_`` + keyword arguments only,
     what :func:`osdic.utils.untrusted.build` takes back."""
     cls = type(module)
+    if not hasattr(module, "constructor_arguments"):
+        raise TypeError(f"{cls.__qualname__} is not a registered class (osdic.registry.register): it cannot be "
+                        f"written as a config")
     config: dict = {"_target_": f"{cls.__module__}.{cls.__qualname__}"}
-    for key, value in module.hparams.items():
-        if isinstance(value, nn.Module):
-            config[key] = module_config(value)
-        else:
-            config[key] = plain(value)
+    for key, value in module.constructor_arguments.items():
+        config[key] = module_config(value) if isinstance(value, nn.Module) else plain(value)
     return config
 
 

@@ -7,8 +7,10 @@ import math
 import torch
 
 from osdic.checks import ConfigError, require_int
+from osdic.registry import MODEL, register
 
 
+@register(MODEL)
 def adamw_8bit(params, **kwargs):
     """bitsandbytes' 8-bit AdamW (OSDiff's optimizer), when bitsandbytes is installed (CUDA)."""
     try:

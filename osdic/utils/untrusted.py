@@ -19,6 +19,8 @@ from typing import Any, Collection, Iterator
 
 import torch
 
+from osdic import registry
+
 
 class UntrustedFileError(ValueError):
     """A file asks for something that loading it could execute; it is refused, not loaded."""
@@ -113,6 +115,9 @@ def _build(config: Any) -> Any:
     arguments = {name: _build(value) for name, value in config.items() if name not in ("_target_", "_partial_")}
     if "_target_" not in config:
         return arguments
-    module, _, name = config["_target_"].rpartition(".")
-    target = getattr(importlib.import_module(module), name)
+    try:  # a registered class, by its path or a former one (osdic.registry)
+        target = registry.resolve(config["_target_"])
+    except KeyError:  # an allowed class of another library (torch's optimizers)
+        module, _, name = config["_target_"].rpartition(".")
+        target = getattr(importlib.import_module(module), name)
     return functools.partial(target, **arguments) if config.get("_partial_") else target(**arguments)
