@@ -22,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.loggers import WandbLogger
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
+from callbacks.rate_annealing import RateAnnealing
 from training.config import check_train_config, instantiate_collection, instantiate_node, metric_for_sweep
 from training.loggers import describe_wandb_run, finish_wandb
 from training.pipeline import run_pipeline
@@ -68,6 +69,8 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], pl.Trainer]:
         if torch.distributed.is_initialized():  # the next job of a multirun starts its own group
             torch.distributed.destroy_process_group()
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    for schedule in (c for c in trainer.callbacks if isinstance(c, RateAnnealing)):
+        metrics.update(schedule.final_metrics())  # a λ controller: where the run's rate landed
     if trainer.is_global_zero:  # what the offline comparison command reads
         write_metrics(Path(cfg.paths.output_dir) / "final_metrics.json", metrics)
     return metrics, trainer

@@ -79,7 +79,7 @@ def measure(package: Path, kodak: Path) -> dict[str, float]:
         rows.append(dict(estimated=estimated, real=len(data) * 8 / pixels, payload=payload * 8 / pixels,
                          psnr=quality, encode=encode, decode=decode))
     return {key: statistics.mean(row[key] for row in rows) for key in rows[0]} | {
-        "images": len(rows), "strings": codec.NUM_STRINGS}
+        "images": len(rows), "strings": codec.num_strings}
 
 
 def sd21_coding_time(name: str) -> tuple[float, float]:

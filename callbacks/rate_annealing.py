@@ -1,9 +1,11 @@
-"""The rate-annealing callbacks: the single owner of λ, the weight of the rate term.
+"""The rate-annealing callbacks: the schedulers of λ, the weight of the rate term.
 
-λ is a function of the number of training batches the callback has seen (not of
-``trainer.global_step``, which counts every optimizer step, so it would run 2–3× fast with the
-aux and discriminator optimizers), identical on every DDP rank, saved in and restored from
-checkpoints, and pushed to the module as ``pl_module.rate_lambda`` before every batch.
+λ itself belongs to the module's rate–distortion objective (lightning_modules/objective.py); a
+schedule sets it through ``objective.set_lambda`` before every batch (and before a validation) and
+reads the rates the objective observed. λ is a function of the training batch, which is
+``trainer.global_step`` (only the main optimizer's step counts: the aux and discriminator
+optimizers step uncounted), identical on every DDP rank; a schedule's own state (a controller's
+measurements) is saved in and restored from checkpoints.
 
 Each schedule is a subclass (one config file each in conf/callbacks/rate_annealing/); with
 progress p = clip((batch − start_step) / num_steps, 0, 1):
@@ -25,12 +27,14 @@ from pathlib import Path
 from typing import Sequence
 
 import pytorch_lightning as pl
-import torch
 
 from osdic.checks import ConfigError, require_positive
-from training.config import TARGET_ERROR_KEY, TARGET_TOLERANCE_KEY
 
 log = logging.getLogger(__name__)
+
+#: what a run with the λ controller (:class:`TargetRate`) ends with: its last validation's
+#: val/bpp_real ÷ target_bpp − 1, and the tolerance it was given
+TARGET_ERROR_KEY, TARGET_TOLERANCE_KEY = "val/bpp_target_error", "val/bpp_target_tolerance"
 
 
 class RateAnnealing(pl.Callback):
@@ -41,38 +45,38 @@ class RateAnnealing(pl.Callback):
         if start_step < 0:
             raise ConfigError("start_step", f"must be >= 0, got {start_step}")
         self.start_step = start_step
-        self.batches_seen = 0
+        #: the training batch λ is for: the trainer's global_step, copied at each hook (not a count of its own)
+        self.step = 0
 
     def value(self, batch: int | None = None) -> float:
-        """λ for the given training batch (default: the next one)."""
+        """λ for the given training batch (default: the current one)."""
         raise NotImplementedError
 
     def progress(self, batch: int | None, num_steps: int) -> float:
-        batch = self.batches_seen if batch is None else batch
+        batch = self.step if batch is None else batch
         return min(max((batch - self.start_step) / num_steps, 0.0), 1.0)
+
+    def final_metrics(self) -> dict[str, float]:
+        """What the schedule adds to the run's final metrics (a controller: where it landed)."""
+        return {}
+
+    def _set_lambda(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.step = trainer.global_step
+        pl_module.objective.set_lambda(self.value())
 
     # ------------------------------------------------------------------------- hooks
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        pl_module.rate_lambda = self.value()
+        self._set_lambda(trainer, pl_module)
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        pl_module.rate_lambda = self.value()
+        self._set_lambda(trainer, pl_module)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        self.batches_seen += 1
-        pl_module.rate_lambda = self.value()
+        self._set_lambda(trainer, pl_module)
 
     def on_validation_start(self, trainer, pl_module) -> None:
         # validation before the first batch (sanity check) or after a resume still needs λ
-        pl_module.rate_lambda = self.value()
-
-    # ----------------------------------------------------------------------- state
-    def state_dict(self) -> dict:
-        return {"batches_seen": self.batches_seen}
-
-    def load_state_dict(self, state_dict: dict) -> None:
-        self.batches_seen = int(state_dict["batches_seen"])
-
+        self._set_lambda(trainer, pl_module)
 
 class ConstantLambda(RateAnnealing):
     """λ fixed for the whole run."""
@@ -115,18 +119,16 @@ class StepLambda(RateAnnealing):
             raise ConfigError("milestones", f"needs strictly increasing batch counts, got {list(milestones)}")
 
     def value(self, batch: int | None = None) -> float:
-        batch = self.batches_seen if batch is None else batch
+        batch = self.step if batch is None else batch
         passed = sum(batch - self.start_step >= m for m in self.milestones)
         return self.lambda_start * (self.lambda_end / self.lambda_start) ** (passed / len(self.milestones))
 
 
 class _MeasuresTrainingRate(RateAnnealing):
-    """Schedules that react to the training rate: an EMA over batches of ``train/bpp_rounded``,
-    the rate of the rounded latents the files code (not the noisy training estimate, up to 3× off
-    early in training and slower to follow λ), averaged over ranks first so every rank takes the
-    same decision."""
-
-    RATE_KEY = "train/bpp_rounded"
+    """Schedules that react to the training rate: an EMA over batches of the rate of the rounded
+    latents the files code (the objective's ``training_bpp``; not the noisy training estimate, up
+    to 3× off early in training and slower to follow λ), averaged over ranks first so every rank
+    takes the same decision."""
 
     def __init__(self, lambda_start: float, bpp_ema: float, start_step: int = 0):
         super().__init__(lambda_start, start_step)
@@ -136,11 +138,10 @@ class _MeasuresTrainingRate(RateAnnealing):
         self.measured_bpp: float | None = None
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        bpp = trainer.callback_metrics.get(self.RATE_KEY)
+        bpp = pl_module.objective.training_bpp
         if bpp is None:
-            raise RuntimeError(f"{type(self).__name__} needs the module to log {self.RATE_KEY} every step")
-        self.measure(float(trainer.strategy.reduce(torch.as_tensor(bpp, device=pl_module.device).float(),
-                                                   reduce_op="mean")))
+            raise RuntimeError(f"{type(self).__name__} needs a rate: the module's objective measured none this batch")
+        self.measure(float(trainer.strategy.reduce(bpp.to(pl_module.device).float(), reduce_op="mean")))
         super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
 
     def measure(self, bpp: float) -> None:
@@ -283,7 +284,7 @@ class TargetRate(_MeasuresTrainingRate):
     @property
     def error(self) -> float:
         """e = log(measured / goal), 0 before the controller acts."""
-        if self.measured_bpp is None or self.batches_seen < self.start_step:
+        if self.measured_bpp is None or self.step < self.start_step:
             return 0.0
         return math.log(max(self.measured_bpp, 1e-9) / self.training_goal)
 
@@ -294,7 +295,7 @@ class TargetRate(_MeasuresTrainingRate):
         self.recent_bpp = [*self.recent_bpp, bpp][-self.ratio_window:]
 
     def observe(self, measured_bpp: float) -> None:
-        if self.batches_seen >= self.start_step:
+        if self.step >= self.start_step:
             self.integral = self._clamped(self.integral + self.gain_boost * self.integral_gain * self.error)
         at_bound = self.integral in (math.log(self.lambda_min), math.log(self.lambda_max))
         self.batches_at_bound = self.batches_at_bound + 1 if at_bound else 0
@@ -311,7 +312,7 @@ class TargetRate(_MeasuresTrainingRate):
         pl_module.log("train/rate_goal", self.training_goal, on_step=True, on_epoch=False)
 
     def on_validation_end(self, trainer, pl_module) -> None:
-        real = trainer.callback_metrics.get("val/bpp_real")
+        real = pl_module.objective.validation_bpp
         if trainer.sanity_checking or real is None or not self.recent_bpp:
             return
         measured = float(real) / (sum(self.recent_bpp) / len(self.recent_bpp))
@@ -321,9 +322,13 @@ class TargetRate(_MeasuresTrainingRate):
         self.last_real_bpp = float(real)
         for logger in trainer.loggers:  # Lightning takes no self.log after the validation's epoch
             logger.log_metrics({TARGET_ERROR_KEY: self.target_error}, step=trainer.global_step)
-        # and in the run's final metrics, which a sweep's score is read from (training.config.metric_for_sweep)
-        trainer.callback_metrics[TARGET_ERROR_KEY] = torch.tensor(self.target_error)
-        trainer.callback_metrics[TARGET_TOLERANCE_KEY] = torch.tensor(self.tolerance)
+
+    def final_metrics(self) -> dict[str, float]:
+        """Where the run landed, in its final metrics, which a sweep's score is read from
+        (training.config.metric_for_sweep); nothing before a validation measured it."""
+        if self.last_real_bpp is None:
+            return {}
+        return {TARGET_ERROR_KEY: self.target_error, TARGET_TOLERANCE_KEY: self.tolerance}
 
     @property
     def target_error(self) -> float:

@@ -44,8 +44,7 @@ class AdversarialMixin:
         discriminator_clip_val: float | None = None,
     ) -> None:
         if not isinstance(discriminator, nn.Module):  # a partial built on the generator's backbone and UNet context
-            context = self.codec.context.tokens(1) if hasattr(self.codec, "context") else None
-            discriminator = discriminator(self.codec.backbone, context=context)
+            discriminator = discriminator(self.codec.backbone, context=self.codec.discriminator_context(1))
         self.discriminator = discriminator
         self.discriminator_optimizer_factory = discriminator_optimizer
         self.adversarial_loss = adversarial_loss
@@ -55,8 +54,6 @@ class AdversarialMixin:
             raise ConfigError("d_steps_per_g", f"must be >= 1, got {d_steps_per_g}")
         self.d_steps_per_g = d_steps_per_g
         self.discriminator_clip_val = discriminator_clip_val
-        #: training batches seen (not global_step), saved in checkpoints
-        self.register_buffer("batches_seen", torch.zeros((), dtype=torch.long))
 
     def configure_optimizers(self):
         optimizers = super().configure_optimizers()
@@ -74,7 +71,7 @@ class AdversarialMixin:
 
     @property
     def adversarial_active(self) -> bool:
-        return self.adversarial_weight > 0 and int(self.batches_seen) >= self.adversarial_start
+        return self.adversarial_weight > 0 and self.global_step >= self.adversarial_start  # global_step: batches
 
     def training_step(self, batch: Tensor, batch_idx: int) -> Tensor:
         g_opt, *aux_opts, d_opt = self._optimizers()
@@ -115,7 +112,6 @@ class AdversarialMixin:
         for _ in range(self.d_steps_per_g - 1):
             self._extra_discriminator_step(d_opt, real.detach(), fake.detach())
         self._step_schedulers()
-        self.batches_seen += 1
         terms["lr"] = torch.tensor(g_opt.param_groups[0]["lr"])
         self.log_terms("train", terms, batch_size=batch.shape[0])
         return terms["loss"]

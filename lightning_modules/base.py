@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from pytorch_lightning.loggers import WandbLogger
 from torchmetrics import MeanMetric
 
+from lightning_modules.objective import RateDistortionObjective
 from osdic.codec.bitstream import CompressedImage, pack
 from osdic.metrics.quality import MetricNotAvailable, metric_spec, quantize_8bit
 from osdic.models.entropy import ENTROPY_MODELS
@@ -52,6 +53,7 @@ class CompressionLightningModule(pl.LightningModule):
         init_prefix_map: dict[str, str] | None = None,
         predecessor_stage: str | None = None,
         entropy_model_lr: float | None = None,
+        rate_in_loss: bool = True,
     ):
         """``init_from``: the checkpoint of the stage this one starts from (``predecessor_stage``,
         which the checkpoint must name; or this stage's own, to continue one), or
@@ -59,7 +61,8 @@ class CompressionLightningModule(pl.LightningModule):
         (``started_from_random``). ``entropy_model_lr``: the main optimizer's learning rate for
         the entropy models' networks (null: the same as every other parameter). An entropy model
         follows a moving y; at the transforms' rate it can lag far behind it (BENCHMARKS.md,
-        learning speed)."""
+        learning speed). ``rate_in_loss``: whether λ·R is part of the loss (a stage whose entropy
+        models are frozen only measures the rate)."""
         super().__init__()
         self.automatic_optimization = False
         self.stage = stage
@@ -81,8 +84,8 @@ class CompressionLightningModule(pl.LightningModule):
                                         [*metrics, *(f"fidelity_{name}" for name in metrics), "bpp_real"]})
         self._val_updated: set[str] = set()
         self._not_available_warned: set[str] = set()
-        #: λ, owned and set every batch by the RateAnnealing callback.
-        self.rate_lambda: float | None = None
+        #: L = D + λ·R: holds λ (set by the rate-annealing callback) and the rates it observed
+        self.objective = RateDistortionObjective(rate_in_loss)
         self.init_from, self.init_prefix_map = init_from, dict(init_prefix_map or {})
         self.predecessor_stage = predecessor_stage
         #: whether this model, or a stage it descends from, started from random weights instead of
@@ -101,17 +104,6 @@ class CompressionLightningModule(pl.LightningModule):
     def aux_parameters(self) -> list[nn.Parameter]:
         """The entropy bottleneck's quantiles, when this stage trains them."""
         return [p for p in self.codec.aux_parameters() if p.requires_grad]
-
-    #: whether λ·R is part of this stage's loss (λ is logged only then)
-    rate_in_loss = True
-
-    @property
-    def current_lambda(self) -> float:
-        if self.rate_lambda is None:
-            raise RuntimeError(
-                "λ is not set: the rate term needs the RateAnnealing callback (callbacks: rate_annealing)"
-            )
-        return self.rate_lambda
 
     # ----------------------------------------------------------------------- training
     def setup(self, stage: str) -> None:
@@ -240,8 +232,8 @@ class CompressionLightningModule(pl.LightningModule):
             batch_size=batch_size,
             sync_dist=not on_step,
         )
-        if self.rate_lambda is not None and on_step and self.rate_in_loss:
-            self.log(f"{split}/lambda", float(self.rate_lambda), on_step=True, batch_size=batch_size)
+        if on_step and self.objective.rate_in_loss and self.objective.lambda_is_set:
+            self.log(f"{split}/lambda", self.objective.rate_lambda, on_step=True, batch_size=batch_size)
 
     # --------------------------------------------------------------------- validation
     def on_validation_epoch_start(self) -> None:
@@ -282,6 +274,8 @@ class CompressionLightningModule(pl.LightningModule):
     def on_validation_epoch_end(self) -> None:
         results = {f"val/{key}": self.val_means[key].compute() for key in sorted(self._val_updated)}
         self.log_dict(results, sync_dist=False)  # torchmetrics already synced across ranks
+        if "val/bpp_real" in results:
+            self.objective.record_validation(float(results["val/bpp_real"]))
         self._val_updated.clear()  # the metrics themselves are reset when the next validation starts
 
     def real_bpp(self, batch: Tensor) -> Tensor:
@@ -323,4 +317,5 @@ class CompressionLightningModule(pl.LightningModule):
         self.started_from_random = bool(checkpoint.get("started_from_random", False))
         own = self.state_dict()
         state = checkpoint["state_dict"] = {**checkpoint["state_dict"], **{k: own[k] for k in external_keys(self)}}
+        state.pop("batches_seen", None)  # the adversary's own batch count, before global_step was the one
         resize_buffers_like(self, state)

@@ -15,7 +15,6 @@ from torch import Tensor
 from lightning_modules.adversarial import AdversarialMixin
 from lightning_modules.losses import AdversarialLoss
 from lightning_modules.base import CompressionLightningModule
-from osdic.models.entropy import rate_terms
 from osdic.models.osdiff import OSDiff
 from osdic.checks import require_non_negative
 from osdic.registry import MODEL, register
@@ -49,14 +48,14 @@ class OSDiffModule(AdversarialMixin, CompressionLightningModule):
     def compute_losses(self, x: Tensor) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
         out = self.codec(x)
         y_0 = out["y_0"].float()
+        rate, rate_loss = self.objective.rate(out, x.shape[-2] * x.shape[-1], self.training)  # λ2·R
         terms = {
             "diffusion": torch.mean((out["y_r"].float() - y_0) ** 2),
             "feature": torch.mean((out["y_c"].float() - y_0) ** 2),
-            **rate_terms(out, x.shape[-2] * x.shape[-1]),
+            **rate,
             "mse": torch.mean((out["x_hat"].float() - x.float()) ** 2),
         }
         weighted = {"diffusion_weighted": self.diffusion_weight * terms["diffusion"],  # λ1·L_diff
-                    "bpp_weighted": self.current_lambda * terms["bpp"],  # λ2·R
                     "feature_weighted": self.feature_weight * terms["feature"]}  # λ3·L_feature
-        terms.update(weighted, loss=sum(weighted.values()))
+        terms.update(weighted, loss=sum(weighted.values()) + rate_loss)
         return terms, {"x_hat": out["x_hat"], "fake_latent": out["y_r"], "real_latent": out["y_0"]}

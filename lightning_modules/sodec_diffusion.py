@@ -23,7 +23,6 @@ from torch import Tensor, nn
 
 from lightning_modules.base import CompressionLightningModule
 from lightning_modules.losses import Alignment, DistortionLoss, NoAlignment
-from osdic.models.entropy import rate_terms
 from osdic.models.sodec import SODEC
 from osdic.checks import ConfigError
 from osdic.registry import MODEL, register
@@ -41,10 +40,9 @@ class SODECDiffusionModule(CompressionLightningModule):
         rate_in_loss: bool,
         **kwargs,
     ):
-        super().__init__(codec=codec, **kwargs)
+        super().__init__(codec=codec, rate_in_loss=rate_in_loss, **kwargs)
         self.distortion, self.alignment = distortion, alignment
         self.train_vae_module, self.train_fidelity_decoder = train_vae_module, train_fidelity_decoder
-        self.rate_in_loss = rate_in_loss
         if alignment.needs_lpips and distortion.lpips is None:
             raise ConfigError("alignment", f"{type(alignment).__name__} needs LPIPS: set distortion.lpips_weight > 0")
         if train_fidelity_decoder and isinstance(alignment, NoAlignment):
@@ -56,16 +54,13 @@ class SODECDiffusionModule(CompressionLightningModule):
                 p.requires_grad_(False)
 
     def trainable_parameters(self) -> list[nn.Parameter]:
-        vae = self.codec.vae_codec
-        parts: list[nn.Module] = []
+        groups = self.codec.parameter_groups()
+        parts = []
         if self.train_vae_module:
-            parts += [vae.encoder, vae.entropy_model.hyper_encoder]
-            if self.rate_in_loss:
-                parts += [vae.entropy_model.entropy_parameters, vae.entropy_model.entropy_bottleneck]
+            parts += ["analysis", *(["rate_model"] if self.objective.rate_in_loss else [])]
         if self.train_fidelity_decoder:
-            parts.append(vae.fidelity_decoder)
-        own = [p for part in parts for name, p in part.named_parameters() if not name.endswith("quantiles")]
-        return [p for p in own if p.requires_grad] + self.codec.generative_parameters()
+            parts.append("fidelity_decoder")
+        return [p for part in parts for p in groups[part] if p.requires_grad] + groups["generative"]
 
     def aux_parameters(self) -> list[nn.Parameter]:
         """ẑ's quantiles train with the VAE module (they define what ẑ is coded as)."""
@@ -75,10 +70,9 @@ class SODECDiffusionModule(CompressionLightningModule):
         align = not isinstance(self.alignment, NoAlignment)
         out = self.codec(x, fidelity_image=align or not self.training)
         terms = self.distortion(out["x_hat"], x)
-        terms.update(rate_terms(out, x.shape[-2] * x.shape[-1]))
-        loss = terms["distortion"]
-        if self.rate_in_loss:
-            loss = loss + self.current_lambda * terms["bpp"]
+        rate, rate_loss = self.objective.rate(out, x.shape[-2] * x.shape[-1], self.training)
+        terms.update(rate)
+        loss = terms["distortion"] + rate_loss
         images = {"x_hat": out["x_hat"], "fake_latent": out["latent_0"]}
         if out["x_hat_f"] is not None:
             images["x_hat_f"] = out["x_hat_f"]

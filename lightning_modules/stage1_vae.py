@@ -6,7 +6,6 @@ from torch import Tensor
 
 from lightning_modules.base import CompressionLightningModule
 from lightning_modules.losses import DistortionLoss
-from osdic.models.entropy import rate_terms
 from osdic.models.hific import HiFiCCompressor
 from osdic.registry import MODEL, register
 
@@ -22,6 +21,7 @@ class Stage1VAEModule(CompressionLightningModule):
 
     def compute_losses(self, x: Tensor) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
         out = self.codec(x)
-        terms = {**self.distortion(out["x_hat"], x), **rate_terms(out, x.shape[-2] * x.shape[-1])}
-        terms["loss"] = terms["distortion"] + self.current_lambda * terms["bpp"]
+        terms = self.distortion(out["x_hat"], x)
+        rate, rate_loss = self.objective.rate(out, x.shape[-2] * x.shape[-1], self.training)
+        terms.update(rate, loss=terms["distortion"] + rate_loss)
         return terms, {"x_hat": out["x_hat"]}

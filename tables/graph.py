@@ -274,8 +274,15 @@ def build_graph(table_name: str, overrides: list[str], store: Path) -> Graph:
             evaluations = {dataset: _evaluation(builder, table, scale, dataset, chain[-1])
                            for dataset in table.datasets}
             points.append(Point(arm, float(rate_point), chain, evaluations))
-    return Graph(table_name, config, sorted(points, key=lambda p: ([a["key"] for a in config.table.arms].index(
-        p.arm["key"]), p.rate_point)), _ordered(builder.nodes.values()))
+    keys = [arm["key"] for arm in config.table.arms]
+    nodes = _ordered(builder.nodes.values())
+    if config.get("only_arms"):  # run these arms (and what they need); the table keeps every row
+        unknown = sorted(set(config.only_arms) - set(keys))
+        if unknown:
+            raise ConfigError("only_arms", f"{unknown} are not arms of {table_name}: {keys}")
+        nodes = _ordered(node for point in points if point.arm["key"] in config.only_arms
+                         for node in (*point.chain, *point.evaluations.values()))
+    return Graph(table_name, config, sorted(points, key=lambda p: (keys.index(p.arm["key"]), p.rate_point)), nodes)
 
 
 def _resolve_references(overrides: list[str], built: dict[str, list[Node]], stages: list[str]

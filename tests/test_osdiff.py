@@ -51,7 +51,7 @@ def _osdiff(tmp_path, *overrides):
     cfg = compose_config([*TINY_OSDIFF, *overrides], tmp_path / "run")
     torch.manual_seed(0)
     module = hydra.utils.instantiate(cfg.model)
-    module.rate_lambda = 1.0
+    module.objective.set_lambda(1.0)
     return module
 
 
@@ -120,7 +120,7 @@ def test_file_round_trip_is_deterministic(tmp_path, choice, start):
     assert type(codec.start) is type(built.start), "the package keeps the starting latent"
     path = tmp_path / "photo.osdc"
     path.write_bytes(compress_image(codec, fingerprint, torch.rand(3, 64, 96)))
-    assert len(unpack(path.read_bytes()).strings) == codec.NUM_STRINGS == codec.entropy_model.num_strings
+    assert len(unpack(path.read_bytes()).strings) == codec.num_strings == codec.entropy_model.num_strings
     first, second = (decompress_bytes(codec, fingerprint, path.read_bytes()) for _ in range(2))
     assert first.shape == (1, 3, 64, 96) and torch.equal(first, second)
 

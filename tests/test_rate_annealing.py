@@ -11,6 +11,7 @@ import torch
 
 from callbacks.rate_annealing import (ConstantLambda, CosineLambda, ExponentialLambda, LinearLambda, RateAnnealing,
                                       StepLambda, TargetRate, TwoLevelTargetRate)
+from lightning_modules.objective import RateDistortionObjective
 from osdic.checks import ConfigError
 from tests.conftest import TINY_STAGE1, compose_config
 from train import train
@@ -60,10 +61,11 @@ def test_target_rate_gains_grow_as_the_learning_rate_decays_up_to_their_cap():
         controller = TargetRate(target_bpp=0.1, lambda_start=1.0, integral_gain=0.1, proportional_gain=0.5,
                                 bpp_ema=0.0, gain_boost_cap=cap)
         group = {"lr": learning_rate, "initial_lr": 1e-3}
-        trainer = SimpleNamespace(optimizers=[SimpleNamespace(param_groups=[group])],
-                                  callback_metrics={"train/bpp_rounded": torch.tensor(0.2)},
+        trainer = SimpleNamespace(optimizers=[SimpleNamespace(param_groups=[group])], global_step=1,
                                   strategy=SimpleNamespace(reduce=lambda value, reduce_op: value))
-        module = SimpleNamespace(device="cpu", log=lambda *args, **kwargs: None)
+        objective = RateDistortionObjective()
+        objective.training_bpp = torch.tensor(0.2)
+        module = SimpleNamespace(device="cpu", log=lambda *args, **kwargs: None, objective=objective)
         controller.on_train_batch_end(trainer, module, None, None, 0)
         return controller.integral, math.log(controller.value())
 
@@ -74,22 +76,28 @@ def test_target_rate_gains_grow_as_the_learning_rate_decays_up_to_their_cap():
     assert step_of_log_lambda(1.0, 2.5e-4) == pytest.approx((0.1 * e, 0.6 * e))
 
 
-def _trainer_after_validation(real_bpp: float, **fields) -> SimpleNamespace:
-    """What TargetRate reads of the trainer when a validation ends with ``real_bpp``."""
-    return SimpleNamespace(**{"sanity_checking": False, "callback_metrics": {"val/bpp_real": torch.tensor(real_bpp)},
-                              "loggers": [], "global_step": 0, **fields})
+def _trainer_after_validation(**fields) -> SimpleNamespace:
+    """What TargetRate reads of the trainer when a validation ends."""
+    return SimpleNamespace(**{"sanity_checking": False, "loggers": [], "global_step": 0, **fields})
+
+
+def _module_after_validation(real_bpp: float) -> SimpleNamespace:
+    """A module whose objective recorded ``real_bpp`` as its last validation's real files."""
+    objective = RateDistortionObjective()
+    objective.record_validation(real_bpp)
+    return SimpleNamespace(objective=objective)
 
 
 def test_target_rate_compares_the_real_files_with_the_mean_training_rate_of_its_window():
     controller = TargetRate(target_bpp=0.1, ratio_window=4, ratio_ema=0.5)
     for bpp in [0.9, 0.9, 0.10, 0.12, 0.08, 0.10]:  # the first two fall out of the window
         controller.measure(bpp)
-    trainer = _trainer_after_validation(0.125)
-    controller.on_validation_end(trainer, None)
+    trainer, module = _trainer_after_validation(), _module_after_validation(0.125)
+    controller.on_validation_end(trainer, module)
     assert controller.real_over_estimate == pytest.approx(1.25)  # the real files run 25 % above
     assert controller.training_goal == pytest.approx(0.08)
-    trainer.callback_metrics["val/bpp_real"] = torch.tensor(0.2)  # measured again: 2 ×
-    controller.on_validation_end(trainer, None)
+    module.objective.record_validation(0.2)  # measured again: 2 ×
+    controller.on_validation_end(trainer, module)
     assert controller.real_over_estimate == pytest.approx(math.sqrt(1.25 * 2.0))  # halfway, in log
 
 
@@ -105,7 +113,7 @@ def test_the_default_window_keeps_the_crops_content_out_of_c(tmp_path):
         noise = torch.exp(0.4 * torch.randn(400, generator=generator) - 0.08)  # mean 1
         for factor in noise.tolist():
             controller.measure(0.1 * factor)
-        controller.on_validation_end(_trainer_after_validation(0.09), None)
+        controller.on_validation_end(_trainer_after_validation(), _module_after_validation(0.09))
         errors.append(math.log(controller.real_over_estimate / 0.9))
     assert math.sqrt(sum(e * e for e in errors) / len(errors)) < 0.035
 
@@ -119,7 +127,7 @@ def _lagging_rate(controller: TargetRate, batches: int, seed: int = 0) -> list[f
         rate += (0.25 * (controller.value() / 0.02) ** -0.5 - rate) / 40
         rates.append(rate)
         controller.measure(rate * (1 + 0.15 * float(torch.randn((), generator=generator))))
-        controller.batches_seen += 1
+        controller.step += 1
     return rates
 
 
@@ -139,12 +147,12 @@ def test_a_run_that_misses_its_target_says_so_and_why(caplog):
     for real, warns in [(0.51, False), (0.3, True)]:
         logged = []
         logger = SimpleNamespace(log_metrics=lambda metrics, step: logged.append(metrics))
-        trainer = _trainer_after_validation(real, loggers=[logger], is_global_zero=True, optimizers=[])
+        trainer = _trainer_after_validation(loggers=[logger], is_global_zero=True, optimizers=[])
         controller = TargetRate(target_bpp=0.5, lambda_start=1e-3, lambda_min=1e-4, integral_gain=1.0, bpp_ema=0.0)
         for _ in range(3):  # a rate far under the goal: the integrator runs into λ_min
             controller.measure(0.1)
-            controller.batches_seen += 1
-        controller.on_validation_end(trainer, None)
+            controller.step += 1
+        controller.on_validation_end(trainer, _module_after_validation(real))
         assert logged == [{"val/bpp_target_error": pytest.approx(real / 0.5 - 1)}]
         caplog.clear()
         with caplog.at_level(logging.WARNING, logger="callbacks.rate_annealing"):
@@ -202,14 +210,14 @@ def test_lambda_is_keyed_on_batches_and_restored_on_resume(tmp_path):
     first_cfg = compose_config([*TINY_STAGE1, *LINEAR, "trainer.max_steps=4"], tmp_path / "first")
     metrics, trainer = train(first_cfg)
     annealing = _annealing(trainer)
-    assert annealing.batches_seen == 4 and trainer.global_step == 4
+    assert annealing.step == 4 and trainer.global_step == 4
     assert metrics["train/lambda"] == pytest.approx(annealing.value(3))  # λ used by the 4th batch
     checkpoint = tmp_path / "first" / "checkpoints" / "last.ckpt"
     assert torch.load(checkpoint, weights_only=True)["callbacks"]  # λ state is in the checkpoint
 
     resumed_cfg = compose_config([*TINY_STAGE1, *LINEAR, "trainer.max_steps=6", f"ckpt_path={checkpoint}"], tmp_path / "resumed")
     metrics, trainer = train(resumed_cfg)
-    assert _annealing(trainer).batches_seen == 6 and trainer.global_step == 6
+    assert _annealing(trainer).step == 6 and trainer.global_step == 6
     assert metrics["train/lambda"] == pytest.approx(1.0 + 5 / 10)
     assert not math.isnan(metrics["train/loss"])
 
@@ -229,13 +237,13 @@ def test_joint_training_at_matched_bpp_targets_the_annealed_runs_final_rate(tmp_
 
 
 def test_target_rate_steers_the_rounded_rate_a_training_run_logs(tmp_path):
-    """The controller reads ``train/bpp_rounded`` every batch (a module that stopped logging it
-    would stop the run) and logs the goal it steers that rate to."""
+    """The controller reads the rounded rate the objective measured every batch (the rate the
+    module logs as ``train/bpp_rounded``) and logs the goal it steers that rate to."""
     cfg = compose_config([*TINY_STAGE1, "callbacks/rate_annealing=target_bpp", "callbacks.rate_annealing.target_bpp=0.5",
                           "trainer.max_steps=2"], tmp_path)
     metrics, trainer = train(cfg)
     controller = _annealing(trainer)
-    assert controller.batches_seen == 2 and controller.measured_bpp is not None
+    assert controller.step == 2 and controller.measured_bpp is not None
     assert metrics["train/rate_goal"] == pytest.approx(0.5)  # c = 1 until the first validation, at the end
     assert metrics["train/bpp_rounded"] != pytest.approx(metrics["train/bpp"], rel=1e-6)  # rounding, not noise
     # where it landed is in the final metrics, which a sweep's score is read from

@@ -22,7 +22,7 @@ from training.config import instantiate_node
 def _module(tmp_path, *overrides, stage="sodec_stage3"):
     cfg = compose_config([f"model={stage}", *TINY_SODEC, *overrides], tmp_path / "run")
     module = instantiate_node(cfg.model, "model")
-    module.rate_lambda = 1.0
+    module.objective.set_lambda(1.0)
     return module
 
 
@@ -146,7 +146,7 @@ def test_each_alignment_variant_shapes_the_loss(tmp_path, alignment):
     module = _module(tmp_path, f"model/alignment={alignment}", *lpips)
     torch.manual_seed(0)
     terms, _ = module.compute_losses(torch.rand(2, 3, 64, 64))
-    base = terms["distortion"] + module.current_lambda * terms["bpp"]
+    base = terms["distortion"] + module.objective.rate_lambda * terms["bpp"]
     expected = {
         "none": base,
         "mse": base + 30 * terms["align_mse"],

@@ -45,7 +45,7 @@ def test_generator_gradient_of_the_adversarial_term_is_nonzero_only_on_trainable
     import hydra
 
     module = hydra.utils.instantiate(cfg.model)
-    module.rate_lambda = 1.0
+    module.objective.set_lambda(1.0)
     module.discriminator.requires_grad_(False)  # what toggle_optimizer(g_opt) does
     _, images = module.compute_losses(torch.rand(2, 3, 64, 64))
     (0.2 * module.adversarial_loss.generator_loss(module.discriminator(images["fake_latent"]))).backward()

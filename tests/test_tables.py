@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
+from osdic.checks import ConfigError
 from osdic.metrics.quality import compressai_key
 from tables.graph import Graph, Node, build_graph, compose_config_for
 from tables.runner import PREEMPTED, Runner, exit_status, is_done
@@ -81,6 +82,16 @@ def test_the_gan_weight_table_trains_stages_one_to_three_once_and_branches_at_th
     betas = [_config(p.final).model.adversarial_weight for p in graph.points]
     assert betas == [0, 0.01, 0.05, 0.1, 0.2, 0.5]
     assert [p.row for p in graph.points][0] == "w/o GANs (beta 0)"
+
+
+def test_only_some_arms_run_what_they_need_and_an_unknown_arm_names_the_key(tmp_path):
+    graph = build_graph("gan_weight", ["only_arms=[beta0.2]"], tmp_path)
+    assert [n.label for n in graph.nodes if n.kind == "train"] == ["sodec_stage1", "sodec_stage2", "sodec_stage3",
+                                                                   "sodec_stage4"]
+    assert len(graph.points) == 6, "the table keeps every row"
+    with pytest.raises(ConfigError) as error:
+        build_graph("gan_weight", ["only_arms=[beta0.3]"], tmp_path)
+    assert error.value.key == "only_arms"
 
 
 def test_the_lora_table_branches_at_stage_two_keeps_the_rank_and_has_a_full_finetuning_arm(graphs):
@@ -342,21 +353,25 @@ def _inspect_summary(run_directory: Path) -> dict:
 
 @pytest.mark.slow
 def test_the_gan_weight_table_end_to_end_then_a_second_table_reuses_its_chain(tmp_path):
-    """`python -m tables gan_weight` at the tests' scale: six arms through the real scripts, the
-    paper's table filled from real files, every arm's evaluation in its W&B run; then the latency
-    table, whose SODEC chain is the β = 0.2 arm's, trains nothing."""
+    """`python -m tables gan_weight` at the tests' scale, two of its arms (``only_arms``): through
+    the real scripts, the paper's table filled from real files for those arms and the others listed
+    as not finished, every arm's evaluation in its W&B run; then the latency table, whose SODEC
+    chain is the β = 0.2 arm's, trains nothing."""
     common = [f"store={tmp_path / 'store'}", f"output_dir={tmp_path / 'tables'}", "scale=test", "executor.parallel=2"]
     env = {**os.environ, "WANDB_MODE": "offline"}
-    result = subprocess.run([sys.executable, "-m", "tables", "gan_weight", *common], cwd=REPO, capture_output=True,
-                            text=True, timeout=1500, env=env)
+    result = subprocess.run([sys.executable, "-m", "tables", "gan_weight", *common, "only_arms=[beta0,beta0.2]"],
+                            cwd=REPO, capture_output=True, text=True, timeout=1500, env=env)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert result.stdout.count("[graph] start: sodec_stage") == 9, "stages 1–3 once, six final stages"
+    assert result.stdout.count("[graph] start: sodec_stage") == 5, "stages 1–3 once, two final stages"
     table = (tmp_path / "tables" / "gan_weight.md").read_text()
-    rows = [line.split(" | ") for line in table.splitlines() if line.startswith("| w/o") or line.startswith("| beta")]
-    assert len(rows) == 6 and all("–" not in row[1:6] for row in rows), table
+    rows = {row[0][2:]: row[1:6] for row in (line.split(" | ") for line in table.splitlines())
+            if row[0].startswith(("| w/o", "| beta"))}
+    assert len(rows) == 6, table
+    assert all("–" not in rows[row] for row in ["w/o GANs (beta 0)", "beta 0.2"]), table
+    assert rows["beta 0.1"] == ["–"] * 5 and "not finished (cells –): beta 0.01, beta 0.05, beta 0.1, beta 0.5" in table
     assert "TEST RUN" in table and "RANDOM weights" in table
     graph = build_graph("gan_weight", common, tmp_path / "store")
-    for point in graph.points:
+    for point in (p for p in graph.points if p.arm["key"] in ("beta0", "beta0.2")):
         summary = _inspect_summary(point.final.directory)
         assert {"eval/Kodak/lpips-vgg", "eval/Kodak/dists", "eval/Kodak/ms-ssim-y", "eval/Kodak/clipiqa",
                 "eval/Kodak/bpp"} <= set(summary), summary

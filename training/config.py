@@ -9,6 +9,7 @@ from typing import Any, Iterator
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from callbacks.rate_annealing import TARGET_ERROR_KEY, TARGET_TOLERANCE_KEY, TargetRate
 from osdic.checks import ConfigError, require_int, require_positive, require_supported_precision
 
 # `${mul:${a},0.5}` in configs (e.g. SODEC's stage-1 λ = half the stage-3 λ of a rate point)
@@ -57,10 +58,6 @@ def instantiate_collection(node: DictConfig | None, path: str) -> list[Any]:
 RANDOM_INIT = "random"
 #: how a model that started from random weights, or descends from one, is marked (W&B tag, package warning)
 STARTED_FROM_RANDOM = "started-from-random-weights"
-
-#: what a run with the λ controller (callbacks.rate_annealing.TargetRate) ends with: its last
-#: validation's val/bpp_real ÷ target_bpp − 1, and the tolerance it was given
-TARGET_ERROR_KEY, TARGET_TOLERANCE_KEY = "val/bpp_target_error", "val/bpp_target_tolerance"
 
 
 class TargetRateMissed(RuntimeError):
@@ -142,7 +139,8 @@ def check_train_config(cfg: DictConfig) -> None:
     for key, lr in _learning_rates(cfg.model, "model"):
         require_positive(key, lr)
     controller = str(OmegaConf.select(cfg, "callbacks.rate_annealing._target_", default=""))
-    if cfg.get("score_only_at_target_bpp") and not controller.endswith(".TargetRate"):
+    if cfg.get("score_only_at_target_bpp") and not (controller and issubclass(hydra.utils.get_class(controller),
+                                                                               TargetRate)):
         raise ConfigError("score_only_at_target_bpp", f"needs the λ controller (callbacks/rate_annealing=target_bpp), "
                                                       f"the only schedule that says where a run's rate landed; got "
                                                       f"{controller or 'none'}")

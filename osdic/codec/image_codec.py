@@ -29,8 +29,8 @@ def decompress_outputs(
     declaring more than ``max_pixels`` pixels. Any file, however hostile, decodes the same on
     every call, within the time and memory its declared size needs."""
     image = unpack(data, expected_fingerprint=fingerprint, max_pixels=max_pixels)
-    if len(image.strings) != codec.NUM_STRINGS:
-        raise BitstreamError(f"file holds {len(image.strings)} strings, this codec needs {codec.NUM_STRINGS}")
+    if len(image.strings) != codec.num_strings:
+        raise BitstreamError(f"file holds {len(image.strings)} strings, this codec needs {codec.num_strings}")
     shape = codec.latent_shape(image.height, image.width)
     guard_entropy_coders(codec)
     with torch.inference_mode():

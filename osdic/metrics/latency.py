@@ -12,12 +12,9 @@ from typing import Iterator
 import torch
 from torch import Tensor
 
-from osdic.models.decode_steps import ENTROPY_DECODING
-from osdic.models.osdiff import OSDiff
 from osdic.utils.devices import synchronize
 
 #: OSDiff's reported 0.060 s timed its decode path without entropy decoding (and without synchronisation)
-PAPER_PARTS = "total without entropy decoding (the OSDiff paper's parts)"
 
 
 class StepTimer:
@@ -67,6 +64,5 @@ def decode_breakdown(codec, x: Tensor, repeat: int = 3, warmup: int = 1) -> dict
         codec.decompress(coded["strings"], coded["shape"], image_size, step=timer)
     figures = {name: statistics.median(seconds) for name, seconds in timer.seconds.items()}
     figures["total"] = sum(figures.values())
-    if isinstance(codec, OSDiff):
-        figures[PAPER_PARTS] = figures["total"] - figures[ENTROPY_DECODING]
+    figures.update(codec.paper_timed_parts(figures))
     return figures

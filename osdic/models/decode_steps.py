@@ -11,6 +11,8 @@ StepHook = Callable[[str], AbstractContextManager]
 
 #: strings → latents on the CPU (and onto the networks' device); the OSDiff paper's latency leaves it out
 ENTROPY_DECODING = "entropy decoding (CPU)"
+#: the decode time OSDiff's paper reports: the total without entropy decoding
+PAPER_PARTS = "total without entropy decoding (the OSDiff paper's parts)"
 
 
 def no_hook(name: str) -> AbstractContextManager:

@@ -41,6 +41,8 @@ from compressai.latent_codecs import (
 )
 from compressai.layers import CheckerboardMaskedConv2d, sequential_channel_ramp
 from compressai.models import CompressionModel
+
+from osdic.codec.interface import ImageCodec, without_quantiles
 from compressai.models.utils import conv, deconv
 from compressai.ops import quantize_ste
 from torch import Tensor, nn
@@ -396,13 +398,19 @@ class ElicEntropyModel(nn.Module):
 ENTROPY_MODELS = (HyperpriorEntropyModel, ElicEntropyModel)
 
 
-class HyperpriorCodec(CompressionModel):
+class HyperpriorCodec(CompressionModel, ImageCodec):
     """What the codecs built on a hyperprior entropy model (``self.entropy_model``) share:
     padding, z's shape, the main/aux parameter split and ``update()``."""
 
     PAD_MULTIPLE = PAD_MULTIPLE
-    #: strings per image: ŷ, then ẑ.
-    NUM_STRINGS = 2
+
+    @property
+    def num_strings(self) -> int:
+        return self.entropy_model.num_strings
+
+    def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
+        """Each part the codec is built of, by its name."""
+        return {name: without_quantiles(part) for name, part in self.named_children()}
 
     def pad(self, x: Tensor) -> Tensor:
         return pad_to_multiple(x, self.PAD_MULTIPLE)

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from compressai.layers import GDN
 from torch import Tensor, nn
 
+from osdic.codec.interface import without_quantiles
 from osdic.models.decode_steps import ENTROPY_DECODING, StepHook, no_hook
 from osdic.models.entropy import HyperpriorCodec, HyperpriorEntropyModel
 from osdic.checks import ConfigError
@@ -190,6 +191,13 @@ class HiFiCCompressor(HyperpriorCodec):
         self.fidelity_decoder = HiFiCGenerator(encoder_channels, latent_channels, residual_blocks, **layout)
 
     # ---------------------------------------------------------------------------- training
+    def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
+        """E and H_a (what codes x), P and ẑ's density (only the rate term reaches them), D_a."""
+        entropy = self.entropy_model
+        return {"analysis": without_quantiles(self.encoder) + without_quantiles(entropy.hyper_encoder),
+                "rate_model": without_quantiles(entropy.entropy_parameters) + without_quantiles(entropy.entropy_bottleneck),
+                "fidelity_decoder": without_quantiles(self.fidelity_decoder)}
+
     def latents(self, x: Tensor) -> dict:
         """ŷ, ẑ and their likelihoods for training/validation (rates with noise in training,
         rounding in eval), without decoding."""

@@ -34,7 +34,7 @@ from compressai.layers import ResidualBlock, ResidualBlockUpsample, ResidualBloc
 from torch import Tensor, nn
 
 from osdic.models.backbone import DiffusionBackbone
-from osdic.models.decode_steps import ENTROPY_DECODING, StepHook, no_hook
+from osdic.models.decode_steps import ENTROPY_DECODING, PAPER_PARTS, StepHook, no_hook
 from osdic.models.entropy import HyperpriorCodec
 from osdic.checks import ConfigError, config_section, require_int
 from osdic.registry import CODEC, register
@@ -122,11 +122,13 @@ class OSDiff(HyperpriorCodec):
             self.control.initialise_from(backbone.unet)
         self.control.requires_grad_(True)
 
-    @property
-    def NUM_STRINGS(self) -> int:  # noqa: N802 (the codec contract's name)
-        return self.entropy_model.num_strings
+    def discriminator_context(self, batch_size: int) -> Tensor:
+        return self.context.tokens(batch_size)
 
-    # ------------------------------------------------------------------------ generation
+    def paper_timed_parts(self, figures: dict[str, float]) -> dict[str, float]:
+        """OSDiff's paper times the decoder without entropy decoding."""
+        return {PAPER_PARTS: figures["total"] - figures[ENTROPY_DECODING]}
+
     def start_latent(self, y_c: Tensor, y_0: Tensor | None, generator: torch.Generator | None) -> Tensor:
         noise = torch.randn(y_c.shape, generator=generator, device=y_c.device, dtype=y_c.dtype)
         t = torch.full((y_c.shape[0],), self.timestep, device=y_c.device, dtype=torch.long)

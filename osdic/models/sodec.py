@@ -18,6 +18,7 @@ from typing import Callable, Sequence
 import torch
 from torch import Tensor, nn
 
+from osdic.codec.interface import ImageCodec
 from osdic.models.backbone import DiffusionBackbone
 from osdic.models.decode_steps import ENTROPY_DECODING, StepHook, no_hook
 from osdic.models.entropy import hyper_synthesis
@@ -50,9 +51,8 @@ class TransformModule(nn.Module):
 
 
 @register(CODEC)
-class SODEC(nn.Module):
+class SODEC(ImageCodec):
     PAD_MULTIPLE = HiFiCCompressor.PAD_MULTIPLE
-    NUM_STRINGS = HiFiCCompressor.NUM_STRINGS
 
     def __init__(
         self,
@@ -85,6 +85,14 @@ class SODEC(nn.Module):
         LoRA (or the whole UNet)."""
         return [p for m in (self.hyper_synthesis, self.transform, self.guidance) for p in m.parameters()
                 if p.requires_grad] + self.backbone.unet_parameters()
+
+    @property
+    def num_strings(self) -> int:
+        return self.vae_codec.num_strings
+
+    def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
+        """The VAE compression module's parts, and what generates x̂ from its latents."""
+        return {**self.vae_codec.parameter_groups(), "generative": self.generative_parameters()}
 
     def latent_shape(self, height: int, width: int) -> tuple[int, int]:
         return self.vae_codec.latent_shape(height, width)

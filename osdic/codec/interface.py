@@ -1,0 +1,72 @@
+"""The contract every codec of this library implements (CompressAI's ``CompressionModel`` is the
+model): what training stages, the file format, evaluation and the latency table may ask of a
+codec, so none of them reaches inside one or asks which class it is.
+
+    forward(x)                    → {"x_hat", "likelihoods", "likelihoods_rounded", …}
+    compress(x)                   → {"strings": one list per string, "shape": the hyper-latent's}
+    decompress(strings, shape, image_size=None, step=no_hook) → {"x_hat", …}
+    update(force)                 the entropy coder's tables for the current weights (before real coding)
+    num_strings                   strings per image in a file
+    latent_shape(h, w)            the hyper-latent's shape for an h×w image (what a file records)
+    aux_loss(), aux_parameters()  compressai's quantile loss and the parameters it trains
+    parameter_groups()            the codec's parts by name, what a training stage chooses to train
+    discriminator_context(n)      the cross-attention context a discriminator on the codec's UNet shares
+    paper_timed_parts(figures)    the decode time the codec's paper reports, from the measured steps
+"""
+
+from __future__ import annotations
+
+from abc import ABCMeta, abstractmethod
+from typing import Sequence
+
+from torch import Tensor, nn
+
+
+class ImageCodec(nn.Module, metaclass=ABCMeta):
+    @property
+    @abstractmethod
+    def num_strings(self) -> int:
+        """Strings per image in a file."""
+
+    @abstractmethod
+    def latent_shape(self, height: int, width: int) -> tuple[int, int]:
+        """The hyper-latent's shape for a ``height``×``width`` image."""
+
+    @abstractmethod
+    def compress(self, x: Tensor) -> dict:
+        """``{"strings": [one list of bytes per image] per string, "shape": hyper-latent shape}``."""
+
+    @abstractmethod
+    def decompress(self, strings: list, shape: Sequence[int], image_size: Sequence[int] | None = None,
+                   step=None) -> dict:
+        """``{"x_hat": images in [0, 1], …}``; ``step(name)`` wraps each decoding step (latency)."""
+
+    @abstractmethod
+    def update(self, force: bool = False) -> bool:
+        """Rebuild the entropy coder's tables from the current weights."""
+
+    @abstractmethod
+    def aux_loss(self) -> Tensor:
+        """compressai's loss on the entropy bottleneck's quantiles."""
+
+    @abstractmethod
+    def aux_parameters(self) -> list[nn.Parameter]:
+        """What the aux loss trains (the quantiles)."""
+
+    @abstractmethod
+    def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
+        """The codec's parts by name (quantiles excluded: the aux loss trains them)."""
+
+    def discriminator_context(self, batch_size: int) -> Tensor | None:
+        """The cross-attention context a discriminator built on this codec's UNet reads (None: the
+        codec has no fixed one)."""
+        return None
+
+    def paper_timed_parts(self, figures: dict[str, float]) -> dict[str, float]:
+        """From measured decode steps (seconds by name, with ``total``), the rows the codec's paper
+        times under its own name (nothing by default)."""
+        return {}
+
+
+def without_quantiles(module: nn.Module) -> list[nn.Parameter]:
+    return [p for name, p in module.named_parameters() if not name.endswith("quantiles")]
