@@ -1,4 +1,4 @@
-"""Stage 1: train SODEC's VAE compression module (HiFiC) with d(x, x̂_f) + λ·R."""
+"""Stage 1: train SODEC's VAE compression module (HiFiC; any codec of the interface) with d(x, x̂_f) + λ·R."""
 
 from __future__ import annotations
 
@@ -6,13 +6,13 @@ from torch import Tensor
 
 from lightning_modules.base import CompressionLightningModule
 from lightning_modules.losses import DistortionLoss
-from osdic.models.hific import HiFiCCompressor
+from osdic.codec.interface import ImageCodec
 from osdic.registry import MODEL, register
 
 
 @register(MODEL)
 class Stage1VAEModule(CompressionLightningModule):
-    def __init__(self, codec: HiFiCCompressor, distortion: DistortionLoss, **kwargs):
+    def __init__(self, codec: ImageCodec, distortion: DistortionLoss, **kwargs):
         super().__init__(codec=codec, **kwargs)
         self.distortion = distortion
 

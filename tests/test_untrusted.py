@@ -23,8 +23,9 @@ from omegaconf import OmegaConf
 import evaluate as evaluate_module
 from osdic.codec.cli import decompress_main
 from osdic.codec.image_codec import compress_image
-from osdic.codec.package import CODEC_CLASSES, CONFIG_FILE, WEIGHTS_FILE, _fingerprint, export_package, load_package
+from osdic.codec.package import CONFIG_FILE, WEIGHTS_FILE, _fingerprint, export_package, load_package
 from osdic.models.hific import HiFiCCompressor
+from osdic.registry import CODEC, registered
 from tests.conftest import TINY_SODEC, TINY_STAGE1, compose_config
 from train import train
 from osdic.utils.modules import module_config
@@ -217,10 +218,10 @@ def test_hydra_keys_of_an_allowed_class_are_refused_in_a_package(package_dir, tm
 
 @pytest.mark.parametrize("guidance", ["none", "text_tiny", "text_caption_tiny", "hyperprior_tiny", "fgm_tiny"])
 def test_every_codec_the_configs_build_exports_only_allowed_classes(tmp_path, guidance):
-    """A codec class missing from CODEC_CLASSES would export packages that nothing can load."""
+    """A codec class not registered as a codec part would export packages that nothing can load."""
     cfg = compose_config(["model=sodec_stage2", *TINY_SODEC, f"model/codec/guidance={guidance}"], tmp_path / "run")
     codec = hydra.utils.instantiate(cfg.model).codec
-    check_targets(module_config(codec), CODEC_CLASSES, "export")
+    check_targets(module_config(codec), registered(CODEC), "export")
 
 
 def test_evaluate_refuses_a_run_config_that_is_a_yaml_alias_bomb(stage1_run, tmp_path):

@@ -10,6 +10,7 @@ codec, so none of them reaches inside one or asks which class it is.
     latent_shape(h, w)            the hyper-latent's shape for an h×w image (what a file records)
     aux_loss(), aux_parameters()  compressai's quantile loss and the parameters it trains
     parameter_groups()            the codec's parts by name, what a training stage chooses to train
+    main_parameters()             every trainable parameter of those parts
     discriminator_context(n)      the cross-attention context a discriminator on the codec's UNet shares
     paper_timed_parts(figures)    the decode time the codec's paper reports, from the measured steps
 """
@@ -56,6 +57,10 @@ class ImageCodec(nn.Module, metaclass=ABCMeta):
     @abstractmethod
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
         """The codec's parts by name (quantiles excluded: the aux loss trains them)."""
+
+    def main_parameters(self) -> list[nn.Parameter]:
+        """What the main optimizer may train: every trainable parameter of the parts."""
+        return [p for group in self.parameter_groups().values() for p in group if p.requires_grad]
 
     def discriminator_context(self, batch_size: int) -> Tensor | None:
         """The cross-attention context a discriminator built on this codec's UNet reads (None: the

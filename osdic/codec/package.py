@@ -6,7 +6,8 @@ backbone is named by id/path with its LoRA rank and targets, never stored) and t
 fingerprint, which every file it writes repeats in its header, and the training stage that
 produced it (``stage``: a label, outside the fingerprint, as it changes nothing that is decoded).
 The fingerprint tells packages apart; it is no signature, so ``codec.json`` may only name the
-classes of :data:`CODEC_CLASSES`.
+classes registered as codec parts (``osdic.registry.register(CODEC)``, where each is defined:
+only code already imported can register a class, never a file).
 """
 
 from __future__ import annotations
@@ -34,9 +35,6 @@ from osdic.utils.untrusted import UntrustedFileError, build
 CONFIG_FILE = "codec.json"
 WEIGHTS_FILE = "weights.safetensors"
 PACKAGE_FORMAT = 1
-#: What a package's config may build: the codecs and the modules their constructors take, each
-#: registered where it is defined (osdic.registry.register(CODEC)); importing the models registers them
-CODEC_CLASSES = registered(CODEC)
 
 
 def _fingerprint(config: dict, weights: bytes) -> bytes:
@@ -140,7 +138,7 @@ def _check_sizes(config: dict, weights_path: Path, where: str) -> None:
     allocated) against the tensors the weights file holds, before anything real is built."""
     try:
         with architecture_only():
-            skeleton = build(config, CODEC_CLASSES, where)
+            skeleton = build(config, registered(CODEC), where)
     except (UntrustedFileError, MissingWeightsError):
         raise
     except Exception as exc:  # noqa: BLE001 — a constructor given hostile values can raise anything
@@ -164,7 +162,7 @@ def load_package(directory: str | os.PathLike, device: str | torch.device = "cpu
     """Load a package → (codec in eval mode, fingerprint).
 
     The package is data, checked before use: ``codec.json``'s structure and values, its classes
-    (only :data:`CODEC_CLASSES`), the fingerprint, the sizes it builds against the weights file
+    (only registered codec parts), the fingerprint, the sizes it builds against the weights file
     (before anything is allocated), every stored tensor finite; the entropy coder's tables are
     rebuilt from the model's own parameters, never read from the file. Pretrained parts it names
     load from local files only, never running a model's own code. Raises :class:`PackageError`
@@ -179,7 +177,7 @@ def load_package(directory: str | os.PathLike, device: str | torch.device = "cpu
         raise PackageError(f"{directory}: weights do not match the fingerprint in {CONFIG_FILE} "
                            "(modified package, or an interrupted export: export it again)")
     _check_sizes(manifest["codec"], weights_path, str(config_path))
-    codec = build(manifest["codec"], CODEC_CLASSES, str(config_path))
+    codec = build(manifest["codec"], registered(CODEC), str(config_path))
     state = load_file(str(weights_path))
     bad = next((k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()), None)
     if bad is not None:

@@ -418,10 +418,6 @@ class HyperpriorCodec(CompressionModel, ImageCodec):
     def latent_shape(self, height: int, width: int) -> tuple[int, int]:
         return hyper_latent_shape(height, width, self.PAD_MULTIPLE)
 
-    def main_parameters(self) -> list[nn.Parameter]:
-        """Trainable parameters but the entropy bottleneck's quantiles (the aux loss trains those)."""
-        return [p for name, p in self.named_parameters() if p.requires_grad and not name.endswith("quantiles")]
-
     def aux_parameters(self) -> list[nn.Parameter]:
         return [p for name, p in self.named_parameters() if name.endswith("quantiles")]
 

@@ -20,8 +20,8 @@ generation (an all-zero context would feed every cross-attention layer values it
 
 The starting latent y_T (``start``, a :class:`StartLatent`; ``model/codec/start``), identical in
 training and decoding unless stated: :class:`PureNoise`, :class:`NoisedCondition` (the default)
-or :class:`NoisedClean`. A new start is a subclass, a YAML file there, and its name in
-``osdic.codec.package.CODEC_CLASSES`` (what a package may build). Decoding draws its noise from a
+or :class:`NoisedClean`. A new start is a subclass registered as a codec part (``@register(CODEC)``: what a package may
+build) and a YAML file there. Decoding draws its noise from a
 generator seeded with ``noise_seed``, so a file decodes identically every time.
 """
 
