@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# The method end to end on photos shipped inside installed packages, on the CPU (utils/demo.py):
+# The method end to end on photos shipped inside installed packages, on the CPU (training/demo.py):
 # a stand-in for SD 2.1 and stage 1 at three λ in parallel, stage 2 and stage 3 on the stand-in,
 # then every codec beside JPEG and WebP on held-out photos through real files, and a summary.
 demo: install
@@ -36,8 +36,9 @@ table: install
 tables: install
 	for table in $(TABLES); do $(PY) -m tables $$table scale=miniature executor.parallel=2 || exit 1; done
 
+# two workers (pytest-xdist): most slow tests wait on subprocesses, DDP rendezvous or signals
 test: install
-	$(PY) -m pytest -m "not gpu" -q
+	$(PY) -m pytest -m "not gpu" -q -n 2
 
 test-fast: install
 	$(PY) -m pytest -m "not gpu and not slow" -q

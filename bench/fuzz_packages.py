@@ -13,7 +13,7 @@ fetched) or at a local folder whose model ships its own code (which must not run
 "y" on stdin); tensors in ``weights.safetensors`` reshaped, retyped, or filled with NaN, infinities,
 zeros or huge values — the entropy coder's tables (one CDF row for many indexes, zeroed rows with
 a huge length) and the bottleneck's quantiles among them. Each package is loaded in a child
-process forked for it, with the network cut (a socket connect is recorded and refused), under a
+process forked for it, with the network cut (a name lookup or socket connect is recorded and refused), under a
 memory limit and a timeout; a loaded package compresses a small image and decompresses the file
 twice. Prints the counts: refused (with a histogram of the reasons), loaded and deterministic,
 non-deterministic, other exceptions, crashes, timeouts, network attempts, code runs.
@@ -216,7 +216,12 @@ def _child(package: str, image: torch.Tensor, memory_bytes: int, connection) -> 
         network.append(str(address))
         raise OSError("network cut by the fuzzer")
 
+    def refuse_lookup(host, *args, **kwargs):  # a name lookup comes first: a machine without DNS never connects
+        network.append(str(host))
+        raise socket.gaierror(socket.EAI_NONAME, "network cut by the fuzzer")
+
     socket.socket.connect = refuse_connect
+    socket.getaddrinfo = refuse_lookup
     sys.stdin = open(os.devnull)  # a prompt to run remote code reads "" (and a "y" would be the test's)
     try:
         codec, fingerprint = load_package(package)

@@ -244,3 +244,29 @@ def test_package_fuzz_finds_no_crash_hang_nondeterminism_network_or_code_run():
     for outcome in ("nondeterministic", "crash", "timeout"):
         assert f"  {outcome}: 0" in result.stdout, result.stdout[-3000:]
     assert "network attempts: 0" in result.stdout and "code run: 0" in result.stdout
+
+
+def test_a_package_whose_backbone_settings_are_a_string_is_refused_without_a_name_lookup(tmp_path, monkeypatch):
+    """diffusers reads a string config as a Hub id to download: found by the package fuzz (a
+    mutated ``unet_config: "True"`` queried huggingface.co)."""
+    import json
+    import socket
+
+    from osdic.codec.package import CONFIG_FILE, WEIGHTS_FILE, PackageError, _fingerprint, load_package
+
+    lookups = []
+
+    def refuse(host, *args, **kwargs):
+        lookups.append(host)
+        raise socket.gaierror(socket.EAI_NONAME, "network cut by the test")
+
+    package = _sodec_package(tmp_path)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setattr(socket, "getaddrinfo", refuse)
+    manifest = json.loads((package / CONFIG_FILE).read_text())
+    manifest["codec"]["backbone"]["unet_config"] = "someone/model"
+    manifest["fingerprint"] = _fingerprint(manifest["codec"], (package / WEIGHTS_FILE).read_bytes()).hex()
+    (package / CONFIG_FILE).write_text(json.dumps(manifest))
+    with pytest.raises(PackageError, match="unet_config: must be a mapping"):
+        load_package(package)
+    assert lookups == []

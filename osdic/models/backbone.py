@@ -7,6 +7,8 @@ real SD 2.1 configs for FLOP-exact benchmarks). Both paths build the same diffus
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -97,6 +99,9 @@ class DiffusionBackbone(ExternalWeights):
         configs = (unet_config, vae_config, scheduler_config)
         if pretrained is None and any(c is None for c in configs):
             raise ConfigError("pretrained", "give a model id/path, or unet_config, vae_config and scheduler_config")
+        for key, config in zip(("unet_config", "vae_config", "scheduler_config"), configs):
+            if config is not None and not isinstance(config, Mapping):  # diffusers takes a string for a Hub id
+                raise ConfigError(key, f"must be a mapping of the model's settings, got {type(config).__name__}")
         if lora_rank is not None:  # null: no LoRA
             require_int("lora_rank", lora_rank, minimum=1)
             if full_finetune:
