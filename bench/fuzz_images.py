@@ -15,13 +15,9 @@ histogram of the reasons), other exceptions, crashes, timeouts, and the slowest 
 
 from __future__ import annotations
 
-import argparse
 import collections
 import io
-import multiprocessing
-import os
 import random
-import resource
 import struct
 import tempfile
 import time
@@ -31,6 +27,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from forked import fuzz_parser, run_forked
 from osdic.images import UnreadableImage, open_rgb  # imported once: every forked child has it
 
 
@@ -143,11 +140,8 @@ def mutate(kind: str, data: bytes, rng: random.Random) -> tuple[str, bytes]:
     return how, bytes(data)
 
 
-def _read(path: str, memory_bytes: int, connection) -> None:
-    """In a forked child: open_rgb with ``memory_bytes`` more address space than the child starts
-    with (torch's libraries alone map gigabytes); report the outcome."""
-    in_use = os.sysconf("SC_PAGE_SIZE") * int(Path("/proc/self/statm").read_text().split()[0])
-    resource.setrlimit(resource.RLIMIT_AS, (in_use + memory_bytes, in_use + memory_bytes))
+def _read(path: str) -> tuple[str, str, float]:
+    """open_rgb in the forked child: the outcome, its detail and the seconds it took."""
     start = time.perf_counter()
     try:
         image = open_rgb(path).image
@@ -156,32 +150,11 @@ def _read(path: str, memory_bytes: int, connection) -> None:
         outcome, detail = "skipped", str(exc).split(":")[0][:60]
     except BaseException as exc:  # noqa: BLE001 — what the fuzz looks for
         outcome, detail = "exception", f"{type(exc).__name__}: {exc}"[:200]
-    connection.send((outcome, detail, time.perf_counter() - start))
-
-
-def read_in_child(path: str, timeout: float, memory_bytes: int) -> tuple[str, str, float]:
-    context = multiprocessing.get_context("fork")
-    receiver, sender = context.Pipe(duplex=False)
-    child = context.Process(target=_read, args=(path, memory_bytes, sender))
-    child.start()
-    sender.close()
-    child.join(timeout)
-    if child.is_alive():
-        child.kill()
-        child.join()
-        return "timeout", "", timeout
-    if child.exitcode != 0 or not receiver.poll():
-        return "crash", f"exit {child.exitcode}", 0.0
-    return receiver.recv()
+    return outcome, detail, time.perf_counter() - start
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--files", type=int, default=1000)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--timeout", type=float, default=20.0)
-    parser.add_argument("--memory-gb", type=float, default=2.0)
-    args = parser.parse_args(argv)
+    args = fuzz_parser(__doc__.splitlines()[0], "--files", 1000, 20.0).parse_args(argv)
     rng, np_rng = random.Random(args.seed), np.random.default_rng(args.seed)
     originals = seeds(np_rng)
     counts: collections.Counter = collections.Counter()
@@ -196,7 +169,8 @@ def main(argv: list[str] | None = None) -> dict:
             suffix = {"png16": ".png", "jpeg": ".jpg", "gif": ".gif", "webp": ".webp"}.get(kind, "." + kind.split("-")[0])
             path = Path(folder) / f"fuzz{number}{suffix}"
             path.write_bytes(data)
-            outcome, detail, seconds = read_in_child(str(path), args.timeout, int(args.memory_gb * 2**30))
+            outcome, detail, seconds = run_forked(_read, (str(path),), args.timeout, int(args.memory_gb * 2**30))
+            seconds = args.timeout if outcome == "timeout" else seconds or 0.0
             counts[outcome] += 1
             if outcome == "skipped":
                 reasons[detail] += 1

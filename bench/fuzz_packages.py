@@ -23,15 +23,12 @@ from __future__ import annotations
 
 import osdic.utils.known_warnings  # noqa: F401  (first: filters the known-harmless warnings of the libraries below)
 
-import argparse
 import collections
 import copy
 import hashlib
 import json
-import multiprocessing
 import os
 import random
-import resource
 import socket
 import sys
 import tempfile
@@ -41,6 +38,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save
 
+from forked import fuzz_parser, run_forked
 from osdic.checks import ConfigError, MissingWeightsError
 from osdic.codec.bitstream import BitstreamError
 from osdic.codec.entropy_guard import EncodingError
@@ -117,7 +115,6 @@ def mutate_config(manifest: dict, rng: random.Random, hostile_folder: Path) -> t
     paths = [p for p, _ in _paths(codec) if p]
     how = rng.choice(["int", "float", "type", "delete", "add", "target", "pretrained", "nest", "text", "top"])
     path = rng.choice(paths)
-    leaf = next(v for p, v in _paths(codec) if p == path)
     if how == "int":
         ints = [p for p, v in _paths(codec) if p and isinstance(v, int) and not isinstance(v, bool)]
         target, value = rng.choice(ints) if ints else path, rng.choice(EDGE_INTS)
@@ -207,9 +204,8 @@ def mutate_weights(state: dict, rng: random.Random) -> tuple[str, dict]:
     return how, state
 
 
-def _child(package: str, image: torch.Tensor, memory_bytes: int, connection) -> None:
-    in_use = os.sysconf("SC_PAGE_SIZE") * int(Path("/proc/self/statm").read_text().split()[0])
-    resource.setrlimit(resource.RLIMIT_AS, (in_use + memory_bytes, in_use + memory_bytes))
+def _load_and_code(package: str, image: torch.Tensor) -> tuple[str, str, list]:
+    """In the forked child, with the network cut: load the package, code an image, decode it twice."""
     network = []
 
     def refuse_connect(self, address, *args, **kwargs):
@@ -234,23 +230,7 @@ def _child(package: str, image: torch.Tensor, memory_bytes: int, connection) -> 
         outcome, detail = "refused", type(exc).__name__ + ": " + str(exc).split(":")[-1].strip()[:50]
     except BaseException as exc:  # noqa: BLE001 — what the fuzz looks for
         outcome, detail = "exception", f"{type(exc).__name__}: {str(exc)[:150]}"
-    connection.send((outcome, detail, network))
-
-
-def run_child(package: Path, image: torch.Tensor, timeout: float, memory_bytes: int) -> tuple[str, str, list]:
-    context = multiprocessing.get_context("fork")
-    receiver, sender = context.Pipe(duplex=False)
-    child = context.Process(target=_child, args=(str(package), image, memory_bytes, sender))
-    child.start()
-    sender.close()
-    child.join(timeout)
-    if child.is_alive():
-        child.kill()
-        child.join()
-        return "timeout", "", []
-    if child.exitcode != 0 or not receiver.poll():
-        return "crash", f"exit {child.exitcode}", []
-    return receiver.recv()
+    return outcome, detail, network
 
 
 def write_package(folder: Path, manifest, state: dict) -> None:
@@ -267,12 +247,7 @@ def write_package(folder: Path, manifest, state: dict) -> None:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--packages", type=int, default=1000)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--timeout", type=float, default=30.0)
-    parser.add_argument("--memory-gb", type=float, default=2.0)
-    args = parser.parse_args(argv)
+    args = fuzz_parser(__doc__.splitlines()[0], "--packages", 1000, 30.0).parse_args(argv)
     os.environ["HF_HUB_OFFLINE"] = "1"
     torch.set_num_threads(1)  # no OpenMP pool in the parent: a forked child's first parallel region would hang
     rng = random.Random(args.seed)
@@ -297,9 +272,10 @@ def main(argv: list[str] | None = None) -> dict:
                 manifest = copy.deepcopy(manifest)
             package = root / "package"
             write_package(package, manifest, state)
-            outcome, detail, network = run_child(package, image, args.timeout, int(args.memory_gb * 2**30))
+            outcome, detail, network = run_forked(_load_and_code, (str(package), image), args.timeout,
+                                                  int(args.memory_gb * 2**30))
             counts[outcome] += 1
-            network_attempts += bool(network)
+            network_attempts += bool(network)  # None: the child never reported
             if outcome == "refused":
                 reasons[detail.split(":")[0]] += 1
             elif outcome != "loaded":

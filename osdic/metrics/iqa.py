@@ -1,7 +1,7 @@
 """No-reference IQA metrics as the literature computes them: pyiqa's (the IQA-PyTorch toolbox the
 papers behind this project report CLIPIQA and MUSIQ with), under this project's weight policy.
 
-pyiqa downloads its weights on first use and reads some with ``torch.load(weights_only=False)``.
+pyiqa downloads its weights on first use and unpickles some of them (a pickle can run code).
 Here every weight file must already be on disk (``python -m training.preflight download``
 fetches them), and is read as data:
 
