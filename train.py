@@ -56,7 +56,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], pl.Trainer]:
             initial = trainer.validate(module, datamodule=datamodule, verbose=False)
             if initial and trainer.is_global_zero:  # empty when the run has no validation data
                 write_metrics(Path(cfg.paths.output_dir) / "initial_metrics.json", initial[0])
-            if trainer.received_sigterm:  # held through that validation (callbacks.preemption); fit would forget it
+            if trainer.received_sigterm:  # agreed at that validation's end (callbacks.preemption); fit would forget it
                 raise SIGTERMException
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path,
                     weights_only=True)  # a checkpoint is data: tensors and plain containers only

@@ -34,7 +34,12 @@ def _offline_environment(tmp_path_factory):
     os.environ.setdefault("WANDB_MODE", "offline")
     os.environ.setdefault("WANDB_SILENT", "true")
     os.environ["HF_HUB_OFFLINE"] = "1"
-    torch.set_num_threads(2)
+    # xdist workers share the cores: two threads each on a 2-core machine spin against each other
+    # (tiny models gain nothing from a second thread); subprocesses (train.py, DDP ranks) inherit it
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    torch.set_num_threads(threads)
 
 
 def compose_config(overrides: list[str], output_dir: Path, config_name: str = "train") -> DictConfig:

@@ -22,6 +22,7 @@ import torch
 
 import train as train_module
 from tests.conftest import TINY_STAGE1, compose_config
+from tests.signal_helpers import marker_of_rank
 from train import train
 from training.run import resume_checkpoint
 
@@ -38,21 +39,8 @@ def _losses(run_dir: Path, version: int = 0) -> dict[int, float]:
 
 @pytest.mark.slow
 def test_sigterm_checkpoints_the_current_batch_exits_non_zero_and_resumes_exactly(tmp_path):
-    run_dir, marker = tmp_path / "run", tmp_path / "step5-done"
-    waiter = "+callbacks.wait_for_sigterm"
-    process = subprocess.Popen(
-        [sys.executable, str(REPO / "train.py"), *RUN, f"hydra.run.dir={run_dir}",
-         f"paths.cache_dir={tmp_path / 'cache'}", f"{waiter}._target_=tests.signal_helpers.WaitForSigterm",
-         f"{waiter}.step=5", f"{waiter}.marker={marker}"],
-        cwd=tmp_path, env={**os.environ, "PYTHONWARNINGS": "ignore"}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        text=True,
-    )
-    deadline = time.monotonic() + 300
-    while not marker.exists() and process.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)
-    process.send_signal(signal.SIGTERM)
-    output, _ = process.communicate(timeout=300)
-    assert process.returncode == 128 + signal.SIGTERM, output[-3000:]  # what schedulers read as "killed"
+    run_dir = tmp_path / "run"
+    _run_until_sigterm(run_dir, tmp_path, [], "training_batch", step=5, whole_group=False)
     preempted = torch.load(run_dir / "checkpoints" / "preempted.ckpt", weights_only=True)
     assert preempted["global_step"] == 5
     assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 4
@@ -152,21 +140,23 @@ def test_auto_resume_skips_a_checkpoint_whose_bytes_changed_on_disk(tmp_path, ca
     assert chosen != str(newest) and f"skipping corrupt checkpoint {newest}" in caplog.text
 
 
-def _run_until_sigterm(run_dir: Path, tmp_path: Path, extra: list[str], hook: str, step: int,
-                       whole_group: bool) -> str:
-    """``python train.py`` with a callback that, at ``hook`` of training step ``step``, waits for
-    the test's SIGTERM — sent to the main process, or to its whole process group as schedulers do."""
+def _run_until_sigterm(run_dir: Path, tmp_path: Path, extra: list[str], at: str, step: int,
+                       whole_group: bool, ranks: int = 1) -> str:
+    """``python train.py`` with a callback (tests.signal_helpers.WaitForSigterm) that holds every
+    rank at ``at`` of step ``step`` until the test's SIGTERM, sent to the main process or to the
+    whole process group as schedulers do, has reached it; the run must exit 143."""
     marker = tmp_path / f"{run_dir.name}-waiting"
     waiter = "+callbacks.wait_for_sigterm"
     process = subprocess.Popen(
         [sys.executable, str(REPO / "train.py"), *RUN, *extra, f"hydra.run.dir={run_dir}",
          f"paths.cache_dir={tmp_path / 'cache'}", f"{waiter}._target_=tests.signal_helpers.WaitForSigterm",
-         f"{waiter}.step={step}", f"{waiter}.marker={marker}", f"{waiter}.hook={hook}"],
+         f"{waiter}.step={step}", f"{waiter}.marker={marker}", f"{waiter}.at={at}"],
         cwd=tmp_path, env={**os.environ, "PYTHONWARNINGS": "ignore"}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         text=True, start_new_session=True,
     )
     deadline = time.monotonic() + 300
-    while not marker.exists() and process.poll() is None and time.monotonic() < deadline:
+    waiting = [marker_of_rank(marker, rank) for rank in range(ranks)]
+    while not all(m.exists() for m in waiting) and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
     if whole_group:
         os.killpg(process.pid, signal.SIGTERM)
@@ -178,38 +168,62 @@ def _run_until_sigterm(run_dir: Path, tmp_path: Path, extra: list[str], hook: st
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("hook, step", [("on_train_batch_end", 5), ("on_validation_batch_start", 2)])
-def test_sigterm_to_the_process_group_with_loader_workers_checkpoints_and_resumes_exactly(tmp_path, hook, step):
+@pytest.mark.parametrize("at, step", [("training_batch", 5), ("validation", 2)])
+def test_sigterm_to_the_process_group_with_loader_workers_checkpoints_and_resumes_exactly(tmp_path, at, step):
     """scancel and preemptions signal every process of the job, DataLoader workers included (which
     used to die first and take the run down with "worker killed by signal", no checkpoint); a
     SIGTERM during a validation lets it finish (its metrics and checkpoint are written) and stops
     at the next batch boundary. Either way the resumed run matches an uninterrupted one."""
     extra = ["data.num_workers=2"]
     run_dir = tmp_path / "run"
-    _run_until_sigterm(run_dir, tmp_path, extra, hook, step, whole_group=True)
+    _run_until_sigterm(run_dir, tmp_path, extra, at, step, whole_group=True)
     assert torch.load(run_dir / "checkpoints" / "preempted.ckpt", weights_only=True)["global_step"] == step
-    if hook == "on_validation_batch_start":
+    if at == "validation":
         assert (run_dir / "checkpoints" / f"step{step:07d}.ckpt").is_file(), "the validation it interrupted finished"
     train(compose_config([*RUN, *extra], tmp_path / "straight"))
     train(compose_config([*RUN, *extra], run_dir))  # ckpt_path: auto
-    straight, interrupted, resumed = _losses(tmp_path / "straight"), _losses(run_dir), _losses(run_dir, version=1)
+    _assert_resumed_like_straight(run_dir, tmp_path / "straight")
+
+
+def _assert_resumed_like_straight(run_dir: Path, straight_dir: Path) -> None:
+    """The interrupted and the resumed run together logged every step's loss and every validation
+    once, with an uninterrupted run's values."""
+    straight, interrupted, resumed = _losses(straight_dir), _losses(run_dir), _losses(run_dir, version=1)
     assert sorted({**interrupted, **resumed}) == list(range(8))
     for step, loss in {**interrupted, **resumed}.items():
         assert loss == pytest.approx(straight[step], rel=1e-5), step
     validations = lambda run, version=0: [  # noqa: E731
         (int(r["step"]), float(r["val/psnr"])) for r in csv.DictReader(
             (run / "csv" / f"version_{version}" / "metrics.csv").read_text().splitlines()) if r.get("val/psnr")]
-    resumed_validations, straight_validations = validations(run_dir) + validations(run_dir, 1), validations(
-        tmp_path / "straight")
+    resumed_validations, straight_validations = validations(run_dir) + validations(run_dir, 1), validations(straight_dir)
     assert [step for step, _ in resumed_validations] == [step for step, _ in straight_validations], "each one once"
     assert [v for _, v in resumed_validations] == pytest.approx([v for _, v in straight_validations], rel=1e-5)
+
+
+@pytest.mark.slow
+def test_sigterm_to_a_ddp_jobs_process_group_stops_every_rank_at_one_batch_and_resumes_exactly(tmp_path):
+    """Two DDP ranks with a loader worker each, the whole group signalled during a batch (scancel,
+    a preemption). Lightning's own handler broadcasts from inside the signal handler on every rank
+    (collectives that do not match) and rank 0 re-sends the signal to rank 1; here the ranks agree
+    at the batch's end, checkpoint together and exit 143, and the resumed job matches an
+    uninterrupted one."""
+    extra = ["trainer=ddp_cpu", "data.num_workers=1"]
+    run_dir, straight_dir = tmp_path / "run", tmp_path / "straight"
+    output = _run_until_sigterm(run_dir, tmp_path, extra, "training_batch", step=3, whole_group=True, ranks=2)
+    assert torch.load(run_dir / "checkpoints" / "preempted.ckpt", weights_only=True)["global_step"] == 3, output[-3000:]
+    for directory in (straight_dir, run_dir):  # the second resumes (ckpt_path: auto)
+        result = subprocess.run([sys.executable, str(REPO / "train.py"), *RUN, *extra, f"hydra.run.dir={directory}",
+                                 f"paths.cache_dir={tmp_path / 'cache'}"], cwd=tmp_path, capture_output=True,
+                                text=True, timeout=600, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+        assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    _assert_resumed_like_straight(run_dir, straight_dir)
 
 
 @pytest.mark.slow
 def test_sigterm_during_the_validation_before_training_writes_it_and_the_rerun_trains_as_a_fresh_one(tmp_path):
     extra = ["validate_before_training=true"]
     run_dir = tmp_path / "run"
-    _run_until_sigterm(run_dir, tmp_path, extra, "on_validation_batch_start", step=0, whole_group=True)
+    _run_until_sigterm(run_dir, tmp_path, extra, "validation", step=0, whole_group=True)
     assert (run_dir / "initial_metrics.json").is_file() and not (run_dir / "checkpoints").exists()
     train(compose_config([*RUN, *extra], tmp_path / "straight"))
     train(compose_config([*RUN, *extra], run_dir))

@@ -105,18 +105,19 @@ def test_submitit_local_launcher_runs_a_job(tmp_path):
 
 @pytest.mark.slow
 def test_a_guidance_sweep_runs_ddp_jobs_each_in_its_own_process_tree(tmp_path):
-    """Every guidance variant under DDP (find_unused_parameters=false) trains two steps on 2 CPU
-    processes — a parameter without a gradient would fail the second step. And Lightning's DDP
-    launcher, re-running argv for rank 1, must not launch the sweep again: exactly the four jobs
-    run (submitit's local launcher)."""
+    """A sweep of guidance variants under DDP (find_unused_parameters=false) on 2 CPU processes
+    per job: Lightning's DDP launcher, re-running argv for rank 1, must not launch the sweep again —
+    exactly the two jobs run (submitit's local launcher), each trains past its second step (a
+    parameter without a gradient fails it; every variant's gradients are checked in-process by
+    tests/test_sodec.py::test_every_optimised_parameter_gets_a_gradient)."""
     sweep_dir = tmp_path / "sweep"
     tiny = [o for o in TINY_SODEC if not o.startswith("model/codec/guidance")]
     _run(["-m", "model=sodec_stage2", *tiny, "data=samples", "trainer=ddp_cpu", "logger=csv", "trainer.max_steps=2",
           "hydra/launcher=local", "trainer.val_check_interval=2",
-          "model/codec/guidance=none,text_tiny,hyperprior_tiny,fgm_tiny",
+          "model/codec/guidance=text_tiny,fgm_tiny",
           f"hydra.sweep.dir={sweep_dir}", f"paths.cache_dir={tmp_path / 'cache'}"], tmp_path, timeout=1200)
     jobs = sorted(p.name for p in sweep_dir.iterdir() if p.is_dir() and p.name.isdigit())
-    assert jobs == ["0", "1", "2", "3"]
+    assert jobs == ["0", "1"]
     for job in jobs:
         metrics = json.loads((sweep_dir / job / "final_metrics.json").read_text())
         assert "val/bpp_real" in metrics, job

@@ -353,25 +353,27 @@ def _inspect_summary(run_directory: Path) -> dict:
 
 @pytest.mark.slow
 def test_the_gan_weight_table_end_to_end_then_a_second_table_reuses_its_chain(tmp_path):
-    """`python -m tables gan_weight` at the tests' scale, two of its arms (``only_arms``): through
-    the real scripts, the paper's table filled from real files for those arms and the others listed
-    as not finished, every arm's evaluation in its W&B run; then the latency table, whose SODEC
-    chain is the β = 0.2 arm's, trains nothing."""
+    """`python -m tables gan_weight` at the tests' scale, one of its arms (``only_arms``): through
+    the real scripts, the paper's table filled from real files for that arm and the others listed
+    as not finished, the arm's evaluation in its W&B run; then the latency table, whose SODEC chain
+    is the β = 0.2 arm's, trains nothing. (Which arm shares which stage is checked on the graphs
+    above; a second arm here would cost the suite a stage and an evaluation.)"""
     common = [f"store={tmp_path / 'store'}", f"output_dir={tmp_path / 'tables'}", "scale=test", "executor.parallel=2"]
     env = {**os.environ, "WANDB_MODE": "offline"}
-    result = subprocess.run([sys.executable, "-m", "tables", "gan_weight", *common, "only_arms=[beta0,beta0.2]"],
+    result = subprocess.run([sys.executable, "-m", "tables", "gan_weight", *common, "only_arms=[beta0.2]"],
                             cwd=REPO, capture_output=True, text=True, timeout=1500, env=env)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert result.stdout.count("[graph] start: sodec_stage") == 5, "stages 1–3 once, two final stages"
+    assert result.stdout.count("[graph] start: sodec_stage") == 4, "stages 1–3, then the arm's final stage"
     table = (tmp_path / "tables" / "gan_weight.md").read_text()
     rows = {row[0][2:]: row[1:6] for row in (line.split(" | ") for line in table.splitlines())
             if row[0].startswith(("| w/o", "| beta"))}
     assert len(rows) == 6, table
-    assert all("–" not in rows[row] for row in ["w/o GANs (beta 0)", "beta 0.2"]), table
-    assert rows["beta 0.1"] == ["–"] * 5 and "not finished (cells –): beta 0.01, beta 0.05, beta 0.1, beta 0.5" in table
+    assert "–" not in rows["beta 0.2"], table
+    assert rows["beta 0.1"] == ["–"] * 5
+    assert "not finished (cells –): beta 0.01, beta 0.05, beta 0.1, beta 0.5, w/o GANs (beta 0)" in table
     assert "TEST RUN" in table and "RANDOM weights" in table
     graph = build_graph("gan_weight", common, tmp_path / "store")
-    for point in (p for p in graph.points if p.arm["key"] in ("beta0", "beta0.2")):
+    for point in (p for p in graph.points if p.arm["key"] == "beta0.2"):
         summary = _inspect_summary(point.final.directory)
         assert {"eval/Kodak/lpips-vgg", "eval/Kodak/dists", "eval/Kodak/ms-ssim-y", "eval/Kodak/clipiqa",
                 "eval/Kodak/bpp"} <= set(summary), summary
