@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import warnings
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, NotRequired, Sequence, TypedDict
 
 import pytorch_lightning as pl
 import torch
@@ -29,6 +29,14 @@ from osdic.utils.modules import external_keys, resize_buffers_like
 from osdic.utils.untrusted import load_checkpoint
 
 log = logging.getLogger(__name__)
+
+
+class StageImages(TypedDict):
+    """What a stage's ``compute_losses`` hands to logging and to the adversarial step."""
+
+    x_hat: Tensor                     # the final reconstruction
+    fake_latent: NotRequired[Tensor]  # the generator's latent a latent/UNet-feature discriminator judges
+    real_latent: NotRequired[Tensor]  # its real counterpart, when the stage already has it
 
 
 class CompressionLightningModule(pl.LightningModule):
@@ -94,8 +102,8 @@ class CompressionLightningModule(pl.LightningModule):
         self._initialised_from_previous_stage = False
 
     # ------------------------------------------------------------------ stage interface
-    def compute_losses(self, x: Tensor) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
-        """→ (scalar loss terms incl. "loss", images incl. "x_hat" = the final reconstruction)."""
+    def compute_losses(self, x: Tensor) -> tuple[dict[str, Tensor], StageImages]:
+        """→ (scalar loss terms incl. "loss", the images the step logs and its discriminator reads)."""
         raise NotImplementedError
 
     def trainable_parameters(self) -> Iterable[nn.Parameter]:

@@ -14,7 +14,7 @@ from torch import Tensor
 
 from lightning_modules.adversarial import AdversarialMixin
 from lightning_modules.losses import AdversarialLoss
-from lightning_modules.base import CompressionLightningModule
+from lightning_modules.base import CompressionLightningModule, StageImages
 from osdic.models.osdiff import OSDiff
 from osdic.checks import require_non_negative
 from osdic.registry import MODEL, register
@@ -45,7 +45,7 @@ class OSDiffModule(AdversarialMixin, CompressionLightningModule):
     def trainable_parameters(self):
         return self.codec.main_parameters()
 
-    def compute_losses(self, x: Tensor) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+    def compute_losses(self, x: Tensor) -> tuple[dict[str, Tensor], StageImages]:
         out = self.codec(x)
         y_0 = out["y_0"].float()
         rate, rate_loss = self.objective.rate(out, x.shape[-2] * x.shape[-1], self.training)  # λ2·R

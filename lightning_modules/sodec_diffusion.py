@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from lightning_modules.base import CompressionLightningModule
+from lightning_modules.base import CompressionLightningModule, StageImages
 from lightning_modules.losses import Alignment, DistortionLoss, NoAlignment
 from osdic.models.sodec import SODEC
 from osdic.checks import ConfigError
@@ -66,7 +66,7 @@ class SODECDiffusionModule(CompressionLightningModule):
         """ẑ's quantiles train with the VAE module (they define what ẑ is coded as)."""
         return list(self.codec.aux_parameters()) if self.train_vae_module else []
 
-    def compute_losses(self, x: Tensor) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+    def compute_losses(self, x: Tensor) -> tuple[dict[str, Tensor], StageImages]:
         align = not isinstance(self.alignment, NoAlignment)
         out = self.codec(x, fidelity_image=align or not self.training)
         terms = self.distortion(out["x_hat"], x)

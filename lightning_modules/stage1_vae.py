@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from lightning_modules.base import CompressionLightningModule
+from lightning_modules.base import CompressionLightningModule, StageImages
 from lightning_modules.losses import DistortionLoss
 from osdic.codec.interface import ImageCodec
 from osdic.registry import MODEL, register
@@ -19,7 +19,7 @@ class Stage1VAEModule(CompressionLightningModule):
     def trainable_parameters(self):
         return self.codec.main_parameters()
 
-    def compute_losses(self, x: Tensor) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+    def compute_losses(self, x: Tensor) -> tuple[dict[str, Tensor], StageImages]:
         out = self.codec(x)
         terms = self.distortion(out["x_hat"], x)
         rate, rate_loss = self.objective.rate(out, x.shape[-2] * x.shape[-1], self.training)

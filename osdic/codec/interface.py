@@ -2,9 +2,9 @@
 model): what training stages, the file format, evaluation and the latency table may ask of a
 codec, so none of them reaches inside one or asks which class it is.
 
-    forward(x)                    → {"x_hat", "likelihoods", "likelihoods_rounded", …}
-    compress(x)                   → {"strings": one list per string, "shape": the hyper-latent's}
-    decompress(strings, shape, image_size=None, step=no_hook) → {"x_hat", …}
+    forward(x)                    → CodecOutput: x_hat, likelihoods (+ likelihoods_rounded, the codec's own latents)
+    compress(x)                   → Compressed: strings (one list per string), shape (the hyper-latent's)
+    decompress(strings, shape, image_size=None, step=no_hook) → Decompressed: x_hat (+ x_hat_f)
     update(force)                 the entropy coder's tables for the current weights (before real coding)
     num_strings                   strings per image in a file
     latent_shape(h, w)            the hyper-latent's shape for an h×w image (what a file records)
@@ -13,17 +13,42 @@ codec, so none of them reaches inside one or asks which class it is.
     main_parameters()             every trainable parameter of those parts
     discriminator_context(n)      the cross-attention context a discriminator on the codec's UNet shares
     paper_timed_parts(figures)    the decode time the codec's paper reports, from the measured steps
+
+The outputs are compressai's dicts with their keys declared (``TypedDict``s): code written for
+compressai's models reads them unchanged, and a type checker catches a key a codec does not give.
 """
 
 from __future__ import annotations
 
 from abc import ABCMeta, abstractmethod
-from typing import Sequence
+from typing import NotRequired, Sequence, TypedDict
 
 from torch import Tensor, nn
 
 
+class CodecOutput(TypedDict):
+    """What ``forward`` gives a training stage."""
+
+    x_hat: Tensor                                  # the reconstruction, images in [0, 1]
+    likelihoods: dict[str, Tensor]                 # per latent, for the rate term (noise in training)
+    likelihoods_rounded: NotRequired[dict[str, Tensor]]  # the same latents rounded: the rate a file pays
+
+
+class Compressed(TypedDict):
+    strings: list[list[bytes]]  # one list per string, one entry per image
+    shape: tuple[int, int]      # the hyper-latent's (what a file records)
+
+
+class Decompressed(TypedDict):
+    x_hat: Tensor                 # images in [0, 1], cropped to image_size
+    x_hat_f: NotRequired[Tensor]  # SODEC's fidelity image D_a(ŷ)
+
+
 class ImageCodec(nn.Module, metaclass=ABCMeta):
+    @abstractmethod
+    def forward(self, x: Tensor) -> CodecOutput:
+        """Training and validation: x in [0, 1] → reconstruction and likelihoods."""
+
     @property
     @abstractmethod
     def num_strings(self) -> int:
@@ -34,13 +59,13 @@ class ImageCodec(nn.Module, metaclass=ABCMeta):
         """The hyper-latent's shape for a ``height``×``width`` image."""
 
     @abstractmethod
-    def compress(self, x: Tensor) -> dict:
-        """``{"strings": [one list of bytes per image] per string, "shape": hyper-latent shape}``."""
+    def compress(self, x: Tensor) -> Compressed:
+        """x in [0, 1] → the strings of a file and the hyper-latent's shape."""
 
     @abstractmethod
     def decompress(self, strings: list, shape: Sequence[int], image_size: Sequence[int] | None = None,
-                   step=None) -> dict:
-        """``{"x_hat": images in [0, 1], …}``; ``step(name)`` wraps each decoding step (latency)."""
+                   step=None) -> Decompressed:
+        """The strings of a file → images; ``step(name)`` wraps each decoding step (latency)."""
 
     @abstractmethod
     def update(self, force: bool = False) -> bool:

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from compressai.layers import GDN
 from torch import Tensor, nn
 
-from osdic.codec.interface import without_quantiles
+from osdic.codec.interface import CodecOutput, Compressed, Decompressed, without_quantiles
 from osdic.models.decode_steps import ENTROPY_DECODING, StepHook, no_hook
 from osdic.models.entropy import HyperpriorCodec, HyperpriorEntropyModel
 from osdic.checks import ConfigError
@@ -142,6 +142,11 @@ class HiFiCGenerator(nn.Module):
 
 
 @register(CODEC)
+class HiFiCOutput(CodecOutput):
+    y_hat: Tensor
+    z_hat: Tensor
+
+
 class HiFiCCompressor(HyperpriorCodec):
     """SODEC's VAE compression module: E, H_a, P and the fidelity decoder D_a."""
 
@@ -203,7 +208,7 @@ class HiFiCCompressor(HyperpriorCodec):
         rounding in eval), without decoding."""
         return self.entropy_model(self.encoder(self.pad(x)))
 
-    def forward(self, x: Tensor) -> dict:
+    def forward(self, x: Tensor) -> HiFiCOutput:
         out = self.latents(x)
         out["x_hat"] = self.fidelity_decoder(out["y_hat"])[..., : x.shape[-2], : x.shape[-1]]
         return out
@@ -214,7 +219,7 @@ class HiFiCCompressor(HyperpriorCodec):
         with torch.no_grad():
             return self.entropy_model.compress(self.encoder(self.pad(x)))
 
-    def compress(self, x: Tensor) -> dict:
+    def compress(self, x: Tensor) -> Compressed:
         """x in [0, 1], any size → {"strings": [y_strings, z_strings], "shape": z's (h, w)}."""
         coded = self.encode_latents(x)
         return {"strings": coded["strings"], "shape": coded["shape"]}
@@ -225,7 +230,7 @@ class HiFiCCompressor(HyperpriorCodec):
 
     @torch.no_grad()
     def decompress(self, strings: list, shape: Sequence[int], image_size: Sequence[int] | None = None,
-                   step: StepHook = no_hook) -> dict:
+                   step: StepHook = no_hook) -> Decompressed:
         """Strings → {"x_hat"} in [0, 1], cropped to ``image_size`` when given; entropy decoding
         and D_a each inside ``step(name)``."""
         with step(ENTROPY_DECODING):

@@ -33,6 +33,7 @@ import torch
 from compressai.layers import ResidualBlock, ResidualBlockUpsample, ResidualBlockWithStride
 from torch import Tensor, nn
 
+from osdic.codec.interface import CodecOutput, Compressed, Decompressed
 from osdic.models.backbone import DiffusionBackbone
 from osdic.models.decode_steps import ENTROPY_DECODING, PAPER_PARTS, StepHook, no_hook
 from osdic.models.entropy import HyperpriorCodec
@@ -79,6 +80,13 @@ class NoisedClean(StartLatent):
 
 
 @register(CODEC)
+class OSDiffOutput(CodecOutput):
+    y_hat: Tensor  # the quantised latent of the analysis transform
+    y_0: Tensor    # the SD VAE latent of x (the real latent)
+    y_c: Tensor    # the synthesis transform's condition
+    y_r: Tensor    # the one-step denoised latent (the discriminator's fake)
+
+
 class OSDiff(HyperpriorCodec):
     def __init__(
         self,
@@ -141,7 +149,7 @@ class OSDiff(HyperpriorCodec):
         prediction = self.control(self.backbone.unet, y_t, t, context, y_c)
         return self.backbone.to_clean_latent(y_t, t, prediction)
 
-    def forward(self, x: Tensor) -> dict:
+    def forward(self, x: Tensor) -> OSDiffOutput:
         height, width = x.shape[-2:]
         y_0 = self.backbone.encode(self.pad(x))
         out = self.entropy_model(self.analysis(y_0))
@@ -151,14 +159,14 @@ class OSDiff(HyperpriorCodec):
         return {**out, "x_hat": x_hat, "y_0": y_0, "y_c": y_c, "y_r": y_r}
 
     # ---------------------------------------------------------------------- real coding
-    def compress(self, x: Tensor) -> dict:
+    def compress(self, x: Tensor) -> Compressed:
         with torch.no_grad():
             coded = self.entropy_model.compress(self.analysis(self.backbone.encode(self.pad(x))))
         return {"strings": coded["strings"], "shape": coded["shape"]}
 
     @torch.no_grad()
     def decompress(self, strings: list, shape: Sequence[int], image_size: Sequence[int] | None = None,
-                   step: StepHook = no_hook) -> dict:
+                   step: StepHook = no_hook) -> Decompressed:
         """Entropy decoding → G_s → start latent → control module + UNet → D_SD, each inside
         ``step(name)``."""
         with step(ENTROPY_DECODING):

@@ -18,7 +18,7 @@ from typing import Callable, Sequence
 import torch
 from torch import Tensor, nn
 
-from osdic.codec.interface import ImageCodec
+from osdic.codec.interface import CodecOutput, Compressed, Decompressed, ImageCodec
 from osdic.models.backbone import DiffusionBackbone
 from osdic.models.decode_steps import ENTROPY_DECODING, StepHook, no_hook
 from osdic.models.entropy import hyper_synthesis
@@ -51,6 +51,15 @@ class TransformModule(nn.Module):
 
 
 @register(CODEC)
+class SODECOutput(CodecOutput):
+    context: Tensor       # c_g, the guidance's tokens for cross-attention
+    latent_t: Tensor      # ŷ_t, T_s's output (noised with input_noise)
+    latent_0: Tensor      # ŷ_0, the UNet's one-step clean latent (the latent discriminator's fake)
+    x_hat_f: Tensor | None  # the fidelity image D_a(ŷ), None when neither asked for nor read
+    y_hat: Tensor
+    z_hat: Tensor
+
+
 class SODEC(ImageCodec):
     PAD_MULTIPLE = HiFiCCompressor.PAD_MULTIPLE
 
@@ -124,7 +133,7 @@ class SODEC(ImageCodec):
         return self.vae_codec.fidelity_decoder(y_hat)[..., : image_size[0], : image_size[1]]
 
     # ---------------------------------------------------------------------- training
-    def forward(self, x: Tensor, fidelity_image: bool = True) -> dict[str, Tensor]:
+    def forward(self, x: Tensor, fidelity_image: bool = True) -> SODECOutput:
         """x̂ and the latents; x̂_f (``x_hat_f``) when asked for or when the guidance reads it,
         otherwise None (D_a then costs nothing)."""
         vae = self.vae_codec.latents(x)
@@ -144,12 +153,12 @@ class SODEC(ImageCodec):
     def aux_parameters(self):
         return self.vae_codec.aux_parameters()
 
-    def compress(self, x: Tensor) -> dict:
+    def compress(self, x: Tensor) -> Compressed:
         return self.vae_codec.compress(x)
 
     @torch.no_grad()
     def decompress(self, strings: list, shape: Sequence[int], image_size: Sequence[int] | None = None,
-                   step: StepHook = no_hook) -> dict:
+                   step: StepHook = no_hook) -> Decompressed:
         """Entropy decoding → D_a → guidance → H_s/T_s (→ input noise) → one UNet step → D_m, each
         inside ``step(name)``."""
         with step(ENTROPY_DECODING):
