@@ -45,7 +45,7 @@ from training.run import compose_run_config
 
 KODAK = Path(os.environ.get("KODAK_DIR", Path(__file__).resolve().parents[2] / "shared" / "data" / "kodak"))
 TINY = [
-    "model=osdiff", "model.codec.backbone.lora_rank=null", "model/discriminator=unet_features_tiny",
+    "model=osdiff", "model.codec.backbone.lora_rank=null", "model/adversary/discriminator=unet_features_tiny",
     "model.codec.latent_channels=32", "model.codec.residual_blocks=1",
     "model.val_metrics=[psnr]", "trainer=cpu", "logger=none", "data.crop_size=128", "data.batch_size=4",
     "data.val_crop_size=128", "debug=fast",  # one validation batch, no sanity check; the steps are set below

@@ -46,7 +46,7 @@ def main() -> None:
     shared = {"G_a (analysis)": count(codec.analysis), "entropy model: ELIC (default)": count(codec.entropy_model),
               "G_s (synthesis)": count(codec.synthesis)}
     controls = {"ControlNet-XS (default)": count(codec.control), "full ControlNet": count(full_controlnet)}
-    discriminator = count(module.discriminator)
+    discriminator = count(module.adversary.discriminator)
     frozen = {"SD UNet (frozen)": count(codec.backbone.unet, trainable=False),
               "SD VAE (frozen)": count(codec.backbone.vae, trainable=False)}
     assert count(codec.backbone) == 0, "OSDiff trains no backbone weight"

@@ -3,8 +3,9 @@
 A stage subclass says only what differs: which parameters train (:meth:`trainable_parameters`),
 and what the losses are (:meth:`compute_losses`). Optimisation is manual because every stage has
 at least two optimizers (the main one and compressai's aux optimizer for the entropy-bottleneck
-quantiles; stage 4 adds the discriminator's). The main and aux losses are back-propagated in one
-pass: they touch disjoint parameters, and one backward keeps DDP's gradient reduction complete.
+quantiles; a stage given an adversary — SODEC's final stage, OSDiff — adds the discriminator's,
+lightning_modules.adversarial). The losses are back-propagated in one pass: they touch disjoint
+parameters, and one backward keeps DDP's gradient reduction complete.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from torch import Tensor, nn
 from pytorch_lightning.loggers import WandbLogger
 from torchmetrics import MeanMetric
 
+from lightning_modules.adversarial import Adversary
 from lightning_modules.objective import RateDistortionObjective
 from osdic.codec.bitstream import CompressedImage, pack
 from osdic.metrics.quality import MetricNotAvailable, metric_spec, quantize_8bit
@@ -62,6 +64,7 @@ class CompressionLightningModule(pl.LightningModule):
         predecessor_stage: str | None = None,
         entropy_model_lr: float | None = None,
         rate_in_loss: bool = True,
+        adversary: Adversary | None = None,
     ):
         """``init_from``: the checkpoint of the stage this one starts from (``predecessor_stage``,
         which the checkpoint must name; or this stage's own, to continue one), or
@@ -70,11 +73,13 @@ class CompressionLightningModule(pl.LightningModule):
         the entropy models' networks (null: the same as every other parameter). An entropy model
         follows a moving y; at the transforms' rate it can lag far behind it (BENCHMARKS.md,
         learning speed). ``rate_in_loss``: whether λ·R is part of the loss (a stage whose entropy
-        models are frozen only measures the rate)."""
+        models are frozen only measures the rate). ``adversary``: the discriminator trained beside
+        the generator, with its loss, optimizer and β (None: no GAN)."""
         super().__init__()
         self.automatic_optimization = False
         self.stage = stage
         self.codec = codec
+        self.adversary = adversary.bind(codec) if adversary is not None else None
         self.optimizer_factory, self.aux_optimizer_factory = optimizer, aux_optimizer
         self.scheduler_factory = scheduler
         self.gradient_clip_val = gradient_clip_val
@@ -175,13 +180,18 @@ class CompressionLightningModule(pl.LightningModule):
                     logger.experiment.tags = (*(logger.experiment.tags or ()), STARTED_FROM_RANDOM)
 
     def configure_optimizers(self):
-        optimizers = [self.optimizer_factory(self._parameter_groups())]
+        """The main optimizer, the aux optimizer (when this stage trains the quantiles) and the
+        adversary's, in that order; :meth:`_optimizers_by_role` names them."""
+        optimizers = {"main": self.optimizer_factory(self._parameter_groups())}
         aux = self.aux_parameters()
         if aux:
-            optimizers.append(self.aux_optimizer_factory(aux))
+            optimizers["aux"] = self.aux_optimizer_factory(aux)
+        if self.adversary is not None:
+            optimizers["discriminator"] = self.adversary.optimizer()
+        self._optimizer_roles = list(optimizers)
         if self.scheduler_factory is None:
-            return optimizers
-        return optimizers, [{"scheduler": self.scheduler_factory(optimizers[0]), "interval": "step"}]
+            return list(optimizers.values())
+        return list(optimizers.values()), [{"scheduler": self.scheduler_factory(optimizers["main"]), "interval": "step"}]
 
     def _parameter_groups(self) -> list:
         """The main optimizer's parameters: one group, or two when the entropy models have their own
@@ -194,9 +204,11 @@ class CompressionLightningModule(pl.LightningModule):
                   {"params": [p for p in parameters if id(p) in entropy], "lr": self.entropy_model_lr}]
         return [group for group in groups if group["params"]]
 
-    def _optimizers(self) -> list:
+    def _optimizers_by_role(self) -> dict[str, Any]:
+        """Lightning's wrapped optimizers under their roles: "main", and "aux", "discriminator"
+        where this stage has them."""
         opts = self.optimizers()
-        return list(opts) if isinstance(opts, (list, tuple)) else [opts]
+        return dict(zip(self._optimizer_roles, opts if isinstance(opts, (list, tuple)) else [opts]))
 
     def _step_schedulers(self) -> None:
         schedulers = self.lr_schedulers()
@@ -204,23 +216,47 @@ class CompressionLightningModule(pl.LightningModule):
             scheduler.step()
 
     def training_step(self, batch: Tensor, batch_idx: int) -> Tensor:
-        losses, _ = self.compute_losses(batch)
-        main, *others = self._optimizers()
-        total = losses["loss"]
-        if others:
-            losses["aux_loss"] = self.codec.aux_loss()
-            total = total + losses["aux_loss"]
-        for opt in (main, *others):
+        optimizers = self._optimizers_by_role()
+        main, aux, discriminator = optimizers["main"], optimizers.get("aux"), optimizers.get("discriminator")
+        if self.adversary is None:
+            terms, _ = self.compute_losses(batch)
+            total = terms["loss"]
+        else:
+            # ---------------- generator block: D frozen, the gradient flows through D into G
+            self.toggle_optimizer(main)
+            terms, images = self.compute_losses(batch)
+            real, fake = self.adversary.inputs(batch, images, self.codec)
+            if self.adversary.active(self.global_step):  # global_step: training batches
+                terms.update(self.adversary.generator_terms(fake))
+                terms["loss"] = terms["loss"] + terms["g_adv_weighted"]
+            self.untoggle_optimizer(main)
+            # ---------------- discriminator block: the fake detached (sg), G untouched
+            self.toggle_optimizer(discriminator)
+            terms.update(self.adversary.discriminator_terms(real.detach(), fake.detach()))
+            self.untoggle_optimizer(discriminator)
+            total = terms["loss"] + terms["d_loss"]
+        if aux is not None:
+            terms["aux_loss"] = self.codec.aux_loss()
+            total = total + terms["aux_loss"]
+        for opt in optimizers.values():
             opt.zero_grad(set_to_none=True)
         self.manual_backward(total)
         if self.gradient_clip_val:
             self.clip_gradients(main, gradient_clip_val=self.gradient_clip_val, gradient_clip_algorithm="norm")
+        if discriminator is not None and self.adversary.clip_val:
+            self.clip_gradients(discriminator, gradient_clip_val=self.adversary.clip_val, gradient_clip_algorithm="norm")
         main.step()
-        self.step_uncounted(*others)
+        self.step_uncounted(*(opt for opt in (aux, discriminator) if opt is not None))
+        for _ in range(self.adversary.d_steps_per_g - 1 if self.adversary is not None else 0):
+            self.adversary.extra_gradients(real.detach(), fake.detach(), self._mean_over_ranks)
+            self.step_uncounted(discriminator)
         self._step_schedulers()
-        losses["lr"] = torch.tensor(main.param_groups[0]["lr"])
-        self.log_terms("train", losses, batch_size=batch.shape[0])
-        return losses["loss"]
+        terms["lr"] = torch.tensor(main.param_groups[0]["lr"])
+        self.log_terms("train", terms, batch_size=batch.shape[0])
+        return terms["loss"]
+
+    def _mean_over_ranks(self, tensor: Tensor) -> Tensor:
+        return self.trainer.strategy.reduce(tensor, reduce_op="mean") if self.trainer.world_size > 1 else tensor
 
     @staticmethod
     def step_uncounted(*optimizers) -> None:

@@ -110,7 +110,7 @@ class MergedAlignment(Alignment):
 
 
 class AdversarialLoss:
-    """A GAN's pair of losses on the discriminator's logits (the ``model/adversarial_loss``
+    """A GAN's pair of losses on the discriminator's logits (the ``model/adversary/loss``
     choice, as NeuralCompression's ILLM keeps them): the generator's on D(fake), and the
     discriminator's on D(real) and D(sg(fake)). Computed in float32 under any autocast."""
 

@@ -12,8 +12,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from lightning_modules.adversarial import AdversarialMixin
-from lightning_modules.losses import AdversarialLoss
+from lightning_modules.adversarial import Adversary
 from lightning_modules.base import CompressionLightningModule, StageImages
 from osdic.models.osdiff import OSDiff
 from osdic.checks import require_non_negative
@@ -21,26 +20,14 @@ from osdic.registry import MODEL, register
 
 
 @register(MODEL)
-class OSDiffModule(AdversarialMixin, CompressionLightningModule):
-    def __init__(
-        self,
-        codec: OSDiff,
-        discriminator,
-        discriminator_optimizer,
-        adversarial_loss: AdversarialLoss,
-        diffusion_weight: float = 1.0,
-        feature_weight: float = 2.0,
-        adversarial_weight: float = 0.01,
-        adversarial_start: int = 0,
-        d_steps_per_g: int = 1,
-        discriminator_clip_val: float | None = None,
-        **kwargs,
-    ):
-        super().__init__(codec=codec, **kwargs)
+class OSDiffModule(CompressionLightningModule):
+    """``adversary``: λ4·L_G's discriminator (its ``weight`` is λ4), on the UNet's features by default."""
+
+    def __init__(self, codec: OSDiff, adversary: Adversary, diffusion_weight: float = 1.0, feature_weight: float = 2.0,
+                 **kwargs):
+        super().__init__(codec=codec, adversary=adversary, **kwargs)
         self.diffusion_weight = require_non_negative("diffusion_weight", diffusion_weight)
         self.feature_weight = require_non_negative("feature_weight", feature_weight)
-        self.init_adversarial(discriminator, discriminator_optimizer, adversarial_loss, adversarial_weight,
-                              adversarial_start, d_steps_per_g, discriminator_clip_val)
 
     def trainable_parameters(self):
         return self.codec.main_parameters()

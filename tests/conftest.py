@@ -73,14 +73,14 @@ TINY_SODEC = [
 ]
 
 #: SODEC's final stage at test size.
-TINY_STAGE4 = ["model=sodec_stage4", *TINY_SODEC, "model/discriminator=latent_tiny"]
+TINY_STAGE4 = ["model=sodec_stage4", *TINY_SODEC, "model/adversary/discriminator=latent_tiny"]
 
 #: OSDiff at test size.
 TINY_OSDIFF = [
     "model=osdiff",
     "model/codec/backbone=tiny",
     "model.codec.backbone.lora_rank=null",
-    "model/discriminator=unet_features_tiny",
+    "model/adversary/discriminator=unet_features_tiny",
     "model/codec/guidance@model.codec.context=text_tiny",
     "model/codec/entropy_model=elic_tiny",
     "model.codec.latent_channels=8",

@@ -159,7 +159,7 @@ def test_unet_context_is_the_empty_prompt_embedding_in_generator_and_discriminat
         codec.denoise(torch.randn(2, 4, 8, 8), torch.randn(2, 4, 8, 8))
     assert {part for part, _ in seen} == {codec.backbone.unet, codec.control}
     assert all(torch.equal(context, empty.expand(2, -1, -1)) for context in seen.values())
-    assert torch.equal(module.discriminator.context, empty)
+    assert torch.equal(module.adversary.discriminator.context, empty)
 
 
 def test_unet_context_that_is_not_a_text_embedding_is_a_config_error(tmp_path):

@@ -21,7 +21,7 @@ from train import train
 
 
 def _one_step(tmp_path, name, beta):
-    cfg = compose_config([*TINY_STAGE4, f"model.adversarial_weight={beta}", "trainer.max_steps=1",
+    cfg = compose_config([*TINY_STAGE4, f"model.adversary.weight={beta}", "trainer.max_steps=1",
                           "trainer.val_check_interval=1", "trainer.limit_val_batches=0"], tmp_path / name)
     _, trainer = train(cfg)
     return trainer.lightning_module
@@ -46,15 +46,15 @@ def test_generator_gradient_of_the_adversarial_term_is_nonzero_only_on_trainable
 
     module = hydra.utils.instantiate(cfg.model)
     module.objective.set_lambda(1.0)
-    module.discriminator.requires_grad_(False)  # what toggle_optimizer(g_opt) does
+    module.adversary.discriminator.requires_grad_(False)  # what toggle_optimizer(g_opt) does
     _, images = module.compute_losses(torch.rand(2, 3, 64, 64))
-    (0.2 * module.adversarial_loss.generator_loss(module.discriminator(images["fake_latent"]))).backward()
+    (0.2 * module.adversary.loss.generator_loss(module.adversary.discriminator(images["fake_latent"]))).backward()
     trainable = [p for p in module.trainable_parameters()]
     lora = module.codec.backbone.unet_parameters()
     assert sum(float(p.grad.abs().sum()) for p in lora if p.grad is not None) > 0
     assert sum(float(p.grad.abs().sum()) for p in trainable if p.grad is not None) > 0
     assert all(p.grad is None for p in module.codec.parameters() if not p.requires_grad)
-    assert all(p.grad is None for p in module.discriminator.parameters())
+    assert all(p.grad is None for p in module.adversary.discriminator.parameters())
 
 
 @pytest.mark.parametrize("make", [lambda: latent_discriminator([8, 16]), lambda: pixel_discriminator([8, 16])])
@@ -105,18 +105,18 @@ def test_adversarial_loss_is_chosen_by_its_config_node(tmp_path):
     import hydra
 
     for model in ("sodec_stage4", "osdiff"):  # the papers' loss stays the default
-        default = compose_config([f"model={model}"], tmp_path / model).model.adversarial_loss
+        default = compose_config([f"model={model}"], tmp_path / model).model.adversary.loss
         assert type(hydra.utils.instantiate(default)) is NonSaturatingLoss
-    cfg = compose_config([*TINY_STAGE4, "model/adversarial_loss=hinge"], tmp_path / "hinge")
-    assert type(hydra.utils.instantiate(cfg.model).adversarial_loss) is HingeLoss
+    cfg = compose_config([*TINY_STAGE4, "model/adversary/loss=hinge"], tmp_path / "hinge")
+    assert type(hydra.utils.instantiate(cfg.model).adversary.loss) is HingeLoss
 
 
 def test_unet_feature_discriminator_learns_on_any_crop_size(tmp_path):
     import hydra
 
-    cfg = compose_config([*TINY_STAGE4, "model/discriminator=unet_features_tiny"], tmp_path / "run")
+    cfg = compose_config([*TINY_STAGE4, "model/adversary/discriminator=unet_features_tiny"], tmp_path / "run")
     module = hydra.utils.instantiate(cfg.model)
-    disc = module.discriminator
+    disc = module.adversary.discriminator
     assert disc(torch.randn(1, 4, 8, 12)).shape == (1,) and disc(torch.randn(2, 4, 16, 16)).shape == (2,)
     torch.manual_seed(0)
     losses = _train_alone(disc, torch.randn(4, 4, 8, 8) * 2, torch.zeros(4, 4, 8, 8), 40, 1e-3)

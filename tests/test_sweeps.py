@@ -163,7 +163,7 @@ def test_pipeline_chains_the_stages_of_a_rate_point_and_resumes_after_the_finish
                    "callbacks.rate_annealing.num_steps=4",
                    "callbacks.rate_annealing.lambda_start=${pipeline.stage1_lambda}",
                    "callbacks.rate_annealing.lambda_end=${pipeline.rate_point}"],
-        "stage4": ["model=sodec_stage4", *tiny_sodec, "model/discriminator=latent_tiny",
+        "stage4": ["model=sodec_stage4", *tiny_sodec, "model/adversary/discriminator=latent_tiny",
                    "callbacks.rate_annealing.lambda_start=${pipeline.rate_point}"],
     }
     stages_override = "pipeline.stages={" + ",".join(

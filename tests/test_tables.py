@@ -79,7 +79,7 @@ def _shared(graph: Graph, label: str) -> int:
 def test_the_gan_weight_table_trains_stages_one_to_three_once_and_branches_at_the_final_stage(graphs):
     graph = graphs["gan_weight"]
     assert [_shared(graph, f"sodec_stage{s}") for s in (1, 2, 3, 4)] == [1, 1, 1, 6]
-    betas = [_config(p.final).model.adversarial_weight for p in graph.points]
+    betas = [_config(p.final).model.adversary.weight for p in graph.points]
     assert betas == [0, 0.01, 0.05, 0.1, 0.2, 0.5]
     assert [p.row for p in graph.points][0] == "w/o GANs (beta 0)"
 
@@ -156,7 +156,7 @@ def test_osdiffs_discriminator_table_has_four_rate_points_per_variant_on_clic_at
     assert len(graph.points) == 12 and _shared(graph, "osdiff") == 12
     anchor = [p for p in graph.points if p.row == "w/o Discriminator"]
     assert [p.rate_point for p in anchor] == [0.5, 1, 2, 4]
-    assert all(_config(p.final).model.adversarial_weight == 0 for p in anchor)
+    assert all(_config(p.final).model.adversary.weight == 0 for p in anchor)
     assert all(_config(e).data.name == "CLIC2020-768" for p in graph.points for e in p.evaluations.values())
 
 

@@ -15,7 +15,7 @@ import yaml
 RATE_KEYS = ("lambda_start", "lambda_end", "rate_point", "target_bpp")
 #: short names of keys in run names and RD-curve labels (the key's last part otherwise)
 DISPLAY_NAMES = {"lambda_start": "λ", "lambda_end": "λ_end", "rate_point": "λ", "lora_rank": "rank",
-                 "adversarial_weight": "β", "target_bpp": "target bpp"}
+                 "weight": "β", "target_bpp": "target bpp"}
 
 
 @dataclass

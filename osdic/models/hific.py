@@ -141,12 +141,12 @@ class HiFiCGenerator(nn.Module):
         return (self.up(h + self.residual(h)) + 1) / 2
 
 
-@register(CODEC)
 class HiFiCOutput(CodecOutput):
     y_hat: Tensor
     z_hat: Tensor
 
 
+@register(CODEC)
 class HiFiCCompressor(HyperpriorCodec):
     """SODEC's VAE compression module: E, H_a, P and the fidelity decoder D_a."""
 

@@ -79,7 +79,6 @@ class NoisedClean(StartLatent):
         return noise if y_0 is None else backbone.add_noise(y_0, noise, t)
 
 
-@register(CODEC)
 class OSDiffOutput(CodecOutput):
     y_hat: Tensor  # the quantised latent of the analysis transform
     y_0: Tensor    # the SD VAE latent of x (the real latent)
@@ -87,6 +86,7 @@ class OSDiffOutput(CodecOutput):
     y_r: Tensor    # the one-step denoised latent (the discriminator's fake)
 
 
+@register(CODEC)
 class OSDiff(HyperpriorCodec):
     def __init__(
         self,

@@ -50,7 +50,6 @@ class TransformModule(nn.Module):
             return self.out(features.float()) * self.scaling_factor
 
 
-@register(CODEC)
 class SODECOutput(CodecOutput):
     context: Tensor       # c_g, the guidance's tokens for cross-attention
     latent_t: Tensor      # ŷ_t, T_s's output (noised with input_noise)
@@ -60,6 +59,7 @@ class SODECOutput(CodecOutput):
     z_hat: Tensor
 
 
+@register(CODEC)
 class SODEC(ImageCodec):
     PAD_MULTIPLE = HiFiCCompressor.PAD_MULTIPLE
 
