@@ -253,6 +253,7 @@ def test_a_package_whose_backbone_settings_are_a_string_is_refused_without_a_nam
     import socket
 
     from osdic.codec.package import CONFIG_FILE, WEIGHTS_FILE, PackageError, _fingerprint, load_package
+    from osdic.utils.untrusted import UntrustedFileError
 
     lookups = []
 
@@ -267,6 +268,33 @@ def test_a_package_whose_backbone_settings_are_a_string_is_refused_without_a_nam
     manifest["codec"]["backbone"]["unet_config"] = "someone/model"
     manifest["fingerprint"] = _fingerprint(manifest["codec"], (package / WEIGHTS_FILE).read_bytes()).hex()
     (package / CONFIG_FILE).write_text(json.dumps(manifest))
-    with pytest.raises(PackageError, match="unet_config: must be a mapping"):
+    with pytest.raises((PackageError, UntrustedFileError), match="unet_config must be dict"):
         load_package(package)
     assert lookups == []
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("noise_seed", None, "noise_seed must be int, got NoneType"),
+    ("w_channels", True, "w_channels must be int, got bool"),
+    ("vae_codec.latent_channels", [8], "vae_codec.latent_channels must be int, got list"),
+])
+def test_a_value_of_the_wrong_type_is_refused_at_load_naming_its_key(tmp_path, key, value, message):
+    """Found by the package fuzz: type-confused constructor values loaded and then failed inside
+    torch (a list for a channel count, null for the decoding seed); now each constructor
+    argument is checked against its annotation before anything is built."""
+    import json
+
+    from osdic.codec.package import CONFIG_FILE, WEIGHTS_FILE, _fingerprint, load_package
+    from osdic.utils.untrusted import UntrustedFileError
+
+    package = _sodec_package(tmp_path)
+    manifest = json.loads((package / CONFIG_FILE).read_text())
+    *parents, name = key.split(".")
+    node = manifest["codec"]
+    for parent in parents:
+        node = node[parent]
+    node[name] = value
+    manifest["fingerprint"] = _fingerprint(manifest["codec"], (package / WEIGHTS_FILE).read_bytes()).hex()
+    (package / CONFIG_FILE).write_text(json.dumps(manifest))
+    with pytest.raises(UntrustedFileError, match=message):
+        load_package(package)

@@ -10,11 +10,15 @@ accidents, not tampering, and is no reason to trust a file.
 
 from __future__ import annotations
 
+import collections.abc
 import functools
 import importlib
+import inspect
 import os
 import pickle
 import re
+import types
+import typing
 from typing import Any, Collection, Iterator
 
 import torch
@@ -104,7 +108,64 @@ def build(config: Any, allowed: Collection[str], where: str, partial: bool = Fal
     if not isinstance(config, dict) or "_target_" not in config:
         raise UntrustedFileError(f"{where}: expected a constructor config with a _target_, got {type(config).__name__}")
     check_targets(config, allowed, where, partial)  # all of it before any constructor runs
+    check_argument_types(config, where)
     return _build(config)
+
+
+def _conforms(value: Any, hint: Any) -> bool:
+    """Whether a value read from a file (JSON/YAML data) fits a constructor's annotation; classes
+    and callables conform (a nested part is checked where it is built)."""
+    origin, arguments = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_conforms(value, argument) for argument in arguments)
+    if hint is None or hint is type(None):
+        return value is None
+    if origin is typing.Literal:
+        return value in arguments
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is str:
+        return isinstance(value, str)
+    if hint in (list, tuple) or origin in (list, tuple, collections.abc.Sequence):
+        if not isinstance(value, list):  # a file's sequences are lists (a string is not one here)
+            return False
+        if origin is tuple and arguments and arguments[-1] is not Ellipsis:
+            return len(value) == len(arguments) and all(map(_conforms, value, arguments))
+        return all(_conforms(item, arguments[0]) for item in value) if arguments else True
+    if hint is dict or origin in (dict, collections.abc.Mapping):
+        return isinstance(value, dict)
+    return True
+
+
+def _annotations(target: Any) -> dict[str, Any]:
+    """The resolved annotations of a registered class's constructor (or a factory function's);
+    none where they cannot be resolved."""
+    function = inspect.unwrap(target.__init__ if inspect.isclass(target) else target)
+    try:
+        return typing.get_type_hints(function)
+    except Exception:  # noqa: BLE001 — a name only a type checker sees: nothing to check against
+        return {}
+
+
+def check_argument_types(config: Any, where: str) -> None:
+    """Every plain value given to a registered constructor fits its annotation (a list for an
+    ``eps: float``, ``null`` for a seed, ``true`` for a channel count are refused here, naming the
+    key, instead of failing somewhere inside torch)."""
+    for key, node in _nodes(config, ""):
+        try:
+            target = registry.resolve(node.get("_target_"))
+        except (KeyError, TypeError):  # not a constructor node, or another library's class
+            continue
+        hints = _annotations(target)
+        for name, value in node.items():
+            if name in hints and not (isinstance(value, dict) and "_target_" in value) and not _conforms(value, hints[name]):
+                shown = typing.get_origin(hints[name]) and str(hints[name]) or getattr(hints[name], "__name__", hints[name])
+                raise UntrustedFileError(f"{where}: {key + '.' if key else ''}{name} must be {shown}, "
+                                         f"got {type(value).__name__} {str(value)[:40]!r}")
 
 
 def _build(config: Any) -> Any:
