@@ -277,14 +277,17 @@ def test_a_package_whose_backbone_settings_are_a_string_is_refused_without_a_nam
     ("noise_seed", None, "noise_seed must be int, got NoneType"),
     ("w_channels", True, "w_channels must be int, got bool"),
     ("vae_codec.latent_channels", [8], "vae_codec.latent_channels must be int, got list"),
+    ("backbone.unet_config.norm_num_groups", True, "unet_config.norm_num_groups: must be int | None, got bool"),
+    ("backbone.unet_config.norm_eps", [1, 2], "unet_config.norm_eps: must be float, got list"),
 ])
 def test_a_value_of_the_wrong_type_is_refused_at_load_naming_its_key(tmp_path, key, value, message):
     """Found by the package fuzz: type-confused constructor values loaded and then failed inside
-    torch (a list for a channel count, null for the decoding seed); now each constructor
-    argument is checked against its annotation before anything is built."""
+    torch (a list for a norm's eps, a bool for its group count, null for the decoding seed); now
+    each constructor argument, and each setting of a diffusers model a package describes, is
+    checked against its annotation before anything is built."""
     import json
 
-    from osdic.codec.package import CONFIG_FILE, WEIGHTS_FILE, _fingerprint, load_package
+    from osdic.codec.package import CONFIG_FILE, WEIGHTS_FILE, PackageError, _fingerprint, load_package
     from osdic.utils.untrusted import UntrustedFileError
 
     package = _sodec_package(tmp_path)
@@ -296,5 +299,5 @@ def test_a_value_of_the_wrong_type_is_refused_at_load_naming_its_key(tmp_path, k
     node[name] = value
     manifest["fingerprint"] = _fingerprint(manifest["codec"], (package / WEIGHTS_FILE).read_bytes()).hex()
     (package / CONFIG_FILE).write_text(json.dumps(manifest))
-    with pytest.raises(UntrustedFileError, match=message):
+    with pytest.raises((UntrustedFileError, PackageError), match=message):
         load_package(package)

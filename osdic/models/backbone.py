@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 import torch
 from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
@@ -19,6 +19,7 @@ from torch import Tensor
 
 from osdic.checks import ConfigError, MissingWeightsError, require_choice, require_int
 from osdic.utils.modules import ExternalWeights, architecture_only_build, plain
+from osdic.utils.untrusted import check_settings
 from osdic.registry import CODEC, register
 
 PREDICTION_TYPES = ("epsilon", "v_prediction")
@@ -99,9 +100,12 @@ class DiffusionBackbone(ExternalWeights):
         configs = (unet_config, vae_config, scheduler_config)
         if pretrained is None and any(c is None for c in configs):
             raise ConfigError("pretrained", "give a model id/path, or unet_config, vae_config and scheduler_config")
-        for key, config in zip(("unet_config", "vae_config", "scheduler_config"), configs):
+        classes = (UNet2DConditionModel, AutoencoderKL, DDPMScheduler)
+        for key, config, cls in zip(("unet_config", "vae_config", "scheduler_config"), configs, classes):
             if config is not None and not isinstance(config, Mapping):  # diffusers takes a string for a Hub id
                 raise ConfigError(key, f"must be a mapping of the model's settings, got {type(config).__name__}")
+            if config is not None:
+                check_settings(cls, config, key)
         if lora_rank is not None:  # null: no LoRA
             require_int("lora_rank", lora_rank, minimum=1)
             if full_finetune:

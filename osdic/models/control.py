@@ -36,10 +36,12 @@ from torch.utils.checkpoint import checkpoint
 
 from osdic.checks import require_int, require_positive
 from osdic.registry import CODEC, register
+from osdic.utils.untrusted import check_settings
 
 
 def _check_sd_unet(config: dict) -> None:
     """The UNets the stage-by-stage walk below reproduces exactly: SD 1.x/2.x's layout."""
+    check_settings(UNet2DConditionModel, config, "unet_config")
     unsupported = {key: config.get(key) for key in ("class_embed_type", "addition_embed_type", "time_embedding_act_fn",
                                                     "encoder_hid_dim_type") if config.get(key) is not None}
     if config.get("mid_block_type", "UNetMidBlock2DCrossAttn") != "UNetMidBlock2DCrossAttn":

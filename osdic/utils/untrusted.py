@@ -24,6 +24,7 @@ from typing import Any, Collection, Iterator
 import torch
 
 from osdic import registry
+from osdic.checks import ConfigError
 
 
 class UntrustedFileError(ValueError):
@@ -112,12 +113,12 @@ def build(config: Any, allowed: Collection[str], where: str, partial: bool = Fal
     return _build(config)
 
 
-def _conforms(value: Any, hint: Any) -> bool:
+def conforms(value: Any, hint: Any) -> bool:
     """Whether a value read from a file (JSON/YAML data) fits a constructor's annotation; classes
     and callables conform (a nested part is checked where it is built)."""
     origin, arguments = typing.get_origin(hint), typing.get_args(hint)
     if origin in (typing.Union, types.UnionType):
-        return any(_conforms(value, argument) for argument in arguments)
+        return any(conforms(value, argument) for argument in arguments)
     if hint is None or hint is type(None):
         return value is None
     if origin is typing.Literal:
@@ -131,17 +132,22 @@ def _conforms(value: Any, hint: Any) -> bool:
     if hint is str:
         return isinstance(value, str)
     if hint in (list, tuple) or origin in (list, tuple, collections.abc.Sequence):
-        if not isinstance(value, list):  # a file's sequences are lists (a string is not one here)
+        if not isinstance(value, collections.abc.Sequence) or isinstance(value, (str, bytes)):
             return False
-        if origin is tuple and arguments and arguments[-1] is not Ellipsis:
-            return len(value) == len(arguments) and all(map(_conforms, value, arguments))
-        return all(_conforms(item, arguments[0]) for item in value) if arguments else True
+        if origin is tuple and len(arguments) > 1 and arguments[-1] is not Ellipsis:
+            return len(value) == len(arguments) and all(map(conforms, value, arguments))
+        # Tuple[int] as diffusers writes it: a tuple of ints, any length
+        return all(conforms(item, arguments[0]) for item in value) if arguments else True
     if hint is dict or origin in (dict, collections.abc.Mapping):
-        return isinstance(value, dict)
+        return isinstance(value, collections.abc.Mapping)
     return True
 
 
-def _annotations(target: Any) -> dict[str, Any]:
+def _describe(hint: Any) -> str:
+    return hint.__name__ if isinstance(hint, type) else str(hint).replace("typing.", "")
+
+
+def annotations_of(target: Any) -> dict[str, Any]:
     """The resolved annotations of a registered class's constructor (or a factory function's);
     none where they cannot be resolved."""
     function = inspect.unwrap(target.__init__ if inspect.isclass(target) else target)
@@ -149,6 +155,16 @@ def _annotations(target: Any) -> dict[str, Any]:
         return typing.get_type_hints(function)
     except Exception:  # noqa: BLE001 — a name only a type checker sees: nothing to check against
         return {}
+
+
+def check_settings(cls: type, settings: Any, key: str) -> None:
+    """Each setting of another library's model (a diffusers UNet's config) fits the type its
+    constructor declares: a list for a norm's eps or a bool for its group count would otherwise
+    fail deep inside torch."""
+    hints = annotations_of(cls)
+    for name, value in settings.items():
+        if name in hints and not conforms(value, hints[name]):
+            raise ConfigError(f"{key}.{name}", f"must be {_describe(hints[name])}, got {type(value).__name__} {str(value)[:40]!r}")
 
 
 def check_argument_types(config: Any, where: str) -> None:
@@ -160,11 +176,10 @@ def check_argument_types(config: Any, where: str) -> None:
             target = registry.resolve(node.get("_target_"))
         except (KeyError, TypeError):  # not a constructor node, or another library's class
             continue
-        hints = _annotations(target)
+        hints = annotations_of(target)
         for name, value in node.items():
-            if name in hints and not (isinstance(value, dict) and "_target_" in value) and not _conforms(value, hints[name]):
-                shown = typing.get_origin(hints[name]) and str(hints[name]) or getattr(hints[name], "__name__", hints[name])
-                raise UntrustedFileError(f"{where}: {key + '.' if key else ''}{name} must be {shown}, "
+            if name in hints and not (isinstance(value, dict) and "_target_" in value) and not conforms(value, hints[name]):
+                raise UntrustedFileError(f"{where}: {key + '.' if key else ''}{name} must be {_describe(hints[name])}, "
                                          f"got {type(value).__name__} {str(value)[:40]!r}")
 
 
