@@ -79,19 +79,19 @@ def random_crops(photos: list[torch.Tensor], rng: random.Random) -> torch.Tensor
     return torch.stack(batch)
 
 
-def recipe_config(lmbda: float, out: Path, overrides: Sequence[str] = (), extra: Sequence[str] = ()):
+def recipe_config(lmbda: float, seed: int, out: Path, overrides: Sequence[str] = (), extra: Sequence[str] = ()):
     from training.run import compose_run_config
 
-    return compose_run_config(["experiment=demo", f"callbacks.rate_annealing.lambda_start={lmbda}", "logger=none",
-                               *extra, *overrides], out)
+    return compose_run_config(["experiment=demo", f"callbacks.rate_annealing.lambda_start={lmbda}", f"seed={seed}",
+                               "logger=none", *extra, *overrides], out)
 
 
-def train_ours(train_dir: Path, lmbda: float, seconds: float, out: Path, overrides: Sequence[str] = ()) -> Path:
+def train_ours(train_dir: Path, lmbda: float, seed: int, seconds: float, out: Path, overrides: Sequence[str] = ()) -> Path:
     """The framework's recipe (changed by Hydra ``overrides``) for ``seconds`` of this process's CPU
     time → a codec package."""
     from train import train
 
-    cfg = recipe_config(lmbda, out, overrides, [
+    cfg = recipe_config(lmbda, seed, out, overrides, [
         "data=folder", f"data.train_dirs=[{train_dir}]", "data.val_dirs=null", "data.num_workers=0",
         "data.cache_decoded=true", "trainer.max_steps=1000000", "trainer.val_check_interval=1000000",
         "+trainer.limit_val_batches=0", "+trainer.enable_progress_bar=false", "~callbacks.progress_bar",
@@ -102,14 +102,15 @@ def train_ours(train_dir: Path, lmbda: float, seconds: float, out: Path, overrid
     return out / "codec"
 
 
-def train_ours_bare(train_dir: Path, lmbda: float, seconds: float, out: Path, overrides: Sequence[str] = ()) -> Path:
+def train_ours_bare(train_dir: Path, lmbda: float, seed: int, seconds: float, out: Path,
+                    overrides: Sequence[str] = ()) -> Path:
     """Our recipe's module — codec, loss and optimisers as the config builds them — in a bare loop."""
     from osdic.codec.package import export_package
     from training.config import instantiate_node
 
-    cfg = recipe_config(lmbda, out, overrides)
-    torch.manual_seed(cfg.seed)
-    rng = random.Random(0)
+    cfg = recipe_config(lmbda, seed, out, overrides)
+    torch.manual_seed(seed)
+    rng = random.Random(seed)
     photos = [image for _, image in load_photos(image_files(train_dir)) if min(image.shape[-2:]) >= CROP]
     module = instantiate_node(cfg.model, "model")
     module.objective.set_lambda(lmbda)
@@ -139,12 +140,12 @@ def reference_loss(output: dict, x: torch.Tensor, lmbda: float) -> torch.Tensor:
     return 4 * torch.mean((output["x_hat"] - x) ** 2) + lmbda * rate_bpp(output["likelihoods"], CROP * CROP)
 
 
-def train_reference(train_dir: Path, lmbda: float, seconds: float, out: Path) -> Path:
+def train_reference(train_dir: Path, lmbda: float, seed: int, seconds: float, out: Path) -> Path:
     """The bare loop: compressai's mean-scale hyperprior, photos in memory, no framework."""
     from compressai.models import MeanScaleHyperprior
 
-    torch.manual_seed(0)
-    rng = random.Random(0)
+    torch.manual_seed(seed)
+    rng = random.Random(seed)
     photos = [image for _, image in load_photos(image_files(train_dir)) if min(image.shape[-2:]) >= CROP]
     model = MeanScaleHyperprior(64, 96)
     main = [p for n, p in model.named_parameters() if not n.endswith("quantiles")]
@@ -320,11 +321,11 @@ def worker(args) -> None:
     torch.set_num_threads(1)
     seconds = args.minutes * 60
     if args.job == "ours":
-        train_ours(args.train, args.lmbda, seconds, args.out, args.override)
+        train_ours(args.train, args.lmbda, args.seed, seconds, args.out, args.override)
     elif args.job == "ours-bare":
-        train_ours_bare(args.train, args.lmbda, seconds, args.out, args.override)
+        train_ours_bare(args.train, args.lmbda, args.seed, seconds, args.out, args.override)
     else:
-        train_reference(args.train, args.lmbda, seconds, args.out)
+        train_reference(args.train, args.lmbda, args.seed, seconds, args.out)
 
 
 def run_jobs(jobs: dict[tuple[str, float], list[str]], parallel: int) -> None:
@@ -353,6 +354,9 @@ def main() -> None:
     parser.add_argument("--train", type=Path, default=None, help="a folder of training photos (default: Kodak 1–12)")
     parser.add_argument("--held-out", type=Path, default=None,
                         help="a folder of photos not used for training (default: Kodak 13–24)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="every arm's seed (initialisation, crops; ours: the run's `seed`): several seeds give "
+                             "the run-to-run spread the photo bootstrap does not contain")
     parser.add_argument("--parallel", type=int, default=os.cpu_count() or 1, help="training jobs at once")
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--override", nargs="*", default=[], metavar="KEY=VALUE",
@@ -378,8 +382,8 @@ def main() -> None:
     print(f"{len(ARMS) * len(args.lambdas)} training jobs of {args.minutes:g} CPU min, {args.parallel} at once…",
           flush=True)
     run_jobs({(arm, lmbda): [sys.executable, __file__, "--job", arm, "--lmbda", str(lmbda), "--minutes",
-                             str(args.minutes), "--train", str(train_dir), "--out", str(out / f"{arm}_{lmbda}"),
-                             "--override", *args.override]
+                             str(args.minutes), "--seed", str(args.seed), "--train", str(train_dir),
+                             "--out", str(out / f"{arm}_{lmbda}"), "--override", *args.override]
               for lmbda in args.lambdas for arm in ARMS}, args.parallel)
     curves: dict[str, list[dict]] = {arm: [] for arm in ARMS}
     for lmbda in args.lambdas:
@@ -395,7 +399,7 @@ def main() -> None:
          "curves": {name: [{k: np.asarray(v).tolist() for k, v in p.items()} for p in points]
                     for name, points in {**curves, "JPEG": jpeg}.items()}}, indent=1))
     megapixels = [x[0].numel() / 1e6 for _, x in held_out]
-    print(f"\n{args.minutes:g} CPU min per model; trained on {len(training_files)} photos "
+    print(f"\n{args.minutes:g} CPU min per model, seed {args.seed}; trained on {len(training_files)} photos "
           f"({training_files[0].name} … {training_files[-1].name}), held out {len(held_out)} photos "
           f"({held_out_files[0].name} … {held_out_files[-1].name}, {min(megapixels):.2f}–{max(megapixels):.2f} MP); "
           f"real files, 8-bit decoded images; per-photo results in {out / 'results.json'}"
