@@ -7,9 +7,10 @@ Three arms per λ, each for the same CPU time on the same training photos (rando
 batch 8, the loss d + λ·R with d the MSE on [−1, 1]), one CPU thread each:
   ours       the framework's stage-1 recipe (``experiment=demo``: Lightning, the datamodule,
              the callbacks, the tiny HiFiC) through ``train()``, exported as a codec package;
-  ours-bare  the same LightningModule's codec, loss and optimisers (``compute_losses``,
-             ``configure_optimizers``) driven by a bare PyTorch loop on crops held in memory, no
-             Trainer: ours against it is what the framework itself costs in learning;
+  ours-bare  the same LightningModule and datamodule, built from the same config and seed (same
+             initial weights, batches and noise), driven by a bare PyTorch loop taking the same
+             step (training.bare_loop), no Trainer: ours against it is what the framework itself
+             (Lightning, logging, callbacks) costs in learning;
   reference  a bare PyTorch loop on compressai's MeanScaleHyperprior (N = 64, M = 96), Adam 1e-3,
              gradients clipped to norm 1 as compressai's example training script does (unclipped,
              it diverged at λ = 0.004 within 10 CPU min: 5 dB at 12 bpp; BENCHMARKS.md), crops
@@ -86,14 +87,19 @@ def recipe_config(lmbda: float, seed: int, out: Path, overrides: Sequence[str] =
                                "logger=none", *extra, *overrides], out)
 
 
+def framework_data_overrides(train_dir: Path) -> list[str]:
+    """The training data of both our arms: the datamodule over the training photos (decoded once)."""
+    return ["data=folder", f"data.train_dirs=[{train_dir}]", "data.val_dirs=null", "data.num_workers=0",
+            "data.cache_decoded=true"]
+
+
 def train_ours(train_dir: Path, lmbda: float, seed: int, seconds: float, out: Path, overrides: Sequence[str] = ()) -> Path:
     """The framework's recipe (changed by Hydra ``overrides``) for ``seconds`` of this process's CPU
     time → a codec package."""
     from train import train
 
     cfg = recipe_config(lmbda, seed, out, overrides, [
-        "data=folder", f"data.train_dirs=[{train_dir}]", "data.val_dirs=null", "data.num_workers=0",
-        "data.cache_decoded=true", "trainer.max_steps=1000000", "trainer.val_check_interval=1000000",
+        *framework_data_overrides(train_dir), "trainer.max_steps=1000000", "trainer.val_check_interval=1000000",
         "+trainer.limit_val_batches=0", "+trainer.enable_progress_bar=false", "~callbacks.progress_bar",
         "~callbacks.model_checkpoint", "+callbacks.cpu_budget._target_=callbacks.budget.CPUTimeBudget",
         f"+callbacks.cpu_budget.seconds={seconds}"])
@@ -104,30 +110,19 @@ def train_ours(train_dir: Path, lmbda: float, seed: int, seconds: float, out: Pa
 
 def train_ours_bare(train_dir: Path, lmbda: float, seed: int, seconds: float, out: Path,
                     overrides: Sequence[str] = ()) -> Path:
-    """Our recipe's module — codec, loss and optimisers as the config builds them — in a bare loop."""
+    """Our recipe's module and datamodule, built as ``train()`` builds them (same seed: same initial
+    weights, same batches, same noise), trained by training.bare_loop: no Trainer."""
     from osdic.codec.package import export_package
+    from training.bare_loop import endless_batches, train_bare
     from training.config import instantiate_node
 
-    cfg = recipe_config(lmbda, seed, out, overrides)
+    cfg = recipe_config(lmbda, seed, out, overrides, framework_data_overrides(train_dir))
     torch.manual_seed(seed)
-    rng = random.Random(seed)
-    photos = [image for _, image in load_photos(image_files(train_dir)) if min(image.shape[-2:]) >= CROP]
+    datamodule = instantiate_node(cfg.data, "data", seed=cfg.seed)
     module = instantiate_node(cfg.model, "model")
     module.objective.set_lambda(lmbda)
-    module.train()
-    main, *others = module.configure_optimizers()
-    start, steps = time.process_time(), 0
-    while time.process_time() - start < seconds:
-        losses, _ = module.compute_losses(random_crops(photos, rng))
-        total = losses["loss"] + (module.codec.aux_loss() if others else 0)
-        for optimizer in (main, *others):
-            optimizer.zero_grad(set_to_none=True)
-        total.backward()
-        if module.gradient_clip_val:
-            torch.nn.utils.clip_grad_norm_(list(module.trainable_parameters()), module.gradient_clip_val)
-        for optimizer in (main, *others):
-            optimizer.step()
-        steps += 1
+    start = time.process_time()
+    steps = train_bare(module, endless_batches(datamodule), seed, lambda _: time.process_time() - start < seconds)
     export_package(module.codec, out / "codec", stage=module.stage)
     (out / "steps.json").write_text(json.dumps({"steps": steps}))
     return out / "codec"

@@ -33,6 +33,13 @@ from osdic.utils.untrusted import load_checkpoint
 log = logging.getLogger(__name__)
 
 
+def batch_seed(run_seed: int, rank: int, step: int) -> int:
+    """The torch seed of training batch ``step`` on ``rank``: the step's noise (rate-proxy noise,
+    discriminator timesteps) is a function of (run seed, rank, batch), so a resumed run draws
+    exactly what an uninterrupted one would have (and training.bare_loop what training_step does)."""
+    return hash((run_seed, rank, step)) % 2**63
+
+
 class StageImages(TypedDict):
     """What a stage's ``compute_losses`` hands to logging and to the adversarial step."""
 
@@ -166,9 +173,7 @@ class CompressionLightningModule(pl.LightningModule):
         return {"loaded": sorted(state), "missing": missing}
 
     def on_train_batch_start(self, batch: Tensor, batch_idx: int) -> None:
-        # The step's noise (rate-proxy noise, discriminator timesteps) is a function of (seed,
-        # rank, batch): a resumed run draws exactly what an uninterrupted one would have.
-        torch.manual_seed(hash((self._run_seed, self.global_rank, self.trainer.global_step)) % 2**63)
+        torch.manual_seed(batch_seed(self._run_seed, self.global_rank, self.trainer.global_step))
 
     def on_fit_start(self) -> None:
         self._run_seed = torch.initial_seed()
@@ -179,19 +184,29 @@ class CompressionLightningModule(pl.LightningModule):
                 if isinstance(logger, WandbLogger):
                     logger.experiment.tags = (*(logger.experiment.tags or ()), STARTED_FROM_RANDOM)
 
+    def optimizer_roles(self) -> list[str]:
+        """The optimizers this stage trains with, in :meth:`configure_optimizers`' order: "main",
+        "aux" when it trains the entropy bottleneck's quantiles, "discriminator" with an adversary."""
+        return ["main", *(["aux"] if self.aux_parameters() else []),
+                *(["discriminator"] if self.adversary is not None else [])]
+
+    def build_optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        """A fresh optimizer per role of :meth:`optimizer_roles`."""
+        build = {"main": lambda: self.optimizer_factory(self._parameter_groups()),
+                 "aux": lambda: self.aux_optimizer_factory(self.aux_parameters()),
+                 "discriminator": lambda: self.adversary.optimizer()}
+        return {role: build[role]() for role in self.optimizer_roles()}
+
+    def build_scheduler(self, main: torch.optim.Optimizer) -> Any | None:
+        """The main optimizer's learning-rate schedule (stepped once per training batch), if any."""
+        return None if self.scheduler_factory is None else self.scheduler_factory(main)
+
     def configure_optimizers(self):
-        """The main optimizer, the aux optimizer (when this stage trains the quantiles) and the
-        adversary's, in that order; :meth:`_optimizers_by_role` names them."""
-        optimizers = {"main": self.optimizer_factory(self._parameter_groups())}
-        aux = self.aux_parameters()
-        if aux:
-            optimizers["aux"] = self.aux_optimizer_factory(aux)
-        if self.adversary is not None:
-            optimizers["discriminator"] = self.adversary.optimizer()
-        self._optimizer_roles = list(optimizers)
-        if self.scheduler_factory is None:
+        optimizers = self.build_optimizers()
+        scheduler = self.build_scheduler(optimizers["main"])
+        if scheduler is None:
             return list(optimizers.values())
-        return list(optimizers.values()), [{"scheduler": self.scheduler_factory(optimizers["main"]), "interval": "step"}]
+        return list(optimizers.values()), [{"scheduler": scheduler, "interval": "step"}]
 
     def _parameter_groups(self) -> list:
         """The main optimizer's parameters: one group, or two when the entropy models have their own
@@ -208,7 +223,7 @@ class CompressionLightningModule(pl.LightningModule):
         """Lightning's wrapped optimizers under their roles: "main", and "aux", "discriminator"
         where this stage has them."""
         opts = self.optimizers()
-        return dict(zip(self._optimizer_roles, opts if isinstance(opts, (list, tuple)) else [opts]))
+        return dict(zip(self.optimizer_roles(), opts if isinstance(opts, (list, tuple)) else [opts]))
 
     def _step_schedulers(self) -> None:
         schedulers = self.lr_schedulers()

@@ -259,3 +259,30 @@ def test_stage_two_without_its_predecessor_exits_within_a_minute_naming_init_fro
                             cwd=Path(__file__).resolve().parent.parent)
     assert result.returncode != 0 and time.perf_counter() - start < 60
     assert "model.init_from" in result.stderr and "model.init_from=random" in result.stderr
+
+
+def test_the_bare_loop_takes_the_framework_s_training_step(tmp_path):
+    """bench/learning.py's ours-bare arm: the same module and datamodule in a plain loop. Its claim,
+    "ours against it is what the framework costs", holds only if its step is the Trainer's: from
+    the same seed, three batches of each give the same weights (gradient clipping and a learning
+    rate schedule included)."""
+    from training.bare_loop import endless_batches, train_bare
+    from training.config import instantiate_node
+
+    overrides = [*TINY_STAGE1, "trainer.max_steps=3", "validate_before_training=false", "trainer.limit_val_batches=0",
+                 "~callbacks.model_checkpoint", "model.gradient_clip_val=0.05", "model/scheduler=step",
+                 "model.scheduler.milestones=[1]"]
+    cfg = compose_config(overrides, tmp_path / "run")
+    torch.manual_seed(cfg.seed)
+    bare = instantiate_node(cfg.model, "model")
+    initial = {k: v.detach().clone() for k, v in bare.named_parameters()}
+    bare.objective.set_lambda(cfg.callbacks.rate_annealing.lambda_start)
+    steps = train_bare(bare, endless_batches(instantiate_node(cfg.data, "data", seed=cfg.seed)), cfg.seed,
+                       lambda step: step < 3)
+    _, trainer = train(cfg)
+    framework = dict(trainer.lightning_module.named_parameters())
+    assert steps == trainer.global_step == 3
+    assert trainer.lightning_module.optimizers()[0].param_groups[0]["lr"] < cfg.model.optimizer.lr  # the schedule ran
+    assert [k for k in initial if not torch.equal(initial[k], framework[k])], "the framework's run did not train"
+    different = [k for k, v in bare.named_parameters() if not torch.allclose(v, framework[k], rtol=1e-5, atol=1e-7)]
+    assert not different, f"the bare loop and the Trainer disagree on {different[:5]}"
