@@ -304,6 +304,8 @@ def bd(anchor: list[dict], test: list[dict], metric: str) -> str:
             pass
     low, high = np.percentile(resampled, [2.5, 97.5]) if resampled else (float("nan"),) * 2
     spread = f"95 % interval {low:+.1f} to {high:+.1f}"
+    if len(resampled) < BOOTSTRAP_RESAMPLES:  # the interval is over the resamples that have a BD-rate
+        spread += f" of the {len(resampled)} resamples with a BD-rate"
     if own:
         spread += f"; per photo {min(own):+.1f} to {max(own):+.1f}, median {np.median(own):+.1f}"
     if len(own) < count:
@@ -353,7 +355,9 @@ def main() -> None:
                         help="every arm's seed (initialisation, crops; ours: the run's `seed`): several seeds give "
                              "the run-to-run spread the photo bootstrap does not contain")
     parser.add_argument("--parallel", type=int, default=os.cpu_count() or 1, help="training jobs at once")
-    parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--out", type=Path, default=None,
+                        help="the bench's folder; a job already trained there (its steps.json) is kept, so a "
+                             "stopped bench continues, and one arm is retrained by deleting its folders")
     parser.add_argument("--override", nargs="*", default=[], metavar="KEY=VALUE",
                         help="Hydra overrides of our recipe (experiment=demo), e.g. model.optimizer.lr=1e-3")
     parser.add_argument("--job", choices=ARMS, help=argparse.SUPPRESS)
@@ -374,12 +378,14 @@ def main() -> None:
         training_files, held_out_files = image_files(args.train), image_files(args.held_out)
     train_dir = link_training_photos(training_files, out / "training_photos")
     held_out = load_photos(held_out_files)
-    print(f"{len(ARMS) * len(args.lambdas)} training jobs of {args.minutes:g} CPU min, {args.parallel} at once…",
-          flush=True)
-    run_jobs({(arm, lmbda): [sys.executable, __file__, "--job", arm, "--lmbda", str(lmbda), "--minutes",
-                             str(args.minutes), "--seed", str(args.seed), "--train", str(train_dir),
-                             "--out", str(out / f"{arm}_{lmbda}"), "--override", *args.override]
-              for lmbda in args.lambdas for arm in ARMS}, args.parallel)
+    jobs = {(arm, lmbda): [sys.executable, __file__, "--job", arm, "--lmbda", str(lmbda), "--minutes",
+                           str(args.minutes), "--seed", str(args.seed), "--train", str(train_dir),
+                           "--out", str(out / f"{arm}_{lmbda}"), "--override", *args.override]
+            for lmbda in args.lambdas for arm in ARMS if not (out / f"{arm}_{lmbda}" / "steps.json").is_file()}
+    print(f"{len(jobs)} training jobs of {args.minutes:g} CPU min, {args.parallel} at once"
+          + (f" ({len(ARMS) * len(args.lambdas) - len(jobs)} already trained in {out}: kept)"
+             if len(jobs) < len(ARMS) * len(args.lambdas) else "") + "…", flush=True)
+    run_jobs(jobs, args.parallel)
     curves: dict[str, list[dict]] = {arm: [] for arm in ARMS}
     for lmbda in args.lambdas:
         for arm in ARMS:

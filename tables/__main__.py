@@ -4,6 +4,7 @@
     python -m tables gan_weight scale=miniature          # `make table T=gan_weight`: on a CPU, toy numbers
     python -m tables sodec_rd executor=slurm executor.partition=gpu
     python -m tables gan_weight --dry-run                # the graph, and which of its nodes already finished
+    python -m tables all scale=miniature                 # `make tables`: every table, their nodes as one graph
     python -m tables gan_weight --write-only             # the table from what has finished, nothing run
 
 Overrides set the tables config (conf/tables.yaml: ``table.rate_point=4``, ``store=/shared/stages``,
@@ -17,7 +18,9 @@ from __future__ import annotations
 import osdic.utils.known_warnings  # noqa: F401  (first: filters the known-harmless warnings of the libraries below)
 
 import argparse
+import json
 import sys
+from collections import Counter
 import time
 from pathlib import Path
 
@@ -25,8 +28,8 @@ from omegaconf import DictConfig
 
 from osdic import PROJECT_ROOT
 from osdic.metrics.published import resolve
-from tables.graph import build_graph, compose_config_for
-from tables.runner import Runner, exit_status, is_done
+from tables.graph import Graph, Node, build_graph, compose_config_for
+from tables.runner import DONE, Runner, exit_status, is_done
 from tables.writer import TableWriter
 
 
@@ -47,34 +50,66 @@ def prepare(scale: DictConfig) -> None:
                       scale.standin.vae_steps, scale.standin.unet_steps)
 
 
+def table_names() -> list[str]:
+    return sorted(p.stem for p in (PROJECT_ROOT / "conf" / "table").glob("*.yaml"))
+
+
+def union(graphs: list[Graph]) -> Graph:
+    """One graph of every node the tables need, each once (tables share prefixes), in an order
+    where each follows the nodes it needs: the runner keeps its slots full across tables."""
+    nodes: dict[str, Node] = {}
+    for graph in graphs:
+        nodes.update((n.name, n) for n in graph.nodes if n.name not in nodes)
+    return Graph("all", graphs[0].config, [p for g in graphs for p in g.points], list(nodes.values()))
+
+
+def node_seconds(nodes) -> tuple[int, float]:
+    """(how many of ``nodes`` finished, the seconds their jobs took: done.json)."""
+    seconds = [json.loads((n.directory / DONE).read_text())["seconds"] for n in nodes if is_done(n)]
+    return len(seconds), sum(seconds)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("table", help="a table of conf/table/ (gan_weight, lora_rank, sodec_rd, ...)")
+    parser.add_argument("table", help="a table of conf/table/ (gan_weight, lora_rank, sodec_rd, ...), or all")
     parser.add_argument("overrides", nargs="*", help="overrides of the tables config (conf/tables.yaml)")
     parser.add_argument("--dry-run", action="store_true", help="print the graph and exit")
     parser.add_argument("--write-only", action="store_true", help="write the table from finished nodes; run nothing")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)  # flags before or after the overrides
     start = time.perf_counter()
-    config = compose_config_for("tables", [f"table={args.table}", *args.overrides], None)
-    store = Path(resolve(config.store))
-    graph = build_graph(args.table, args.overrides, store)
-    finished = sum(is_done(n) for n in graph.nodes)
-    print(graph.describe() + f"\n{finished} of {len(graph.nodes)} nodes already finished (store: {store})", flush=True)
+    tables = {}
+    for name in table_names() if args.table == "all" else [args.table]:
+        config = compose_config_for("tables", [f"table={name}", *args.overrides], None)
+        tables[name] = (config, build_graph(name, args.overrides, Path(resolve(config.store))))
+    graph = union([g for _, g in tables.values()])
+    config = next(iter(tables.values()))[0]
+    for name, (_, table_graph) in tables.items():
+        finished, seconds = node_seconds(table_graph.nodes)
+        print((table_graph.describe() if len(tables) == 1 else table_graph.describe().splitlines()[0])
+              + f"; {finished} of {len(table_graph.nodes)} finished ({seconds:.0f} s of job time)", flush=True)
+    if len(tables) > 1:
+        finished, seconds = node_seconds(graph.nodes)
+        kinds = Counter(n.label for n in graph.nodes)
+        print(f"all tables: {len(graph.nodes)} distinct nodes ({', '.join(f'{c} {k}' for k, c in sorted(kinds.items()))}); "
+              f"{finished} finished ({seconds:.0f} s of job time)", flush=True)
+    print(f"store: {resolve(config.store)}", flush=True)
     if args.dry_run:
         return 0
     status = {}
     if not args.write_only:
         prepare(config.scale)
         status = Runner(graph, config.executor).run()
-    writer = TableWriter(graph, config)
-    path = writer.write()
-    print("\n" + path.read_text(), flush=True)
-    if config.wandb.enabled:
-        from tables.report import log_table, write_arm_summaries
+    for name, (table_config, table_graph) in tables.items():
+        writer = TableWriter(table_graph, table_config)
+        path = writer.write()
+        print("\n" + path.read_text(), flush=True)
+        if table_config.wandb.enabled:
+            from tables.report import log_table, write_arm_summaries
 
-        write_arm_summaries(graph, config.wandb.project)
-        log_table(writer, config.wandb.project, path.parent)
-    print(f"[tables] {args.table}: {path} (and .csv, .tex), {time.perf_counter() - start:.0f} s", flush=True)
+            write_arm_summaries(table_graph, table_config.wandb.project)
+            log_table(writer, table_config.wandb.project, path.parent)
+        print(f"[tables] {name}: {path} (and .csv, .tex)", flush=True)
+    print(f"[tables] {args.table}: {time.perf_counter() - start:.0f} s", flush=True)
     return exit_status(status)
 
 
