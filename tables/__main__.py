@@ -28,7 +28,7 @@ from omegaconf import DictConfig
 
 from osdic import PROJECT_ROOT
 from osdic.metrics.published import resolve
-from tables.graph import Graph, Node, build_graph, compose_config_for
+from tables.graph import build_graph, compose_config_for, table_names, union
 from tables.runner import DONE, Runner, exit_status, is_done
 from tables.writer import TableWriter
 
@@ -48,19 +48,6 @@ def prepare(scale: DictConfig) -> None:
         backbone = OmegaConf.to_container(OmegaConf.load(PROJECT_ROOT / "conf" / "standin_backbone.yaml"))
         build_standin([resolve(scale.standin.photos)], resolve(scale.standin.out), backbone, backbone["text_config"],
                       scale.standin.vae_steps, scale.standin.unet_steps)
-
-
-def table_names() -> list[str]:
-    return sorted(p.stem for p in (PROJECT_ROOT / "conf" / "table").glob("*.yaml"))
-
-
-def union(graphs: list[Graph]) -> Graph:
-    """One graph of every node the tables need, each once (tables share prefixes), in an order
-    where each follows the nodes it needs: the runner keeps its slots full across tables."""
-    nodes: dict[str, Node] = {}
-    for graph in graphs:
-        nodes.update((n.name, n) for n in graph.nodes if n.name not in nodes)
-    return Graph("all", graphs[0].config, [p for g in graphs for p in g.points], list(nodes.values()))
 
 
 def node_seconds(nodes) -> tuple[int, float]:

@@ -97,6 +97,19 @@ class Graph:
         return "\n".join(lines)
 
 
+def table_names() -> list[str]:
+    return sorted(p.stem for p in (PROJECT_ROOT / "conf" / "table").glob("*.yaml"))
+
+
+def union(graphs: list[Graph]) -> Graph:
+    """One graph of every node the tables need, each once (tables share prefixes), in an order
+    where each follows the nodes it needs: the runner keeps its slots full across tables."""
+    nodes: dict[str, Node] = {}
+    for graph in graphs:
+        nodes.update((n.name, n) for n in graph.nodes if n.name not in nodes)
+    return Graph("all", graphs[0].config, [p for g in graphs for p in g.points], list(nodes.values()))
+
+
 def compose_config_for(config_name: str, overrides: list[str], output_dir: str | None) -> DictConfig:
     """The config ``python <script> <overrides>`` composes when started from the project root (as
     the graph starts every run): its paths resolve as the run's will; its own directory, not known

@@ -17,12 +17,12 @@ from omegaconf import OmegaConf
 
 from osdic.checks import ConfigError
 from osdic.metrics.quality import compressai_key
-from tables.graph import Graph, Node, build_graph, compose_config_for
+from tables.graph import Graph, Node, build_graph, compose_config_for, table_names, union
 from tables.runner import PREEMPTED, Runner, exit_status, is_done
 from tables.writer import TableWriter
 
 REPO = Path(__file__).resolve().parent.parent
-TABLES = sorted(p.stem for p in (REPO / "conf" / "table").glob("*.yaml"))
+TABLES = table_names()
 LOCAL = OmegaConf.create({"cluster": "local", "parallel": 2, "timeout_min": 10, "retries": 2})
 
 
@@ -74,6 +74,17 @@ def test_every_stage_of_every_table_composes_a_schedule_that_builds(graphs, tmp_
 def _shared(graph: Graph, label: str) -> int:
     """How many distinct nodes of one stage the graph trains."""
     return len({node.key for node in graph.nodes if node.label == label})
+
+
+def test_every_table_as_one_graph_holds_each_shared_node_once_after_what_it_needs(graphs):
+    """`make tables`: the tables' nodes as one graph, a prefix two tables share once, every node after
+    the nodes it needs (the runner starts a node only when its needs finished, in this order)."""
+    everything = union(list(graphs.values()))
+    names = [n.name for n in everything.nodes]
+    assert len(names) == len(set(names)) == len({n.name for g in graphs.values() for n in g.nodes})
+    assert len(names) < sum(len(g.nodes) for g in graphs.values())  # the tables do share stages
+    position = {name: i for i, name in enumerate(names)}
+    assert all(position[need.name] < position[node.name] for node in everything.nodes for need in node.needs)
 
 
 def test_the_gan_weight_table_trains_stages_one_to_three_once_and_branches_at_the_final_stage(graphs):

@@ -100,7 +100,10 @@ def build_standin(photos: Sequence[str | Path], out: str | Path, backbone: dict,
                   vae_lr: float = 2e-3, unet_lr: float = 1e-3, kl_weight: float = 1e-6, seed: int = 0) -> Path:
     """Train (or reuse) the stand-in; return its directory."""
     out = Path(out)
-    settings = dict(photos=sorted(str(p) for p in list_images(photos)), backbone=plain(backbone),
+    files = sorted(list_images(photos))
+    # the photos by name and content, not path: a checkout moved elsewhere reuses its stand-in
+    settings = dict(photos=[f"{p.name}:{hashlib.sha256(p.read_bytes()).hexdigest()[:16]}" for p in files],
+                    backbone=plain(backbone),
                     text_config=plain(text_config), vae_steps=vae_steps, unet_steps=unet_steps, batch=batch,
                     size=size, vae_lr=vae_lr, unet_lr=unet_lr, kl_weight=kl_weight, seed=seed)
     key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
@@ -110,7 +113,7 @@ def build_standin(photos: Sequence[str | Path], out: str | Path, backbone: dict,
         return out
     torch.manual_seed(seed)
     rng = random.Random(seed)
-    images = [to_tensor(open_rgb(p).image) for p in settings["photos"]]
+    images = [to_tensor(open_rgb(p).image) for p in files]
     images = [image for image in images if min(image.shape[-2:]) >= size]
     if not images:
         raise ValueError(f"no photo of at least {size}×{size} px under {list(map(str, photos))}")
