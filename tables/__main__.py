@@ -18,7 +18,6 @@ from __future__ import annotations
 import osdic.utils.known_warnings  # noqa: F401  (first: filters the known-harmless warnings of the libraries below)
 
 import argparse
-import json
 import sys
 from collections import Counter
 import time
@@ -28,8 +27,8 @@ from omegaconf import DictConfig
 
 from osdic import PROJECT_ROOT
 from osdic.metrics.published import resolve
-from tables.graph import build_graph, compose_config_for, table_names, union
-from tables.runner import DONE, Runner, exit_status, is_done
+from tables.graph import Node, build_graph, compose_config_for, table_names, union
+from tables.runner import Runner, exit_status, is_done, job_seconds, schedule_seconds
 from tables.writer import TableWriter
 
 
@@ -50,10 +49,14 @@ def prepare(scale: DictConfig) -> None:
                       scale.standin.vae_steps, scale.standin.unet_steps)
 
 
-def node_seconds(nodes) -> tuple[int, float]:
-    """(how many of ``nodes`` finished, the seconds their jobs took: done.json)."""
-    seconds = [json.loads((n.directory / DONE).read_text())["seconds"] for n in nodes if is_done(n)]
-    return len(seconds), sum(seconds)
+def timing(nodes: list[Node], parallel: int) -> str:
+    """How many of ``nodes`` finished, in how much job time, and — all finished — how long they
+    would take run alone (:func:`schedule_seconds`)."""
+    seconds = {n.name: job_seconds(n) for n in nodes if is_done(n)}
+    text = f"{len(seconds)} of {len(nodes)} finished ({sum(seconds.values()):.0f} s of job time"
+    if len(seconds) == len(nodes):
+        text += f"; alone, {parallel} at once: about {schedule_seconds(nodes, seconds, parallel):.0f} s"
+    return text + ")"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -70,15 +73,14 @@ def main(argv: list[str] | None = None) -> int:
         tables[name] = (config, build_graph(name, args.overrides, Path(resolve(config.store))))
     graph = union([g for _, g in tables.values()])
     config = next(iter(tables.values()))[0]
+    parallel = config.executor.get("parallel", 1)
     for name, (_, table_graph) in tables.items():
-        finished, seconds = node_seconds(table_graph.nodes)
         print((table_graph.describe() if len(tables) == 1 else table_graph.describe().splitlines()[0])
-              + f"; {finished} of {len(table_graph.nodes)} finished ({seconds:.0f} s of job time)", flush=True)
+              + f"; {timing(table_graph.nodes, parallel)}", flush=True)
     if len(tables) > 1:
-        finished, seconds = node_seconds(graph.nodes)
         kinds = Counter(n.label for n in graph.nodes)
         print(f"all tables: {len(graph.nodes)} distinct nodes ({', '.join(f'{c} {k}' for k, c in sorted(kinds.items()))}); "
-              f"{finished} finished ({seconds:.0f} s of job time)", flush=True)
+              f"{timing(graph.nodes, parallel)}", flush=True)
     print(f"store: {resolve(config.store)}", flush=True)
     if args.dry_run:
         return 0

@@ -54,6 +54,29 @@ def exit_status(status: dict[str, str]) -> int:
     return 1 if outcomes - {"finished", "reused"} else 0
 
 
+def job_seconds(node: Node) -> float:
+    """How long a finished node's job took (its done.json)."""
+    return json.loads((node.directory / DONE).read_text())["seconds"]
+
+
+def schedule_seconds(nodes: list[Node], seconds: dict[str, float], parallel: int) -> float:
+    """How long ``nodes`` would take run alone, ``parallel`` jobs at once, each started as the
+    runner starts it (in order, once the nodes it needs finished) and taking ``seconds[name]``:
+    a table's time estimated from job times measured in a bigger run (an upper bound where those
+    jobs shared the cores and would have had them alone)."""
+    clock, running, finished, pending = 0.0, {}, set(), list(nodes)
+    while pending or running:
+        for node in [n for n in pending if all(need.name in finished for need in n.needs)][:parallel - len(running)]:
+            running[node.name] = clock + seconds[node.name]
+            pending.remove(node)
+        if not running:
+            raise ValueError(f"{pending[0].name} needs a node outside the ones given")
+        name = min(running, key=running.get)
+        clock = running.pop(name)
+        finished.add(name)
+    return clock
+
+
 class JobCommand:
     """What a submitit job runs: ``python <script> <overrides>`` from the project root, its output
     in ``<node>/job.log``, its exit status in ``job_exit.json`` and its pid in ``job.pid``

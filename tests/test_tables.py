@@ -18,7 +18,7 @@ from omegaconf import OmegaConf
 from osdic.checks import ConfigError
 from osdic.metrics.quality import compressai_key
 from tables.graph import Graph, Node, build_graph, compose_config_for, table_names, union
-from tables.runner import PREEMPTED, Runner, exit_status, is_done
+from tables.runner import PREEMPTED, Runner, exit_status, is_done, schedule_seconds
 from tables.writer import TableWriter
 
 REPO = Path(__file__).resolve().parent.parent
@@ -54,21 +54,32 @@ def test_every_arm_of_every_table_runs_from_stage_one_to_the_final_model_each_st
         assert all(order[need.key] < order[node.key] for node in graph.nodes for need in node.needs), name
 
 
-def _instantiable_schedules(graph: Graph) -> None:
+def _instantiable_parts(graph: Graph) -> None:
+    """Every training node's λ schedule and alignment term build (the parts an arm or a scale swaps
+    whose settings an experiment may also set: a value for the option it replaced fails at start)."""
     import hydra
 
     for node in graph.nodes:
-        schedule = node.config.callbacks.rate_annealing if node.kind == "train" else None
-        if schedule is not None and "target_bpp" not in schedule:  # a target run's bpp is read when it trains
+        if node.kind != "train":
+            continue
+        schedule = node.config.callbacks.rate_annealing
+        if "target_bpp" not in schedule:  # a target run's bpp is read when it trains
             assert hydra.utils.instantiate(schedule).value() > 0, node.name
+        if "alignment" in node.config.model:
+            hydra.utils.instantiate(node.config.model.alignment)
 
 
-def test_every_stage_of_every_table_composes_a_schedule_that_builds(graphs, tmp_path):
-    """A stage whose composed λ schedule cannot be built would fail hours into a graph."""
-    for graph in graphs.values():
-        _instantiable_schedules(graph)
-    for name in ("gan_weight", "osdiff_rd"):  # the miniature scale's own experiments (conf/experiment/demo*)
-        _instantiable_schedules(build_graph(name, ["scale=miniature"], tmp_path))
+@pytest.fixture(scope="module")
+def miniature_graphs(tmp_path_factory) -> dict[str, Graph]:
+    store = tmp_path_factory.mktemp("store")
+    return {name: build_graph(name, ["scale=miniature"], store) for name in TABLES}
+
+
+def test_every_stage_of_every_table_composes_parts_that_build(graphs, miniature_graphs):
+    """A stage whose composed λ schedule or alignment cannot be built would fail hours into a graph,
+    at the papers' scale or in miniature (its own experiments, conf/experiment/demo*)."""
+    for graph in [*graphs.values(), *miniature_graphs.values()]:
+        _instantiable_parts(graph)
 
 
 def _shared(graph: Graph, label: str) -> int:
@@ -76,13 +87,13 @@ def _shared(graph: Graph, label: str) -> int:
     return len({node.key for node in graph.nodes if node.label == label})
 
 
-def test_every_table_as_one_graph_holds_each_shared_node_once_after_what_it_needs(graphs):
+def test_every_table_as_one_graph_holds_each_shared_node_once_after_what_it_needs(miniature_graphs):
     """`make tables`: the tables' nodes as one graph, a prefix two tables share once, every node after
     the nodes it needs (the runner starts a node only when its needs finished, in this order)."""
-    everything = union(list(graphs.values()))
+    everything = union(list(miniature_graphs.values()))
     names = [n.name for n in everything.nodes]
-    assert len(names) == len(set(names)) == len({n.name for g in graphs.values() for n in g.nodes})
-    assert len(names) < sum(len(g.nodes) for g in graphs.values())  # the tables do share stages
+    assert len(names) == len(set(names)) == len({n.name for g in miniature_graphs.values() for n in g.nodes})
+    assert len(names) < sum(len(g.nodes) for g in miniature_graphs.values())  # the tables do share stages
     position = {name: i for i, name in enumerate(names)}
     assert all(position[need.name] < position[node.name] for node in everything.nodes for need in node.needs)
 
@@ -203,6 +214,17 @@ def test_a_second_graph_sharing_a_prefix_trains_none_of_it_again(tmp_path):
     assert set(first.values()) == {"finished"}
     assert second == {"p1": "reused", "p2": "reused", "b": "finished"}
     assert sorted(_starts(tmp_path)) == sorted([(f"stage-{n}", "started") for n in ("p1", "p2", "a", "b")])
+
+
+def test_a_tables_time_alone_is_scheduled_from_its_jobs_times_as_the_runner_starts_them(tmp_path):
+    """The per-table estimate `--dry-run` prints after a `make tables` run: a shared prefix, then
+    three arms; two at a time the arms overlap, one at a time they add up."""
+    graph = fake_graph(tmp_path, {**PREFIX, "a": ([], ["p2"]), "b": ([], ["p2"]), "c": ([], ["p1"])})
+    seconds = {"stage-p1": 10.0, "stage-p2": 20.0, "stage-a": 5.0, "stage-b": 7.0, "stage-c": 30.0}
+    assert schedule_seconds(graph.nodes, seconds, 1) == 72.0
+    assert schedule_seconds(graph.nodes, seconds, 2) == 42.0  # p1; then p2 beside c; a, then b, beside c
+    with pytest.raises(ValueError, match="stage-a"):
+        schedule_seconds(graph.nodes[2:3], seconds, 2)
 
 
 def _run_fake_graph(store: str, spec: dict) -> None:
