@@ -75,8 +75,9 @@ def main(argv: list[str] | None = None) -> int:
     config = next(iter(tables.values()))[0]
     parallel = config.executor.get("parallel", 1)
     for name, (_, table_graph) in tables.items():
-        print((table_graph.describe() if len(tables) == 1 else table_graph.describe().splitlines()[0])
-              + f"; {timing(table_graph.nodes, parallel)}", flush=True)
+        described = table_graph.describe()
+        print(described if len(tables) == 1 else described.splitlines()[0], flush=True)
+        print(f"  {timing(table_graph.nodes, parallel)}", flush=True)
     if len(tables) > 1:
         kinds = Counter(n.label for n in graph.nodes)
         print(f"all tables: {len(graph.nodes)} distinct nodes ({', '.join(f'{c} {k}' for k, c in sorted(kinds.items()))}); "
