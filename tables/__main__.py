@@ -19,8 +19,8 @@ import osdic.utils.known_warnings  # noqa: F401  (first: filters the known-harml
 
 import argparse
 import sys
-from collections import Counter
 import time
+from collections import Counter
 from pathlib import Path
 
 from omegaconf import DictConfig
