@@ -25,13 +25,15 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, TextIO
-
-from omegaconf import DictConfig
+from typing import TYPE_CHECKING, Callable, TextIO
 
 from osdic import PROJECT_ROOT
 from osdic.utils.files import write_atomically
-from tables.graph import Graph, Node
+
+if TYPE_CHECKING:  # a job's submitit wrapper unpickles JobCommand from here: it must not import Lightning
+    from omegaconf import DictConfig
+
+    from tables.graph import Graph, Node
 
 #: what a shell reports for a process ended by SIGTERM: the job checkpointed and can resume
 PREEMPTED = 128 + signal.SIGTERM

@@ -287,6 +287,14 @@ def test_a_graph_started_again_adopts_the_job_its_predecessor_left_behind(tmp_pa
     assert any("adopting stage-p1's job, started by an earlier graph" in m for m in messages)
 
 
+def test_a_jobs_wrapper_starts_without_the_training_stack():
+    """Each job's submitit wrapper unpickles its command from tables.runner before it starts the
+    script: importing torch and Lightning there cost every one of a table's jobs seconds of CPU."""
+    code = "import sys, tables.runner; print(sorted({'torch', 'pytorch_lightning', 'hydra'} & set(sys.modules)))"
+    loaded = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    assert loaded.stdout.strip() == "[]"
+
+
 def test_a_preempted_job_starts_again_and_a_failed_one_blocks_only_what_needs_it(tmp_path):
     spec = {"p1": (["preempt_once=1"], []), "bad": (["seconds=never"], []), "after_bad": ([], ["bad"]),
             "after_p1": ([], ["p1"])}
