@@ -29,6 +29,12 @@ _TINY_RUN = [
 TINY_STAGE1 = ["model/codec/vae_codec@model.codec=hific_tiny", "model.distortion.lpips_weight=0", *_TINY_RUN]
 
 
+def pytest_collection_modifyitems(config, items):
+    """The slow tests first, otherwise in collection order: `make test`'s two xdist workers take
+    them in turns and end together, instead of one waiting minutes on a long test collected last."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _offline_environment(tmp_path_factory):
     os.environ.setdefault("WANDB_MODE", "offline")

@@ -8,6 +8,7 @@ import math
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,7 @@ import torch
 
 import train as train_module
 from lightning_modules.losses import HingeLoss, NonSaturatingLoss
-from osdic.models.discriminators import latent_discriminator, pixel_discriminator
+from osdic.models.discriminators import SamePaddedConv, latent_discriminator, pixel_discriminator
 from tests.conftest import TINY_STAGE4, compose_config
 from train import train
 
@@ -123,6 +124,18 @@ def test_unet_feature_discriminator_learns_on_any_crop_size(tmp_path):
     assert sum(losses[-10:]) < sum(losses[:10])
     unet_weight = module.codec.backbone.unet.conv_in.weight
     assert not torch.equal(disc.conv_in.weight, unet_weight), "the discriminator trains its own copy"
+
+
+@pytest.mark.parametrize("kernel", [3, 4])
+def test_the_feature_heads_convolution_pads_as_same_padding_does_without_a_warning(kernel):
+    conv = SamePaddedConv(3, 5, kernel)
+    reference = torch.nn.Conv2d(3, 5, kernel, padding="same")
+    reference.load_state_dict(conv.state_dict())
+    image = torch.randn(2, 3, 7, 10)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        padded = conv(image)
+    torch.testing.assert_close(padded, reference(image))
 
 
 def _losses(run_dir: Path) -> dict[int, float]:

@@ -15,6 +15,7 @@ from typing import Sequence
 
 import torch
 from torch import Tensor, nn
+from torch.nn import functional as F
 from torch.nn.utils import spectral_norm
 
 from osdic.models.backbone import DiffusionBackbone, diffuse
@@ -52,6 +53,20 @@ def pixel_discriminator(widths: Sequence[int] = (64, 128, 256, 512)) -> PatchDis
     return PatchDiscriminator(3, widths, space="pixel")
 
 
+class SamePaddedConv(nn.Conv2d):
+    """A convolution whose output keeps the input's size for any kernel, even ones (OSDiff's 4×4):
+    padded as ``padding="same"`` pads (the odd pixel after), in one explicit pad rather than the
+    copy torch warns about on every run."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int):
+        super().__init__(in_channels, out_channels, kernel_size)
+        before, after = (kernel_size - 1) // 2, kernel_size // 2
+        self.same_padding = (before, after, before, after)
+
+    def forward(self, input: Tensor) -> Tensor:
+        return super().forward(F.pad(input, self.same_padding))
+
+
 @register(MODEL)
 class UNetFeatureDiscriminator(nn.Module):
     """OSDiff's discriminator in the SD UNet's feature space.
@@ -85,8 +100,8 @@ class UNetFeatureDiscriminator(nn.Module):
         width = unet.config.block_out_channels[-1]
         groups = min(groups, head_width)
         self.head = nn.Sequential(
-            nn.Conv2d(width, head_width, 4, padding="same"), nn.GroupNorm(groups, head_width), nn.SiLU(),
-            nn.Conv2d(head_width, head_width, 4, padding="same"), nn.GroupNorm(groups, head_width), nn.SiLU(),
+            SamePaddedConv(width, head_width, 4), nn.GroupNorm(groups, head_width), nn.SiLU(),
+            SamePaddedConv(head_width, head_width, 4), nn.GroupNorm(groups, head_width), nn.SiLU(),
             nn.Conv2d(head_width, 1, 1),
         )
 
