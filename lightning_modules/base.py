@@ -250,9 +250,7 @@ class CompressionLightningModule(pl.LightningModule):
             terms.update(self.adversary.discriminator_terms(real.detach(), fake.detach()))
             self.untoggle_optimizer(discriminator)
             total = terms["loss"] + terms["d_loss"]
-        if aux is not None:
-            terms["aux_loss"] = self.codec.aux_loss()
-            total = total + terms["aux_loss"]
+        total = self.with_aux_loss(terms, total, trains_aux=aux is not None)
         for opt in optimizers.values():
             opt.zero_grad(set_to_none=True)
         self.manual_backward(total)
@@ -269,6 +267,15 @@ class CompressionLightningModule(pl.LightningModule):
         terms["lr"] = torch.tensor(main.param_groups[0]["lr"])
         self.log_terms("train", terms, batch_size=batch.shape[0])
         return terms["loss"]
+
+    def with_aux_loss(self, terms: dict[str, Tensor], total: Tensor, trains_aux: bool) -> Tensor:
+        """``total`` plus compressai's aux loss (the entropy bottleneck's quantiles, logged as
+        ``aux_loss``) when an "aux" optimizer trains them: training_step and the bare loop
+        (training/bare_loop.py) both take their total from here."""
+        if not trains_aux:
+            return total
+        terms["aux_loss"] = self.codec.aux_loss()
+        return total + terms["aux_loss"]
 
     def _mean_over_ranks(self, tensor: Tensor) -> Tensor:
         return self.trainer.strategy.reduce(tensor, reduce_op="mean") if self.trainer.world_size > 1 else tensor

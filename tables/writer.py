@@ -20,6 +20,7 @@ import csv
 import io
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -69,12 +70,26 @@ def _measured(node: Node, metric: str) -> float | None:
 
 
 def paper_numbers(path: str | Path, table: str | None) -> dict[tuple[str, str], str]:
-    """``(row, column) → value`` of one table of paper_tables.csv (empty without the file)."""
+    """``(row, column) → value`` of one table of paper_tables.csv (empty without the file). A row the
+    paper prints twice (OSDiff's Table I: PerCo at 5 and at 20 sampling steps) lists its columns
+    again in the file; each repeat is the row's next occurrence, keyed ``<row> #2``, ``#3``, …"""
     file = resolve(path)
     if not table or not file.is_file():
         return {}
+    numbers: dict[tuple[str, str], str] = {}
     with file.open(newline="") as rows:
-        return {(r["row"], r["column"]): r["value"] for r in csv.DictReader(rows) if r["table"] == table}
+        for record in (r for r in csv.DictReader(rows) if r["table"] == table):
+            row, occurrence = record["row"], 1
+            while (row, record["column"]) in numbers:
+                occurrence += 1
+                row = f"{record['row']} #{occurrence}"
+            numbers[row, record["column"]] = record["value"]
+    return numbers
+
+
+def paper_row_name(row: str) -> str:
+    """The name a paper prints for a row of :func:`paper_numbers` (its occurrence dropped)."""
+    return re.sub(r" #\d+$", "", row)
 
 
 class TableWriter:
@@ -215,8 +230,9 @@ class TableWriter:
         for dataset in self.table.datasets:
             rows, notes = [], []
             for row in paper_rows:
-                rows.append([f"{row} (paper)", *(self.paper.get((row, metric), self.paper.get((row, title), MISSING))
-                                                 for title, metric in columns.items())])
+                rows.append([f"{paper_row_name(row)} (paper)",
+                             *(self.paper.get((row, metric), self.paper.get((row, title), MISSING))
+                               for title, metric in columns.items())])
             for point in self.graph.points:
                 node = point.evaluations[dataset]
                 path = node.directory / "latency.json"
@@ -231,7 +247,8 @@ class TableWriter:
                           "encode_s": figures["encode"], "decode_s": decode, "device": report["device"],
                           "sampling_steps": 1}  # one UNet step: decompress runs the one-step decode
                 rows.append([f"{point.row} (ours, {report['device']})",
-                             *(v if isinstance(v := values[m], (str, int)) else _number(v, 4) for m in columns.values())])
+                             *(str(v) if isinstance(v := values[m], (str, int)) else _number(v, 4)
+                               for m in columns.values())])
                 notes.append(f"{point.row} (ours), {report['resolution'][0]}×{report['resolution'][1]}, "
                              f"{report['dtype']}, median of {report['repeat']}: decode " + ", ".join(
                                  f"{k} {v * 1000:.1f} ms" for k, v in figures["decode"].items()))

@@ -42,7 +42,7 @@ def train_bare(module: CompressionLightningModule, batches: Iterator[Tensor], ru
         batch = next(batches)
         torch.manual_seed(batch_seed(run_seed, 0, step))
         terms, _ = module.compute_losses(batch)
-        total = terms["loss"] + (module.codec.aux_loss() if "aux" in optimizers else 0)
+        total = module.with_aux_loss(terms, terms["loss"], trains_aux="aux" in optimizers)
         for optimizer in optimizers.values():
             optimizer.zero_grad(set_to_none=True)
         total.backward()
