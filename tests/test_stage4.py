@@ -8,7 +8,6 @@ import math
 import os
 import subprocess
 import sys
-import warnings
 from pathlib import Path
 
 import pytest
@@ -127,15 +126,14 @@ def test_unet_feature_discriminator_learns_on_any_crop_size(tmp_path):
 
 
 @pytest.mark.parametrize("kernel", [3, 4])
-def test_the_feature_heads_convolution_pads_as_same_padding_does_without_a_warning(kernel):
+def test_the_feature_heads_convolution_gives_what_same_padding_gives(kernel):
+    """(torch warns once per process about padding="same" with an even kernel, so whether the
+    warning is gone cannot be tested here in an order-independent way; the output is.)"""
     conv = SamePaddedConv(3, 5, kernel)
     reference = torch.nn.Conv2d(3, 5, kernel, padding="same")
     reference.load_state_dict(conv.state_dict())
     image = torch.randn(2, 3, 7, 10)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        padded = conv(image)
-    torch.testing.assert_close(padded, reference(image))
+    torch.testing.assert_close(conv(image), reference(image))
 
 
 def _losses(run_dir: Path) -> dict[int, float]:
