@@ -309,7 +309,8 @@ class TargetRate(_MeasuresTrainingRate):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         self.gain_boost = self.boost_for(*_main_learning_rate(trainer))
         super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
-        pl_module.log("train/rate_goal", self.training_goal, on_step=True, on_epoch=False)
+        if pl_module.training_logs_written():
+            pl_module.log("train/rate_goal", self.training_goal, on_step=True, on_epoch=False)
 
     def on_validation_end(self, trainer, pl_module) -> None:
         real = pl_module.objective.validation_bpp

@@ -290,6 +290,8 @@ class CompressionLightningModule(pl.LightningModule):
 
     def log_terms(self, split: str, terms: dict[str, Tensor], batch_size: int) -> None:
         on_step = split == "train"
+        if on_step and not self.training_logs_written():
+            return
         self.log_dict(
             {f"{split}/{k}": v.detach().float() for k, v in terms.items()},
             on_step=on_step,
@@ -300,6 +302,17 @@ class CompressionLightningModule(pl.LightningModule):
         )
         if on_step and self.objective.rate_in_loss and self.objective.lambda_is_set:
             self.log(f"{split}/lambda", self.objective.rate_lambda, on_step=True, batch_size=batch_size)
+
+    def training_logs_written(self) -> bool:
+        """Whether this training batch's values are logged: on the batches the loggers write
+        (every ``log_every_n_steps``, and when the run stops) and on the last of ``max_steps``, whose
+        values the run's final metrics (final_metrics.json, a sweep's objective) hold. Lightning's
+        ``self.log`` costs the same on the batches it never writes: logging every batch cost the
+        demo's small HiFiC ~10 % of its batches per CPU second against the bare loop (BENCHMARKS.md,
+        learning speed). Called after the main optimizer's step: ``global_step`` counts this batch."""
+        trainer = self.trainer
+        last_batch = 0 < trainer.max_steps <= self.global_step
+        return last_batch or trainer._logger_connector.should_update_logs
 
     # --------------------------------------------------------------------- validation
     def on_validation_epoch_start(self) -> None:

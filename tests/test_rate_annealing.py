@@ -65,7 +65,8 @@ def test_target_rate_gains_grow_as_the_learning_rate_decays_up_to_their_cap():
                                   strategy=SimpleNamespace(reduce=lambda value, reduce_op: value))
         objective = RateDistortionObjective()
         objective.training_bpp = torch.tensor(0.2)
-        module = SimpleNamespace(device="cpu", log=lambda *args, **kwargs: None, objective=objective)
+        module = SimpleNamespace(device="cpu", log=lambda *args, **kwargs: None, training_logs_written=lambda: True,
+                                 objective=objective)
         controller.on_train_batch_end(trainer, module, None, None, 0)
         return controller.integral, math.log(controller.value())
 
