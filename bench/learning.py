@@ -2,6 +2,7 @@
 
     python bench/learning.py --minutes 10 [--lambdas 0.004 0.012 0.04] [--train DIR] [--held-out DIR]
                              [--override KEY=VALUE …]   (a change to our recipe, e.g. model.optimizer.lr=1e-3)
+                             [--seed N] [--arms ARM …] [--against OTHER_OUT]
 
 Three arms per λ, each for the same CPU time on the same training photos (random 128² crops,
 batch 8, the loss d + λ·R with d the MSE on [−1, 1]), one CPU thread each:
@@ -313,6 +314,18 @@ def bd(anchor: list[dict], test: list[dict], metric: str) -> str:
     return f"{value:+.1f} % ({spread})"
 
 
+def print_against(curves: dict[str, list[dict]], other_out: Path, photos: list[str]) -> None:
+    """Each arm of this bench against the same arm of another finished one, on the same photos."""
+    other = json.loads((other_out / "results.json").read_text())
+    if other["photos"] != photos:
+        raise SystemExit(f"{other_out} held out other photos: its BD-rates would not compare")
+    print(f"\n| BD-rate against the same arm in {other_out} | PSNR | MS-SSIM |\n|---|---|---|")
+    for arm in (a for a in curves if a in other["curves"]):
+        anchor = [{k: np.asarray(v, dtype=float) for k, v in p.items()} for p in other["curves"][arm]]
+        print(f"| {arm} (batches {', '.join(str(int(p['batches'])) for p in anchor)} there) | "
+              f"{bd(anchor, curves[arm], 'psnr')} | {bd(anchor, curves[arm], 'ms_ssim')} |")
+
+
 def worker(args) -> None:
     """One training job in its own process (one CPU core)."""
     torch.set_num_threads(1)
@@ -363,6 +376,9 @@ def main() -> None:
     parser.add_argument("--arms", nargs="+", choices=ARMS, default=list(ARMS),
                         help="the arms to train and compare (default: all three); the BD-rates shown are those "
                              "between the arms given")
+    parser.add_argument("--against", type=Path, default=None, metavar="OTHER_OUT",
+                        help="another finished bench's folder (other budget or seed, same held-out photos): also "
+                             "print each arm's BD-rate here against the same arm there, e.g. what 10 more minutes buy")
     parser.add_argument("--job", choices=ARMS, help=argparse.SUPPRESS)
     parser.add_argument("--lmbda", type=float, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -432,6 +448,14 @@ def main() -> None:
         if anchor in curves_and_jpeg and test in curves_and_jpeg:
             anchor_curve, test_curve = curves_and_jpeg[anchor], curves_and_jpeg[test]
             print(f"| {name} | {bd(anchor_curve, test_curve, 'psnr')} | {bd(anchor_curve, test_curve, 'ms_ssim')} |")
+    if "ours" in curves and "ours-bare" in curves:
+        # The two arms take the same step on the same batch (tests/test_train.py), so at equal CPU time
+        # the framework's whole cost is the batches it did not get to
+        deficits = [1 - o["batches"] / b["batches"] for o, b in zip(curves["ours"], curves["ours-bare"])]
+        print("ours trained " + ", ".join(f"{100 * d:.1f} %" for d in deficits) + " fewer batches than ours-bare "
+              f"in the same CPU time (λ = {', '.join(map(str, args.lambdas))})")
+    if args.against is not None:
+        print_against(curves, args.against, [name for name, _ in held_out])
     for arm in (a for a in ("ours", "ours-bare") if a in curves):
         points = [mean_of(p) for p in curves[arm]]
         monotone = all(a["bpp"] > b["bpp"] and a["psnr"] > b["psnr"] for a, b in zip(points, points[1:]))
