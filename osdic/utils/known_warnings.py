@@ -20,14 +20,24 @@ KNOWN_HARMLESS_WARNINGS = {
     r"Arguments other than a weight enum or `None` for 'weights' are deprecated": "the same call of the lpips package",
     r"pkg_resources is deprecated as an API": "openai-clip, which pyiqa's CLIP-IQA imports, still uses it",
 }
-#: Lightning's advertisement for its hosted logger, printed on every run
-LIGHTNING_TIP = "💡 Tip"
+#: logger → (the start of a record's message, why it is harmless): records printed through logging, not warnings
+KNOWN_HARMLESS_LOG_RECORDS = {
+    "pytorch_lightning.utilities.rank_zero": ("💡 Tip", "Lightning's advertisement for its hosted logger, on every run"),
+    "bitsandbytes.backends.cpu.ops": (
+        "Failed to load CPU gemm_4bit_forward",
+        "bitsandbytes (pyiqa's dependency, imported by diffusers' quantizers) looks for a 4-bit CPU kernel on the "
+        "Hub when imported; nothing here quantizes to 4 bits"),
+    "kernels._internals.hf_hub": (
+        "Skipping publisher trust check for 'kernels-community/quantization-bitsandbytes'",
+        "the same lookup with the Hub offline (HF_HUB_OFFLINE=1)"),
+}
 
 
-def _not_a_tip(record: logging.LogRecord) -> bool:
-    return not str(record.msg).startswith(LIGHTNING_TIP)
+def _drop_records_starting(prefix: str):
+    return lambda record: not str(record.msg).startswith(prefix)
 
 
 for _message in KNOWN_HARMLESS_WARNINGS:
     warnings.filterwarnings("ignore", message=_message)
-logging.getLogger("pytorch_lightning.utilities.rank_zero").addFilter(_not_a_tip)
+for _logger, (_prefix, _why) in KNOWN_HARMLESS_LOG_RECORDS.items():
+    logging.getLogger(_logger).addFilter(_drop_records_starting(_prefix))
