@@ -19,10 +19,12 @@ import hydra
 import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.accelerators import CPUAccelerator
 from pytorch_lightning.loggers import WandbLogger
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from callbacks.rate_annealing import RateAnnealing
+from osdic.utils.cpu_memory import keep_freed_memory
 from training.config import check_train_config, instantiate_collection, instantiate_node, metric_for_sweep
 from training.loggers import describe_wandb_run, finish_wandb
 from training.pipeline import run_pipeline
@@ -44,6 +46,8 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], pl.Trainer]:
     callbacks = instantiate_collection(cfg.get("callbacks"), "callbacks")
     loggers = instantiate_collection(cfg.get("logger"), "logger")
     trainer: pl.Trainer = instantiate_node(cfg.trainer, "trainer", callbacks=callbacks, logger=loggers or False)
+    if isinstance(trainer.accelerator, CPUAccelerator):
+        keep_freed_memory()  # the batches' activations: without it a sixth of the CPU time went to page faults
     exit_code = 1
     try:
         for logger in trainer.loggers:
