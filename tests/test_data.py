@@ -202,3 +202,22 @@ def test_epoch_shuffle_resumes_mid_epoch_and_splits_epochs_across_ranks():
     assert all(len(indices) == 4 for indices in ranks)  # 10 padded to 12
     assert {i for indices in ranks for i, _ in indices} == set(range(10))
     assert _pass(2, 2, num_replicas=3, rank=1) == ranks[1][2:]
+
+
+def test_the_input_report_logs_once_per_logging_interval_when_epochs_are_a_batch_long():
+    from types import SimpleNamespace
+
+    from callbacks.input_report import InputReport
+
+    logged_at = []
+    trainer = SimpleNamespace(global_step=0, log_every_n_steps=4,
+                              datamodule=SimpleNamespace(input_report=lambda: {"skipped": 1, "converted": 0}))
+    module = SimpleNamespace(log_dict=lambda values, **kwargs: logged_at.append((trainer.global_step, values)))
+    callback = InputReport()
+    for step in range(1, 11):  # ten one-batch epochs
+        trainer.global_step = step
+        callback.on_train_epoch_end(trainer, module)
+    assert [step for step, _ in logged_at] == [1, 5, 9]
+    assert logged_at[0][1] == {"data/skipped_images": 1.0, "data/converted_images": 0.0}
+    callback.on_validation_epoch_end(trainer, module)
+    assert len(logged_at) == 4, "every validation reports"
