@@ -334,6 +334,8 @@ def worker(args) -> None:
     into its steps.json."""
     from osdic.utils.cpu_memory import keep_freed_memory
 
+    if args.cpu is not None:
+        os.sched_setaffinity(0, {args.cpu})
     torch.set_num_threads(1)
     keep_freed_memory()
     seconds = args.minutes * 60
@@ -393,6 +395,7 @@ def main() -> None:
                              "print each arm's BD-rate here against the same arm there, e.g. what 10 more minutes buy")
     parser.add_argument("--job", choices=ARMS, help=argparse.SUPPRESS)
     parser.add_argument("--lmbda", type=float, help=argparse.SUPPRESS)
+    parser.add_argument("--cpu", type=int, help=argparse.SUPPRESS)  # the core a job runs on (framework_overhead.py)
     args = parser.parse_args()
     if args.job:
         return worker(args)
