@@ -7,8 +7,9 @@ module, datamodule and seed in training/bare_loop.py; one thread each, the same 
 the same CPU time, a pair at a time side by side on two cores, so both arms share whatever else
 loads the machine, each pinned to one core and the cores swapped from pair to pair: the same job
 on the two cores of the project's machine trained 557 and 568 batches in one CPU minute, a 2 %
-difference as large as what is measured. The two arms take the same step on the same batch (tests/test_train.py), so at
-equal CPU time the framework's whole effect on learning is the batches it does not get to. Printed:
+difference as large as what is measured. The two arms take the same step on the same batch
+(tests/test_train.py), so at equal CPU time the framework's whole effect on learning is the
+batches it does not get to. Printed:
 each pair's batches, the deficit's mean with a 95 % t-interval over the pairs, each job's share of
 CPU time in the kernel, and what the deficit is worth in BD-rate at the learning curve's slope
 (``--slope``: per cent of rate at equal quality per per cent of batches, early in training; 2.2 is
@@ -69,7 +70,7 @@ def main() -> None:
     print("\n| pair | ours batches | ours-bare batches | deficit |\n|---|---|---|---|")
     for pair, (ours, bare, deficit) in enumerate(zip(batches["ours"], batches["ours-bare"], deficits)):
         print(f"| {pair} (ours on the {'first' if pair % 2 == 0 else 'second'} core) | {ours} | {bare} | {deficit:+.1f} % |")
-    print(f"\nthe framework trained {mean:+.1f} % fewer batches than its bare loop in the same CPU time "
+    print(f"\nthe framework trained {mean:.1f} % fewer batches than its bare loop in the same CPU time "
           f"(95 % t-interval over {len(deficits)} pairs {mean - half_width:+.1f} to {mean + half_width:+.1f} %)")
     print(f"worth about {worth[1]:+.1f} % BD-rate at a slope of {args.slope:g} ({worth[0]:+.1f} to {worth[2]:+.1f} %)")
     print("CPU time in the kernel, set-up included: " + "; ".join(
