@@ -98,9 +98,9 @@ def framework_data_overrides(train_dir: Path) -> list[str]:
             "data.cache_decoded=true", "data.crops_per_image=64"]
 
 
-def train_ours(train_dir: Path, lmbda: float, seed: int, seconds: float, out: Path, overrides: Sequence[str] = ()) -> Path:
+def train_ours(train_dir: Path, lmbda: float, seed: int, seconds: float, out: Path, overrides: Sequence[str] = ()) -> int:
     """The framework's recipe (changed by Hydra ``overrides``) for ``seconds`` of this process's CPU
-    time → a codec package."""
+    time, its codec package in ``out``/codec → the batches trained."""
     from train import train
 
     cfg = recipe_config(lmbda, seed, out, overrides, [
@@ -109,12 +109,11 @@ def train_ours(train_dir: Path, lmbda: float, seed: int, seconds: float, out: Pa
         "~callbacks.model_checkpoint", "+callbacks.cpu_budget._target_=callbacks.budget.CPUTimeBudget",
         f"+callbacks.cpu_budget.seconds={seconds}"])
     _, trainer = train(cfg)
-    (out / "steps.json").write_text(json.dumps({"steps": trainer.fit_loop.epoch_loop.batch_progress.total.completed}))
-    return out / "codec"
+    return trainer.fit_loop.epoch_loop.batch_progress.total.completed
 
 
 def train_ours_bare(train_dir: Path, lmbda: float, seed: int, seconds: float, out: Path,
-                    overrides: Sequence[str] = ()) -> Path:
+                    overrides: Sequence[str] = ()) -> int:
     """Our recipe's module and datamodule, built as ``train()`` builds them (same seed: same initial
     weights, same batches, same noise), trained by training.bare_loop: no Trainer."""
     from osdic.codec.package import export_package
@@ -129,8 +128,7 @@ def train_ours_bare(train_dir: Path, lmbda: float, seed: int, seconds: float, ou
     start = time.process_time()
     steps = train_bare(module, endless_batches(datamodule), seed, lambda _: time.process_time() - start < seconds)
     export_package(module.codec, out / "codec", stage=module.stage)
-    (out / "steps.json").write_text(json.dumps({"steps": steps}))
-    return out / "codec"
+    return steps
 
 
 def reference_loss(output: dict, x: torch.Tensor, lmbda: float) -> torch.Tensor:
@@ -140,7 +138,7 @@ def reference_loss(output: dict, x: torch.Tensor, lmbda: float) -> torch.Tensor:
     return 4 * torch.mean((output["x_hat"] - x) ** 2) + lmbda * rate_bpp(output["likelihoods"], CROP * CROP)
 
 
-def train_reference(train_dir: Path, lmbda: float, seed: int, seconds: float, out: Path) -> Path:
+def train_reference(train_dir: Path, lmbda: float, seed: int, seconds: float, out: Path) -> int:
     """The bare loop: compressai's mean-scale hyperprior, photos in memory, no framework."""
     from compressai.models import MeanScaleHyperprior
 
@@ -166,8 +164,7 @@ def train_reference(train_dir: Path, lmbda: float, seed: int, seconds: float, ou
     model.update(force=True)
     out.mkdir(parents=True, exist_ok=True)
     torch.save(model.state_dict(), out / "reference.pt")
-    (out / "steps.json").write_text(json.dumps({"steps": steps}))
-    return out / "reference.pt"
+    return steps
 
 
 def training_cost(overrides: Sequence[str] = (), steps: int = 10) -> dict[str, tuple[float, float]]:
@@ -333,8 +330,8 @@ def print_against(curves: dict[str, list[dict]], other_out: Path, photos: list[s
 def worker(args) -> None:
     """One training job in its own process (one CPU core), every arm under the malloc policy our
     training sets on the CPU (osdic.utils.cpu_memory): the arms differ in recipe and loop, not in how
-    often the OS faults their activations in. The job's share of CPU time spent in the kernel goes
-    into its steps.json."""
+    often the OS faults their activations in. Its steps.json (written last: it marks the job done)
+    holds the batches trained and the share of CPU time spent in the kernel."""
     from osdic.utils.cpu_memory import keep_freed_memory
 
     if args.cpu is not None:
@@ -344,15 +341,14 @@ def worker(args) -> None:
     seconds = args.minutes * 60
     before = resource.getrusage(resource.RUSAGE_SELF)
     if args.job == "ours":
-        train_ours(args.train, args.lmbda, args.seed, seconds, args.out, args.override)
+        steps = train_ours(args.train, args.lmbda, args.seed, seconds, args.out, args.override)
     elif args.job == "ours-bare":
-        train_ours_bare(args.train, args.lmbda, args.seed, seconds, args.out, args.override)
+        steps = train_ours_bare(args.train, args.lmbda, args.seed, seconds, args.out, args.override)
     else:
-        train_reference(args.train, args.lmbda, args.seed, seconds, args.out)
+        steps = train_reference(args.train, args.lmbda, args.seed, seconds, args.out)
     after = resource.getrusage(resource.RUSAGE_SELF)
     kernel, user = after.ru_stime - before.ru_stime, after.ru_utime - before.ru_utime
-    steps = json.loads((args.out / "steps.json").read_text())
-    (args.out / "steps.json").write_text(json.dumps({**steps, "kernel_cpu_share": kernel / (kernel + user)}))
+    (args.out / "steps.json").write_text(json.dumps({"steps": steps, "kernel_cpu_share": kernel / (kernel + user)}))
 
 
 def run_jobs(jobs: dict[tuple[str, float], list[str]], parallel: int) -> None:
